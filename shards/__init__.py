@@ -1,0 +1,28 @@
+"""Datasets to WebDataset shards: tar + DALI index + manifest.json; subsets; verify.
+
+Imports numpy, Pillow and webdataset only: never torch or DALI.
+"""
+
+from shards._convert import ENCODINGS, check_output, convert
+from shards._errors import ShardError
+from shards._format import MANIFEST, load_manifest, read_samples
+from shards._sources import SOURCES, SPLITS, Source, open_source
+from shards._subset import subset
+from shards._verify import describe, verify
+
+__all__ = [
+    "ENCODINGS",
+    "MANIFEST",
+    "SOURCES",
+    "SPLITS",
+    "ShardError",
+    "Source",
+    "check_output",
+    "convert",
+    "describe",
+    "load_manifest",
+    "open_source",
+    "read_samples",
+    "subset",
+    "verify",
+]

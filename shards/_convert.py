@@ -1,0 +1,360 @@
+"""Write a `Source` as shuffled tar shards, a DALI index per tar and a manifest.
+
+Everything is written into a hidden `.<out>.partial` folder beside `out` and
+renamed into place only once the manifest is complete, so a killed conversion
+never leaves anything that looks finished; a rerun deletes the leftovers.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from shards._errors import ShardError
+from shards._format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    IMAGE_EXT,
+    LABEL_EXT,
+    MANIFEST,
+    group_samples,
+    index_text,
+    list_members,
+    sample_crc,
+    sample_key,
+    sha256_file,
+    write_json_atomic,
+)
+from shards._sources import Sample, Source
+
+ENCODINGS = ("auto", "jpeg", "png", "raw")
+PIL_ENCODING = {"JPEG": "jpeg", "PNG": "png"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    encoding: str
+    quality: int
+    reencode: bool
+    skip_corrupt: bool
+
+
+class CorruptImage(Exception):
+    pass
+
+
+def decode_image(data: bytes, channels: int) -> tuple[np.ndarray, str | None]:
+    """Fully decode encoded bytes (catches truncation); returns pixels and 'jpeg'/'png'/None."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            encoding = PIL_ENCODING.get(image.format)
+            pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise CorruptImage(str(err) or type(err).__name__) from None
+    return pixels, encoding
+
+
+def encode_pixels(pixels: np.ndarray, encoding: str, quality: int) -> bytes:
+    if encoding == "raw":
+        return pixels.tobytes()
+    buffer = io.BytesIO()
+    if encoding == "jpeg":
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    else:
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def encode_sample(sample: Sample, channels: int, settings: Settings) -> tuple[str, bytes, np.ndarray]:
+    """(image extension, payload, pixels); file bytes are kept as they are unless asked otherwise."""
+    if isinstance(sample.image, np.ndarray):
+        pixels, source_encoding, data = sample.image, None, None
+    else:
+        pixels, source_encoding = decode_image(sample.image, channels)
+        data = sample.image
+    target = settings.encoding
+    if target == "auto":
+        target = source_encoding or "png"
+    if data is not None and target == source_encoding and not settings.reencode:
+        return IMAGE_EXT[target], data, pixels
+    return IMAGE_EXT[target], encode_pixels(pixels, target, settings.quality), pixels
+
+
+# Set in the parent before forking workers, so the source is shared, never pickled.
+_JOB: tuple[Source, list[np.ndarray], Path, str, Settings] | None = None
+
+
+def _write_shard(shard_no: int) -> dict:
+    source, plan, folder, prefix, settings = _JOB
+    import webdataset as wds  # here, not at the top: it imports torch (2 s) and only writing needs it
+
+    name = f"{prefix}-{shard_no:06d}"
+    tar_path, idx_path = folder / f"{name}.tar", folder / f"{name}.idx"
+    channel_sum = np.zeros(source.channels, np.int64)
+    channel_sq = np.zeros(source.channels, np.int64)
+    class_counts = np.zeros(max(len(source.classes), 1), np.int64)
+    shapes: set[tuple[int, ...]] = set()
+    extensions: set[str] = set()
+    skipped, pixel_count = [], 0
+    with open(tar_path, "wb") as stream:
+        with wds.TarWriter(stream, encoder=False, mtime=0, user="fastclr", group="fastclr") as tar:
+            for index in plan[shard_no]:
+                sample = source.get(int(index))
+                try:
+                    ext, payload, pixels = encode_sample(sample, source.channels, settings)
+                except CorruptImage as err:
+                    if not settings.skip_corrupt:
+                        raise ShardError(
+                            f"{sample.origin}: not a readable image ({err}); fix or "
+                            "remove it, or pass --skip-corrupt to skip and count it"
+                        ) from None
+                    skipped.append({"origin": sample.origin, "error": str(err)})
+                    continue
+                if source.labeled and not 0 <= sample.label < len(source.classes):
+                    raise ShardError(
+                        f"{sample.origin}: label {sample.label} outside 0.."
+                        f"{len(source.classes) - 1}; fix the labels or the class list"
+                    )
+                record = {
+                    "__key__": sample_key(int(index)),
+                    ext: payload,
+                    LABEL_EXT: str(sample.label).encode(),
+                }
+                record.update({f"{k}.{LABEL_EXT}": str(v).encode() for k, v in sample.extra.items()})
+                tar.write(record)
+                flat = pixels.reshape(-1, source.channels).astype(np.int64)
+                channel_sum += flat.sum(0)
+                channel_sq += (flat * flat).sum(0)
+                pixel_count += len(flat)
+                shapes.add(pixels.shape if pixels.ndim == 3 else (*pixels.shape, 1))
+                extensions.add(ext)
+                if source.labeled:
+                    class_counts[sample.label] += 1
+        stream.flush()
+        os.fsync(stream.fileno())
+    return {
+        "shard": seal_shard(tar_path, idx_path),
+        "channel_sum": channel_sum,
+        "channel_sq": channel_sq,
+        "pixel_count": pixel_count,
+        "class_counts": class_counts,
+        "shapes": shapes,
+        "extensions": extensions,
+        "skipped": skipped,
+    }
+
+
+def seal_shard(tar_path: Path, idx_path: Path) -> dict:
+    """Write the DALI index of a finished tar; return its manifest entry (counts, hashes, CRCs)."""
+    samples = group_samples(list_members(tar_path))
+    idx_path.write_text(index_text(samples))
+    with open(tar_path, "rb") as f:
+        crcs = "".join(sample_crc(f, members) for _, members in samples)
+    return {
+        "tar": tar_path.name,
+        "index": idx_path.name,
+        "num_samples": len(samples),
+        "sha256": {"tar": sha256_file(tar_path), "index": sha256_file(idx_path)},
+        "sample_crc32": crcs,
+    }
+
+
+def check_output(out: str | Path, overwrite: bool) -> None:
+    """Refuse to clobber an existing folder unless asked, and never one that is not ours."""
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise ShardError(
+                f"--out {out} already exists; pass --overwrite to replace it or choose another folder"
+            )
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file()):
+            raise ShardError(
+                f"--out {out} exists and is not a fastclr shard folder; "
+                "refusing to overwrite it, choose another folder"
+            )
+
+
+def prepare_output(out: Path, overwrite: bool) -> Path:
+    """Check `out`; return a fresh hidden partial folder beside it."""
+    check_output(out, overwrite)
+    partial = out.parent / f".{out.name}.partial"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if partial.exists():
+            shutil.rmtree(partial)  # leftovers of an interrupted run: start clean
+        partial.mkdir()
+    except OSError as err:
+        raise ShardError(
+            f"--out {out}: cannot write there ({err.strerror}); choose a folder you can write to"
+        ) from None
+    return partial
+
+
+def publish_output(partial: Path, out: Path) -> None:
+    """Swap the finished folder into place; an old one is removed only after."""
+    old = out.parent / f".{out.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(partial, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def convert(
+    source: Source,
+    out: str | Path,
+    encoding: str = "auto",
+    quality: int = 95,
+    shard_size: int = 5000,
+    workers: int = 1,
+    overwrite: bool = False,
+    skip_corrupt: bool = False,
+    reencode: bool = False,
+    seed: int = 0,
+    shuffle: bool = True,
+    progress: bool = True,
+    command: list[str] | None = None,
+) -> dict:
+    """Convert `source` into shards in `out`; returns the manifest.
+
+    Args:
+        encoding: `auto` keeps JPEG/PNG files byte for byte and stores arrays as PNG;
+            `jpeg`, `png` or `raw` (HWC uint8 bytes, needs one image size) force one.
+        quality: JPEG quality when encoding to JPEG.
+        shard_size: samples per tar.
+        workers: processes that write shards in parallel.
+        reencode: re-encode files even when they already are in the target encoding.
+        seed, shuffle: the global sample order is a seeded permutation (DALI only
+            shuffles within a buffer, so shards must be pre-shuffled).
+    """
+    global _JOB
+    if encoding not in ENCODINGS:
+        raise ShardError(f"unknown --encoding {encoding!r}; choose one of: {', '.join(ENCODINGS)}")
+    if not 1 <= quality <= 100:
+        raise ShardError(f"--quality {quality} out of range; use 1..100")
+    if shard_size < 1 or workers < 1:
+        raise ShardError("--shard-size and --workers must be at least 1")
+    if len(source) == 0:
+        raise ShardError(f"source {source.name} ({source.split}) holds no images")
+    out = Path(out)
+    started = time.time()
+    partial = prepare_output(out, overwrite)
+    order = np.random.default_rng(seed).permutation(len(source)) if shuffle else np.arange(len(source))
+    plan = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
+    settings = Settings(encoding, quality, reencode, skip_corrupt)
+    _JOB = (source, plan, partial, source.split, settings)
+    results: list[dict] = []
+    try:
+        bar = tqdm(
+            total=len(source),
+            unit="img",
+            desc=f"{source.name}/{source.split}",
+            disable=not progress,
+            file=sys.stderr,
+        )
+        if workers == 1:
+            for shard_no in range(len(plan)):
+                results.append(_write_shard(shard_no))
+                bar.update(len(plan[shard_no]))
+        else:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for result in pool.imap(_write_shard, range(len(plan))):
+                    results.append(result)
+                    bar.update(len(plan[len(results) - 1]))
+        bar.close()
+        manifest = _manifest(
+            source, results, settings, shard_size, seed, shuffle, command, time.time() - started
+        )
+        write_json_atomic(partial / MANIFEST, manifest)
+        publish_output(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        _JOB = None
+    return manifest
+
+
+def _manifest(
+    source: Source,
+    results: list[dict],
+    settings: Settings,
+    shard_size: int,
+    seed: int,
+    shuffle: bool,
+    command: list[str] | None,
+    seconds: float,
+) -> dict:
+    total = sum(r["shard"]["num_samples"] for r in results)
+    skipped = [s for r in results for s in r["skipped"]]
+    if total == 0:
+        raise ShardError(
+            f"source {source.name}: every image was unreadable ({len(skipped)} skipped); "
+            f"first: {skipped[0]['origin']}"
+        )
+    shapes = set().union(*(r["shapes"] for r in results))
+    extensions = sorted(set().union(*(r["extensions"] for r in results)))
+    if settings.encoding == "raw" and len(shapes) > 1:
+        a, b = sorted(shapes)[:2]
+        raise ShardError(
+            f"--encoding raw needs one image size, found {a} and {b}; use --encoding png or jpeg"
+        )
+    pixels = sum(r["pixel_count"] for r in results)
+    mean = sum(r["channel_sum"] for r in results) / (255.0 * pixels)
+    mean_sq = sum(r["channel_sq"] for r in results) / (255.0**2 * pixels)
+    std = np.sqrt(np.maximum(mean_sq - mean**2, 0))
+    encoding = {v: k for k, v in IMAGE_EXT.items()}[extensions[0]] if len(extensions) == 1 else "mixed"
+    heights = [s[0] for s in shapes]
+    widths = [s[1] for s in shapes]
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "dataset": source.name,
+        "split": source.split,
+        "labeled": source.labeled,
+        "classes": source.classes,
+        "num_classes": len(source.classes),
+        "extra_labels": {k: {"classes": v} for k, v in source.extra_classes.items()},
+        "num_samples": total,
+        "class_counts": (sum(r["class_counts"] for r in results).tolist() if source.labeled else None),
+        "image": {
+            "encoding": encoding,
+            "extensions": extensions,
+            "shape": list(next(iter(shapes))) if len(shapes) == 1 else None,
+            "channels": source.channels,
+            "min_size": [min(heights), min(widths)],
+            "max_size": [max(heights), max(widths)],
+        },
+        # Per channel, of pixel values scaled to [0, 1].
+        "mean": [round(float(m), 6) for m in mean],
+        "std": [round(float(s), 6) for s in std],
+        "shards": [r["shard"] for r in results],
+        "skipped": {"count": len(skipped), "samples": skipped},
+        "source": {"name": source.name, **source.provenance},
+        "subset": None,
+        "provenance": {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(seconds, 2),
+            "command": command,
+            "encoding_requested": settings.encoding,
+            "quality": settings.quality,
+            "reencode": settings.reencode,
+            "skip_corrupt": settings.skip_corrupt,
+            "shard_size": shard_size,
+            "shuffled": shuffle,
+            "seed": seed,
+        },
+    }

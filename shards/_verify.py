@@ -1,0 +1,145 @@
+"""`verify`: prove a shard folder is exactly what its manifest says; `describe`: a short summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shards._convert import CorruptImage, decode_image
+from shards._errors import ShardError
+from shards._format import (
+    IMAGE_EXT,
+    LABEL_EXT,
+    MANIFEST,
+    group_samples,
+    index_text,
+    iter_shard_paths,
+    list_members,
+    load_manifest,
+    read_samples,
+    sample_crc,
+    sha256_file,
+)
+
+RAW_EXT = IMAGE_EXT["raw"]
+
+
+def _locate_change(tar: Path, shard: dict) -> str:
+    """Name the first sample whose bytes differ from the CRCs recorded at conversion."""
+    samples = group_samples(list_members(tar))  # raises, naming the sample, if truncated
+    expected = shard["sample_crc32"]
+    with open(tar, "rb") as f:
+        for n, (key, members) in enumerate(samples):
+            if sample_crc(f, members) != expected[8 * n : 8 * n + 8]:
+                return f"{tar}: sample {key} changed since conversion (sha256 mismatch)"
+    return f"{tar}: sha256 mismatch outside the sample bytes (tar headers changed)"
+
+
+def _check_sample(tar: Path, key: str, parts: dict[str, bytes], manifest: dict) -> None:
+    where = f"{tar}: sample {key}"
+    images = [ext for ext in parts if ext in IMAGE_EXT.values()]
+    if len(images) != 1:
+        raise ShardError(
+            f"{where}: expected one image member ({'/'.join(IMAGE_EXT.values())}), found {sorted(parts)}"
+        )
+    if LABEL_EXT not in parts:
+        raise ShardError(f"{where}: no .{LABEL_EXT} label member")
+    data = parts[images[0]]
+    if images[0] == RAW_EXT:
+        shape = manifest["image"]["shape"]
+        if shape is None or len(data) != shape[0] * shape[1] * shape[2]:
+            raise ShardError(f"{where}: raw image of {len(data)} bytes does not match shape {shape}")
+    else:
+        try:
+            decode_image(data, manifest["image"]["channels"])
+        except CorruptImage as err:
+            raise ShardError(f"{where}: image does not decode ({err})") from None
+    labels = {"": (parts[LABEL_EXT], manifest["num_classes"])}
+    for name, extra in manifest.get("extra_labels", {}).items():
+        labels[name] = (parts.get(f"{name}.{LABEL_EXT}", b""), len(extra["classes"]))
+    for name, (raw, count) in labels.items():
+        try:
+            label = int(raw)
+        except ValueError:
+            raise ShardError(f"{where}: {name or 'label'} {raw[:20]!r} is not an integer") from None
+        valid = 0 <= label < count if manifest["labeled"] else label == -1
+        if not valid:
+            expect = f"0..{count - 1}" if manifest["labeled"] else "-1 (unlabelled split)"
+            raise ShardError(f"{where}: {name or 'label'} {label} outside {expect}")
+
+
+def verify(folder: str | Path, decode: bool = True) -> dict:
+    """Check hashes, index against tar, every sample's members, decoding and labels.
+
+    Raises ShardError naming the shard (and sample key where there is one) of the
+    first fault; returns {"shards": n, "samples": n} when all is well.
+    """
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    listed = {name for s in manifest["shards"] for name in (s["tar"], s["index"])}
+    for path in sorted(folder.iterdir()):
+        if path.name not in listed and path.name != MANIFEST:
+            raise ShardError(
+                f"{path}: not listed in {folder / MANIFEST}; remove it (shards of "
+                "another conversion must not be mixed in)"
+            )
+    total = 0
+    for shard, tar, idx in iter_shard_paths(folder, manifest):
+        for path in (tar, idx):
+            if not path.is_file():
+                raise ShardError(f"{path}: listed in the manifest but missing; reconvert")
+        if sha256_file(tar) != shard["sha256"]["tar"]:
+            raise ShardError(_locate_change(tar, shard))
+        if sha256_file(idx) != shard["sha256"]["index"]:
+            raise ShardError(f"{idx}: sha256 mismatch; the index changed since conversion")
+        samples = group_samples(list_members(tar))
+        expected, actual = index_text(samples).splitlines(), idx.read_text().splitlines()
+        if expected != actual:
+            n = next(
+                (n for n, (e, a) in enumerate(zip(expected, actual, strict=False)) if e != a), len(actual)
+            )
+            what = "its header" if n == 0 else f"sample {samples[min(n, len(samples)) - 1][0]}"
+            raise ShardError(f"{idx}: {what} disagrees with {tar.name}; reconvert the shards")
+        if len(samples) != shard["num_samples"]:
+            raise ShardError(f"{tar}: holds {len(samples)} samples, manifest says {shard['num_samples']}")
+        for key, parts in read_samples(tar):
+            if decode:
+                _check_sample(tar, key, parts, manifest)
+        total += len(samples)
+    if total != manifest["num_samples"]:
+        raise ShardError(f"{folder}: {total} samples in shards, manifest says {manifest['num_samples']}")
+    return {"shards": len(manifest["shards"]), "samples": total}
+
+
+def describe(folder: str | Path) -> str:
+    """A few lines a person reads to know what a shard folder holds."""
+    folder = Path(folder)
+    m = load_manifest(folder)
+    size = sum((folder / s[k]).stat().st_size for s in m["shards"] for k in ("tar", "index"))
+    image = m["image"]
+    shape = (
+        "x".join(map(str, image["shape"]))
+        if image["shape"]
+        else (
+            f"{image['min_size'][0]}x{image['min_size'][1]} .. {image['max_size'][0]}x{image['max_size'][1]}"
+        )
+    )
+    classes = m["classes"]
+    names = ", ".join(classes[:5]) + (f", ... ({len(classes)} in all)" if len(classes) > 5 else "")
+    lines = [
+        f"{folder}: {m['dataset']} / {m['split']}",
+        f"  samples   {m['num_samples']:,} in {len(m['shards'])} shards, {size / 2**20:.1f} MiB",
+        f"  images    {image['encoding']} ({', '.join(image['extensions'])}), {shape}, "
+        f"{image['channels']} channel(s)",
+        f"  labels    {f'{len(classes)} classes: {names}' if m['labeled'] else 'none (unlabelled)'}",
+        f"  mean/std  {m['mean']} / {m['std']}",
+        f"  skipped   {m['skipped']['count']} unreadable image(s)",
+        f"  source    {m['source']}",
+    ]
+    if m["subset"]:
+        sub = m["subset"]
+        rule = f"fraction {sub['fraction']}" if sub["fraction"] else f"{sub['per_class']} per class"
+        lines.append(
+            f"  subset    {rule}, seed {sub['seed']}, of {sub['parent']} "
+            f"({sub['parent_num_samples']:,} samples)"
+        )
+    return "\n".join(lines)
