@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from shards._errors import ShardError
@@ -60,6 +60,8 @@ def decode_image(data: bytes, channels: int) -> tuple[np.ndarray, str | None]:
             image.load()
             encoding = PIL_ENCODING.get(image.format)
             pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    except UnidentifiedImageError:
+        raise CorruptImage("empty file" if not data else "not an image format Pillow knows") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise CorruptImage(str(err) or type(err).__name__) from None
     return pixels, encoding
@@ -258,23 +260,20 @@ def convert(
     _JOB = (source, plan, partial, source.split, settings)
     results: list[dict] = []
     try:
-        bar = tqdm(
-            total=len(source),
-            unit="img",
-            desc=f"{source.name}/{source.split}",
-            disable=not progress,
-            file=sys.stderr,
-        )
-        if workers == 1:
-            for shard_no in range(len(plan)):
-                results.append(_write_shard(shard_no))
-                bar.update(len(plan[shard_no]))
-        else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for result in pool.imap(_write_shard, range(len(plan))):
+        desc = f"{source.name}/{source.split}"
+        with tqdm(total=len(source), unit="img", desc=desc, disable=not progress, file=sys.stderr) as bar:
+            if workers == 1:
+                shard_results = map(_write_shard, range(len(plan)))
+            else:
+                pool = multiprocessing.get_context("fork").Pool(workers)
+                shard_results = pool.imap(_write_shard, range(len(plan)))
+            try:
+                for result in shard_results:
                     results.append(result)
-                    bar.update(len(plan[len(results) - 1]))
-        bar.close()
+                    bar.update(result["shard"]["num_samples"] + len(result["skipped"]))
+            finally:
+                if workers > 1:
+                    pool.terminate()
         manifest = _manifest(
             source, results, settings, shard_size, seed, shuffle, command, time.time() - started
         )

@@ -31,6 +31,12 @@ def _locate_change(tar: Path, shard: dict) -> str:
         for n, (key, members) in enumerate(samples):
             if sample_crc(f, members) != expected[8 * n : 8 * n + 8]:
                 return f"{tar}: sample {key} changed since conversion (sha256 mismatch)"
+    if len(samples) < shard["num_samples"]:
+        last = samples[-1][0] if samples else "(none)"
+        return (
+            f"{tar}: truncated after sample {last} ({len(samples)} of {shard['num_samples']} "
+            "samples left); reconvert the shards"
+        )
     return f"{tar}: sha256 mismatch outside the sample bytes (tar headers changed)"
 
 
