@@ -8,7 +8,7 @@ from shards._errors import ShardError
 from shards._format import MANIFEST, load_manifest, read_samples
 from shards._sources import SOURCES, SPLITS, Source, open_source
 from shards._subset import subset
-from shards._verify import describe, verify
+from shards._verify import describe, rebuild_index, verify
 
 __all__ = [
     "ENCODINGS",
@@ -23,6 +23,7 @@ __all__ = [
     "load_manifest",
     "open_source",
     "read_samples",
+    "rebuild_index",
     "subset",
     "verify",
 ]

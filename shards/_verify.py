@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 from shards._convert import CorruptImage, decode_image
@@ -149,3 +151,25 @@ def describe(folder: str | Path) -> str:
             f"({sub['parent_num_samples']:,} samples)"
         )
     return "\n".join(lines)
+
+
+def rebuild_index(folder: str | Path, shard: dict) -> Path:
+    """Rewrite a lost DALI index from its tar; it must hash to what the manifest recorded."""
+    folder = Path(folder)
+    tar, idx = folder / shard["tar"], folder / shard["index"]
+    text = index_text(group_samples(list_members(tar)))
+    if hashlib.sha256(text.encode()).hexdigest() != shard["sha256"]["index"]:
+        raise ShardError(
+            f"{idx}: missing, and the index rebuilt from {tar.name} disagrees with the "
+            "manifest (the tar changed); reconvert the shards"
+        )
+    try:
+        tmp = idx.with_name(f".{idx.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, idx)
+    except OSError as err:
+        raise ShardError(
+            f"{idx}: missing, and it cannot be rebuilt there ({err.strerror}); "
+            "restore it or reconvert the shards"
+        ) from None
+    return idx

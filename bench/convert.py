@@ -1,0 +1,124 @@
+"""Shard conversion speed and size on disk, on an ImageFolder of JPEGs (CIFAR-10 by default).
+
+    python -m bench.convert --src ../shared/data/cifar10-jpeg.tar.gz --json bench/results/convert.json
+
+Converts every split folder under the source (train and test: all 60,000 CIFAR-10
+images) with 1 and with 2 workers (byte-for-byte JPEG, the default), then once per
+encoding (png, raw) to measure size on disk. Each timing is the best of --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import shards
+
+
+def environment() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "commit": commit.stdout.strip() or None,
+    }
+
+
+def unpack(src: Path, work: Path) -> Path:
+    """The ImageFolder root holding one folder per split (train/, test/)."""
+    if src.is_dir():
+        return src
+    with tarfile.open(src) as tar:
+        tar.extractall(work / "src", filter="data")  # "data": no paths outside work/src
+    top = [p for p in (work / "src").iterdir() if p.is_dir()]
+    return top[0] if len(top) == 1 else work / "src"  # cifar10/{train,test} in the archive
+
+
+def convert_all(root: Path, out: Path, encoding: str, workers: int) -> tuple[float, int, int]:
+    """Convert every split under root; returns (seconds, images, bytes on disk)."""
+    started = time.perf_counter()
+    images = size = 0
+    for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        split = "test" if split_dir.name in ("test", "val") else "train"
+        source = shards.open_source("imagefolder", split_dir, split)
+        target = out / split_dir.name
+        manifest = shards.convert(
+            source, target, encoding=encoding, workers=workers, overwrite=True, progress=False
+        )
+        images += manifest["num_samples"]
+        size += sum(p.stat().st_size for p in target.iterdir())
+    return time.perf_counter() - started, images, size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument("--work", help="scratch folder (default: a temporary one)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--json", help="write the results here too")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        work = Path(tmp)
+        root = unpack(Path(args.src), work)
+        source_bytes = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        results = {
+            "command": " ".join(["python -m bench.convert", *sys.argv[1:]]),
+            "source": str(args.src),
+            "source_bytes": source_bytes,
+            **environment(),
+            "speed": [],
+            "size": [],
+        }
+        for repeat in range(args.repeats):  # alternate worker counts so drift hits both alike
+            for workers in args.workers:
+                seconds, images, size = convert_all(root, work / "out", "auto", workers)
+                results["speed"].append(
+                    {
+                        "workers": workers,
+                        "repeat": repeat,
+                        "seconds": round(seconds, 2),
+                        "images": images,
+                        "images_per_s": round(images / seconds),
+                    }
+                )
+        for encoding in ["auto", "png", "raw"]:
+            seconds, images, size = convert_all(root, work / "out", encoding, max(args.workers))
+            results["size"].append(
+                {
+                    "encoding": "jpeg (kept)" if encoding == "auto" else encoding,
+                    "bytes": size,
+                    "MiB": round(size / 2**20, 1),
+                    "bytes_per_image": round(size / images),
+                    "workers": max(args.workers),
+                    "images_per_s": round(images / seconds),
+                }
+            )
+    best = {w: max(r["images_per_s"] for r in results["speed"] if r["workers"] == w) for w in args.workers}
+    results["best_images_per_s"] = best
+    text = json.dumps(results, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""DALI input pipelines: two-view pretraining and eval train/val, per rank, on GPU or CPU."""
+
+from pipelines._augment import PRESETS, Augment, PipelineError, create_augment
+from pipelines._loader import MODES, DaliLoader, create_loader, parse_labels, rank_share
+
+__all__ = [
+    "MODES",
+    "PRESETS",
+    "Augment",
+    "DaliLoader",
+    "PipelineError",
+    "create_augment",
+    "create_loader",
+    "parse_labels",
+    "rank_share",
+]

@@ -1,0 +1,206 @@
+"""Loaders: a DALI graph per rank, yielding torch tensors already on the training device.
+
+    loader = create_loader("pretrain", "data/cifar10-train", batch_size=512, size=32,
+                           rank=accelerator.process_index, world_size=accelerator.num_processes,
+                           device=accelerator.device, dtype=torch.bfloat16, channels_last=True)
+    for view1, view2, label in loader: ...
+
+`pretrain` yields (view1, view2, label); `train` (image, label) with one random
+view; `val` (image, label) in stored order, every sample of the rank's part
+exactly once. Every rank of `pretrain` and `train` gets the same number of
+batches, `len(loader)`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+import shards
+from pipelines._augment import Augment, PipelineError, create_augment
+from pipelines._graph import Output, Source, eval_train_graph, eval_val_graph, pretrain_graph
+
+MODES = ("pretrain", "train", "val")
+DTYPES = {torch.float32: False, torch.float16: True, torch.bfloat16: True}
+
+
+def shard_source(folder: str | Path) -> tuple[Source, dict]:
+    """The graph's view of a shard folder; a missing index file is rebuilt from its tar."""
+    folder = Path(folder)
+    try:
+        manifest = shards.load_manifest(folder)
+        for shard in manifest["shards"]:
+            if not (folder / shard["tar"]).is_file():
+                raise shards.ShardError(
+                    f"{folder / shard['tar']}: listed in the manifest but missing; reconvert or restore it"
+                )
+            if not (folder / shard["index"]).is_file():
+                shards.rebuild_index(folder, shard)
+    except shards.ShardError as err:
+        raise PipelineError(str(err)) from None
+    image = manifest["image"]
+    shape = image["shape"]
+    return Source(
+        tars=[str(folder / s["tar"]) for s in manifest["shards"]],
+        indexes=[str(folder / s["index"]) for s in manifest["shards"]],
+        image_ext=";".join(image["extensions"]),
+        raw_shape=tuple(shape) if image["encoding"] == "raw" else None,
+        channels=image["channels"],
+        mean=tuple(manifest["mean"]),
+        std=tuple(manifest["std"]),
+    ), manifest
+
+
+def parse_labels(padded: torch.Tensor) -> torch.Tensor:
+    """(B, L) zero-padded ASCII integers such as b"7", b"-1" -> (B,) int64, on any device."""
+    digits = padded.long() - ord("0")
+    is_digit = (digits >= 0) & (digits <= 9)
+    count = is_digit.sum(1, keepdim=True)
+    position = is_digit.cumsum(1)  # 1-based position among the digits
+    power = torch.where(is_digit, count - position, torch.zeros_like(position))
+    value = (torch.where(is_digit, digits, torch.zeros_like(digits)) * 10**power).sum(1)
+    return torch.where(padded[:, 0] == ord("-"), -value, value)
+
+
+def rank_share(total: int, rank: int, world_size: int) -> int:
+    """Samples DALI's reader gives shard `rank` of `world_size` (its split: floor(total * i / n))."""
+    return total * (rank + 1) // world_size - total * rank // world_size
+
+
+class DaliLoader:
+    """Iterates one epoch of batches per `iter()`; see the module docstring."""
+
+    def __init__(
+        self,
+        mode: str,
+        folder: str | Path,
+        *,
+        batch_size: int,
+        size: int,
+        augment: Augment | None = None,
+        crop_fraction: float | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        channels: int | None = None,
+        seed: int = 0,
+        num_threads: int | None = None,
+        prefetch: int = 2,
+    ):
+        if mode not in MODES:
+            raise PipelineError(f"unknown loader mode {mode!r}; choose one of: {', '.join(MODES)}")
+        if dtype not in DTYPES:
+            raise PipelineError(f"unsupported dtype {dtype}; choose float32, float16 or bfloat16")
+        if not 0 <= rank < world_size:
+            raise PipelineError(f"rank {rank} outside a world of {world_size}")
+        self.folder, self.mode, self.batch_size = Path(folder), mode, batch_size
+        self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
+        src, self.manifest = shard_source(folder)
+        self.num_samples = self.manifest["num_samples"]
+        share = rank_share(self.num_samples, rank, world_size)
+        if mode == "val":
+            self.rank_samples = share
+            self.steps = math.ceil(share / batch_size)
+        else:
+            # Every rank takes the same whole batches: the smallest share decides.
+            self.steps = (self.num_samples // world_size) // batch_size
+            self.rank_samples = self.steps * batch_size
+            if self.steps == 0:
+                raise PipelineError(
+                    f"{folder}: {self.num_samples} samples cannot fill one batch of "
+                    f"{batch_size} on each of {world_size} ranks; lower the batch size"
+                )
+        out = Output(
+            size=size, channels=channels or src.channels, channels_last=channels_last, half=DTYPES[dtype]
+        )
+        if augment is None and mode != "val":
+            augment = create_augment("simclr" if mode == "pretrain" else "basic", size)
+        if out.channels == 1 and augment is not None and augment.uses_colour:
+            raise PipelineError(
+                f"{folder}: images have one channel but the augmentation uses colour "
+                "(jitter, grayscale or solarise); use the digits preset or channels=3"
+            )
+        gpu = self.device.type == "cuda"
+        common = dict(
+            batch_size=batch_size,
+            num_threads=num_threads or min(4, os.cpu_count() or 1),
+            device_id=(self.device.index or 0) if gpu else None,
+            seed=seed * 1000 + rank,
+            prefetch_queue_depth=prefetch,
+        )
+        if mode == "pretrain":
+            graph = pretrain_graph(src, out, augment, rank, world_size, seed, gpu, **common)
+        elif mode == "train":
+            graph = eval_train_graph(src, out, augment, rank, world_size, seed, gpu, **common)
+        else:
+            fraction = crop_fraction or (1.0 if size <= 64 else 0.875)
+            graph = eval_val_graph(src, out, fraction, rank, world_size, gpu, **common)
+        self.pipe = graph
+        self._guard(self.pipe.build)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _guard(self, step):
+        """Run a DALI call; a data fault becomes one line naming the shard and sample."""
+        try:
+            return step()
+        except RuntimeError as err:
+            raise PipelineError(explain_failure(self.folder, err)) from None
+
+    def _to_torch(self, tensor_list) -> torch.Tensor:
+        """Copy one output batch into a fresh tensor on the device (DALI reuses its buffers)."""
+        tensor = tensor_list.as_tensor()
+        target = torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device=self.device)
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        return feed_ndarray(tensor, target, cuda_stream=stream)
+
+    def _image(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            batch = batch.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: channels_last strides
+        return batch if batch.dtype == self.dtype else batch.to(self.dtype)
+
+    def __iter__(self):
+        for step in range(self.steps):
+            outputs = self._guard(self.pipe.run)
+            *images, label = [self._to_torch(o) for o in outputs]
+            images, label = [self._image(x) for x in images], parse_labels(label)
+            if self.mode == "val" and step == self.steps - 1:
+                keep = self.rank_samples - step * self.batch_size  # drop the reader's padding
+                images, label = [x[:keep] for x in images], label[:keep]
+            yield (*images, label)
+
+
+def explain_failure(folder: Path, err: Exception) -> str:
+    """Find the faulty sample with `shards.verify`; else the first line of DALI's message."""
+    try:
+        shards.verify(folder)
+    except shards.ShardError as fault:
+        return str(fault)
+    return f"{folder}: the DALI pipeline failed ({dali_reason(err)}); the shards verify clean"
+
+
+def dali_reason(err: Exception) -> str:
+    """The one informative line of a DALI error: the operator and what it encountered."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    operator = next((line for line in lines if line.startswith("Error in")), "")
+    after = (
+        lines[lines.index("encountered:") + 1] if "encountered:" in lines[:-1] else lines[-1] if lines else ""
+    )
+    return f"{operator.rstrip(',')}: {after}"[:400] if operator else after[:400]
+
+
+def create_loader(mode: str, folder: str | Path, **kwargs) -> DaliLoader:
+    """`DaliLoader(mode, folder, **kwargs)`; `preset` and `augment_overrides` build its Augment."""
+    preset = kwargs.pop("preset", None)
+    overrides = kwargs.pop("augment_overrides", None) or {}
+    if preset is not None or overrides:
+        default = "simclr" if mode == "pretrain" else "basic"
+        kwargs["augment"] = create_augment(preset or default, kwargs["size"], **overrides)
+    return DaliLoader(mode, folder, **kwargs)

@@ -1,0 +1,258 @@
+"""DALI pipelines on the CPU: shapes, views, seeds, ranks, exact val, presets, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+import shards
+from pipelines import PipelineError, create_augment, create_loader, parse_labels, rank_share
+
+SIZE = 16
+
+
+def id_shards(tmp_path, n, encoding="raw", name="ids", size=SIZE, channels=3, shard_size=20):
+    """Shards whose label is the sample's id (n classes): lets a test see which samples came."""
+    rng = np.random.default_rng(0)
+    shape = (n, size, size, channels) if channels == 3 else (n, size, size)
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    np.savez(
+        tmp_path / f"{name}.npz",
+        images=pixels,
+        labels=np.arange(n),
+        class_names=np.array([str(i) for i in range(n)]),
+    )
+    source = shards.open_source("npz", tmp_path / f"{name}.npz", "train")
+    shards.convert(source, tmp_path / name, encoding=encoding, shard_size=shard_size, progress=False)
+    return tmp_path / name, pixels
+
+
+IDENTITY = dict(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    flip_p=0.0,
+    jitter_p=0.0,
+    gray_p=0.0,
+    blur_p=0.0,
+    solarize_p=0.0,
+)
+
+
+def pixels_of(batch, folder):
+    """Undo the normalisation: back to 0..255 pixel values, NHWC float."""
+    manifest = shards.load_manifest(folder)
+    mean = torch.tensor(manifest["mean"]) * 255
+    std = torch.tensor(manifest["std"]) * 255
+    return batch.float().permute(0, 2, 3, 1) * std + mean
+
+
+def collect(loader):
+    images, labels = [], []
+    for *views, label in loader:
+        images.append(views)
+        labels.append(label)
+    return images, torch.cat(labels)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png", "jpeg"])
+@pytest.mark.parametrize(
+    "dtype,channels_last", [(torch.float32, False), (torch.float16, False), (torch.bfloat16, True)]
+)
+def test_shapes_dtypes_and_layout(tmp_path, encoding, dtype, channels_last):
+    folder, _ = id_shards(tmp_path, 24, encoding=encoding)
+    for mode, count in [("pretrain", 3), ("train", 2), ("val", 2)]:
+        loader = create_loader(mode, folder, batch_size=8, size=12, dtype=dtype, channels_last=channels_last)
+        assert len(loader) == 3
+        batch = next(iter(loader))
+        assert len(batch) == count
+        *images, label = batch
+        assert label.dtype == torch.int64 and label.shape == (8,)
+        for image in images:
+            assert image.shape == (8, 3, 12, 12) and image.dtype == dtype
+            assert image.is_contiguous(memory_format=torch.channels_last) == channels_last
+            assert image.float().abs().mean() > 0.1  # normalised pixels, not zeros
+
+
+def test_two_views_differ_and_share_the_label(tmp_path):
+    folder, pixels = id_shards(tmp_path, 32)
+    loader = create_loader("pretrain", folder, batch_size=16, size=SIZE)
+    view1, view2, label = next(iter(loader))
+    differ = (view1 - view2).abs().flatten(1).mean(1) > 0.05
+    assert differ.float().mean() > 0.9
+    assert len(set(label.tolist())) == 16
+
+
+def test_same_seed_same_batches_other_seed_other_batches(tmp_path):
+    folder, _ = id_shards(tmp_path, 40)
+
+    def first_batch(seed):
+        v1, v2, label = next(iter(create_loader("pretrain", folder, batch_size=10, size=SIZE, seed=seed)))
+        return v1, label
+
+    a, b, c = first_batch(0), first_batch(0), first_batch(1)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_every_epoch_is_reshuffled(tmp_path):
+    folder, _ = id_shards(tmp_path, 40, shard_size=5)
+    loader = create_loader("pretrain", folder, batch_size=10, size=SIZE)
+    first = collect(loader)[1].tolist()
+    second = collect(loader)[1].tolist()
+    assert sorted(first) == sorted(second) == list(range(40))
+    assert first != second
+
+
+@pytest.mark.parametrize("n,world", [(40, 2), (53, 2), (61, 3)])
+def test_ranks_see_disjoint_samples_covering_the_epoch(tmp_path, n, world):
+    folder, _ = id_shards(tmp_path, n, shard_size=7)
+    seen = []
+    for rank in range(world):
+        loader = create_loader("pretrain", folder, batch_size=4, size=SIZE, rank=rank, world_size=world)
+        assert len(loader) == (n // world) // 4  # the same for every rank
+        seen.append(set(collect(loader)[1].tolist()))
+    union = set().union(*seen)
+    assert sum(map(len, seen)) == len(union)  # disjoint
+    assert len(union) == world * len(loader) * 4  # everything a rank could take in whole batches
+    if n % (world * 4) == 0:
+        assert union == set(range(n))
+
+
+@pytest.mark.parametrize("n,world,batch", [(53, 2, 5), (61, 3, 8), (7, 1, 4), (10, 4, 3)])
+def test_val_yields_every_sample_exactly_once(tmp_path, n, world, batch):
+    folder, pixels = id_shards(tmp_path, n, encoding="png")
+    labels = []
+    for rank in range(world):
+        loader = create_loader("val", folder, batch_size=batch, size=SIZE, rank=rank, world_size=world)
+        images, got = collect(loader)
+        assert len(got) == rank_share(n, rank, world)
+        labels += got.tolist()
+        for (image,), ids in zip(images, torch.split(got, batch), strict=True):  # pixels match the ids
+            np.testing.assert_allclose(pixels_of(image, folder).numpy(), pixels[ids.numpy()], atol=1.0)
+    assert sorted(labels) == list(range(n))
+    # A second pass starts over: same samples, same order.
+    again = collect(create_loader("val", folder, batch_size=batch, size=SIZE, rank=0, world_size=world))[1]
+    first = collect(create_loader("val", folder, batch_size=batch, size=SIZE, rank=0, world_size=world))[1]
+    assert torch.equal(again, first)
+
+
+def pretrain_views(folder, n, **overrides):
+    """All first views of one epoch, ordered by sample id, as 0..255 pixels (N, H, W, C)."""
+    loader = create_loader("pretrain", folder, batch_size=n, size=SIZE, augment_overrides=overrides)
+    view1, _, label = next(iter(loader))
+    return pixels_of(view1, folder)[torch.argsort(label)].numpy()
+
+
+def test_identity_settings_reproduce_the_image(tmp_path):
+    folder, pixels = id_shards(tmp_path, 16)
+    np.testing.assert_allclose(pretrain_views(folder, 16, **IDENTITY), pixels, atol=1.0)
+
+
+def test_flip_probability_one_mirrors_and_zero_never_does(tmp_path):
+    folder, pixels = id_shards(tmp_path, 16)
+    np.testing.assert_allclose(
+        pretrain_views(folder, 16, **{**IDENTITY, "flip_p": 1.0}), pixels[:, :, ::-1], atol=1.0
+    )
+    for preset in ["digits"]:
+        augment = create_augment(preset, SIZE)
+        assert augment.flip_p == 0
+
+
+def test_grayscale_probability_one_gives_equal_channels(tmp_path):
+    folder, _ = id_shards(tmp_path, 16)
+    views = pretrain_views(folder, 16, **{**IDENTITY, "gray_p": 1.0})
+    assert np.abs(views[..., 0] - views[..., 1]).max() <= 1.0
+    assert np.abs(views[..., 1] - views[..., 2]).max() <= 1.0
+    colour = pretrain_views(folder, 16, **IDENTITY)
+    assert np.abs(colour[..., 0] - colour[..., 1]).mean() > 20
+
+
+def test_jitter_changes_colours_and_crop_zooms(tmp_path):
+    folder, pixels = id_shards(tmp_path, 16)
+    jittered = pretrain_views(folder, 16, **{**IDENTITY, "jitter_p": 1.0, "brightness": 0.8})
+    assert np.abs(jittered - pixels).mean() > 5
+    cropped = pretrain_views(folder, 16, **{**IDENTITY, "crop_scale": (0.1, 0.2)})
+    assert np.abs(cropped - pixels).mean() > 20
+
+
+def test_blur_smooths_and_solarize_inverts_bright_pixels(tmp_path):
+    folder, pixels = id_shards(tmp_path, 16)
+    blurred = pretrain_views(
+        folder, 16, **{**IDENTITY, "blur_p": 1.0, "blur_sigma": (1.5, 1.5), "blur_kernel": 0.4}
+    )
+    assert (
+        np.abs(np.diff(blurred, axis=2)).mean() < 0.5 * np.abs(np.diff(pixels.astype(float), axis=2)).mean()
+    )
+    solarized = pretrain_views(folder, 16, **{**IDENTITY, "solarize_p": 1.0})
+    np.testing.assert_allclose(solarized, np.where(pixels >= 128, 255 - pixels, pixels), atol=1.0)
+
+
+def test_digits_preset_rotates_without_flipping_on_one_channel(tmp_path):
+    folder, _ = id_shards(tmp_path, 16, channels=1, encoding="png")
+    loader = create_loader("pretrain", folder, batch_size=8, size=SIZE, preset="digits")
+    view1, view2, _ = next(iter(loader))
+    assert view1.shape == (8, 1, SIZE, SIZE) and not torch.equal(view1, view2)
+    with pytest.raises(PipelineError, match="one channel but the augmentation uses colour"):
+        create_loader("pretrain", folder, batch_size=8, size=SIZE, preset="simclr")
+    rgb = create_loader("pretrain", folder, batch_size=8, size=SIZE, preset="simclr", channels=3)
+    assert next(iter(rgb))[0].shape == (8, 3, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("size,blur", [(32, 0.0), (224, 0.5)])
+def test_simclr_preset_is_scaled_to_the_image_size(size, blur):
+    augment = create_augment("simclr", size)
+    assert augment.blur_p == blur and augment.jitter_p == 0.8 and augment.gray_p == 0.2
+    assert augment.brightness == pytest.approx(0.4 if size < 96 else 0.8)
+
+
+def test_unknown_preset_or_parameter_lists_the_valid_ones():
+    with pytest.raises(PipelineError, match="unknown augmentation preset 'simclr2'.*simclr, basic"):
+        create_augment("simclr2", 32)
+    with pytest.raises(PipelineError, match="unknown augmentation parameter 'jiter_p'.*jitter_p"):
+        create_augment("simclr", 32, jiter_p=0.5)
+    with pytest.raises(PipelineError, match="not a probability"):
+        create_augment("simclr", 32, gray_p=2)
+
+
+def test_labels_parse_from_padded_ascii():
+    padded = torch.zeros(4, 12, dtype=torch.uint8)
+    for row, text in enumerate([b"7", b"-1", b"123", b"0"]):
+        padded[row, : len(text)] = torch.tensor(list(text))
+    assert parse_labels(padded).tolist() == [7, -1, 123, 0]
+
+
+def test_a_corrupt_sample_is_named_not_a_dali_trace(tmp_path):
+    folder, _ = id_shards(tmp_path, 20, encoding="png")
+    tar = folder / "train-000000.tar"
+    key, parts = next(shards.read_samples(tar))
+    data = bytearray(tar.read_bytes())
+    start = data.find(parts["png"])
+    data[start + 8 : start + len(parts["png"])] = b"\x00" * (len(parts["png"]) - 8)  # same length
+    tar.write_bytes(bytes(data))
+    loader = create_loader("val", folder, batch_size=20, size=SIZE)
+    with pytest.raises(PipelineError) as err:
+        list(loader)
+    assert f"train-000000.tar: sample {key} changed since conversion" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_truncated_shard_is_named(tmp_path):
+    folder, _ = id_shards(tmp_path, 40, encoding="png")
+    tar = folder / "train-000001.tar"
+    tar.write_bytes(tar.read_bytes()[:3000])
+    with pytest.raises(PipelineError, match="train-000001.tar: truncated"):
+        list(create_loader("val", folder, batch_size=8, size=SIZE))
+
+
+def test_a_missing_index_is_rebuilt(tmp_path):
+    folder, _ = id_shards(tmp_path, 20)
+    index = folder / "train-000000.idx"
+    before = index.read_text()
+    index.unlink()
+    assert len(collect(create_loader("val", folder, batch_size=5, size=SIZE))[1]) == 20
+    assert index.read_text() == before
+
+
+def test_too_few_samples_for_the_batch_and_world(tmp_path):
+    folder, _ = id_shards(tmp_path, 10)
+    with pytest.raises(PipelineError, match="cannot fill one batch of 8 on each of 2 ranks"):
+        create_loader("pretrain", folder, batch_size=8, size=SIZE, world_size=2)
