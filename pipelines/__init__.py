@@ -1,6 +1,7 @@
 """DALI input pipelines: two-view pretraining and eval train/val, per rank, on GPU or CPU."""
 
 from pipelines._augment import PRESETS, Augment, PipelineError, create_augment
+from pipelines._baseline import TorchvisionLoader
 from pipelines._loader import MODES, DaliLoader, create_loader, parse_labels, rank_share
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "Augment",
     "DaliLoader",
     "PipelineError",
+    "TorchvisionLoader",
     "create_augment",
     "create_loader",
     "parse_labels",

@@ -84,9 +84,9 @@ def _uniform(low: float, high: float):
     return low if low == high else fn.random.uniform(range=(low, high))
 
 
-def _maybe(probability: float):
-    """Per-sample 0/1 draw that is 1 with `probability`."""
-    return fn.cast(fn.random.coin_flip(probability=probability), dtype=types.FLOAT)
+def _drawn(probability: float):
+    """Per-sample boolean that is true with `probability` (for DALI conditionals)."""
+    return fn.random.coin_flip(probability=probability, dtype=types.BOOL)
 
 
 def view(image, aug: Augment, out: Output, mean, std, crop: bool = True):
@@ -102,35 +102,24 @@ def view(image, aug: Augment, out: Output, mean, std, crop: bool = True):
     if aug.rotate_deg:
         angle = _uniform(-aug.rotate_deg, aug.rotate_deg)
         image = fn.rotate(image, angle=angle, keep_size=True, fill_value=0)
-    if out.channels == 3 and (aug.jitter_p or aug.gray_p):
-        # One colour_twist does jitter (with p) and grayscale (with p): identity when not drawn.
-        jitter = _maybe(aug.jitter_p)
-
-        def factor(amount):
-            return 1.0 + jitter * _uniform(-amount, amount)
-
-        keep_colour = 1.0 - _maybe(aug.gray_p)
+    # Per-sample branches (DALI conditionals): only the samples drawn pay for the op.
+    if out.channels == 3 and aug.jitter_p and _drawn(aug.jitter_p):
         image = fn.color_twist(
             image,
-            brightness=factor(aug.brightness),
-            contrast=factor(aug.contrast),
-            saturation=factor(aug.saturation) * keep_colour,
-            hue=jitter * _uniform(-aug.hue * 180, aug.hue * 180),
-        )  # degrees
-    if aug.blur_p:
+            brightness=_uniform(1 - aug.brightness, 1 + aug.brightness),
+            contrast=_uniform(1 - aug.contrast, 1 + aug.contrast),
+            saturation=_uniform(1 - aug.saturation, 1 + aug.saturation),
+            hue=_uniform(-aug.hue * 180, aug.hue * 180),  # degrees
+        )
+    if out.channels == 3 and aug.gray_p and _drawn(aug.gray_p):
+        image = fn.color_twist(image, saturation=0.0)  # luma in every channel
+    if aug.blur_p and _drawn(aug.blur_p):
         kernel = max(3, int(aug.blur_kernel * size) // 2 * 2 + 1)  # odd
-        blurred = fn.gaussian_blur(image, window_size=kernel, sigma=_uniform(*aug.blur_sigma))
-        image = _select(_maybe(aug.blur_p), blurred, image)
-    if aug.solarize_p:
+        image = fn.gaussian_blur(image, window_size=kernel, sigma=_uniform(*aug.blur_sigma))
+    if aug.solarize_p and _drawn(aug.solarize_p):
         wide = fn.cast(image, dtype=types.INT16)
-        solarized = fn.cast(wide + (255 - 2 * wide) * (wide >= aug.solarize_threshold), dtype=types.UINT8)
-        image = _select(_maybe(aug.solarize_p), solarized, image)
+        image = fn.cast(wide + (255 - 2 * wide) * (wide >= aug.solarize_threshold), dtype=types.UINT8)
     return normalise(image, out, mean, std, mirror=fn.random.coin_flip(probability=aug.flip_p))
-
-
-def _select(take, a, b):
-    """Per sample: `a` where take is 1, else `b` (both uint8 images of one shape)."""
-    return fn.cast(take * a + (1.0 - take) * b, dtype=types.UINT8)
 
 
 def normalise(image, out: Output, mean, std, mirror=0, crop=None):
@@ -154,7 +143,7 @@ def _stats(src: Source, out: Output) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-@pipeline_def
+@pipeline_def(enable_conditionals=True)
 def pretrain_graph(
     src: Source, out: Output, aug: Augment, shard_id: int, num_shards: int, shuffle_seed: int, gpu: bool
 ):
@@ -165,7 +154,7 @@ def pretrain_graph(
     return view(image, aug, out, mean, std), view(image, aug, out, mean, std), label
 
 
-@pipeline_def
+@pipeline_def(enable_conditionals=True)
 def eval_train_graph(
     src: Source, out: Output, aug: Augment, shard_id: int, num_shards: int, shuffle_seed: int, gpu: bool
 ):

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 import shards
-from pipelines import PipelineError, create_augment, create_loader, parse_labels, rank_share
+from pipelines import (
+    PipelineError,
+    TorchvisionLoader,
+    create_augment,
+    create_loader,
+    parse_labels,
+    rank_share,
+)
 
 SIZE = 16
 
@@ -186,6 +193,13 @@ def test_blur_smooths_and_solarize_inverts_bright_pixels(tmp_path):
     np.testing.assert_allclose(solarized, np.where(pixels >= 128, 255 - pixels, pixels), atol=1.0)
 
 
+def test_a_probability_applies_per_sample(tmp_path):
+    folder, pixels = id_shards(tmp_path, 64)
+    views = pretrain_views(folder, 64, **{**IDENTITY, "solarize_p": 0.5})
+    solarized = (views.reshape(64, -1).max(1) < 128).mean()
+    assert 0.25 < solarized < 0.75
+
+
 def test_digits_preset_rotates_without_flipping_on_one_channel(tmp_path):
     folder, _ = id_shards(tmp_path, 16, channels=1, encoding="png")
     loader = create_loader("pretrain", folder, batch_size=8, size=SIZE, preset="digits")
@@ -256,3 +270,30 @@ def test_too_few_samples_for_the_batch_and_world(tmp_path):
     folder, _ = id_shards(tmp_path, 10)
     with pytest.raises(PipelineError, match="cannot fill one batch of 8 on each of 2 ranks"):
         create_loader("pretrain", folder, batch_size=8, size=SIZE, world_size=2)
+
+
+def test_torchvision_baseline_val_matches_pixels_exactly_once(tmp_path):
+    folder, pixels = id_shards(tmp_path, 45, encoding="png", shard_size=5)
+    labels = []
+    for rank in range(2):
+        loader = TorchvisionLoader("val", folder, batch_size=4, size=SIZE, rank=rank, world_size=2)
+        count = 0
+        for image, ids in loader:
+            np.testing.assert_allclose(pixels_of(image, folder).numpy(), pixels[ids.numpy()], atol=1.0)
+            labels += ids.tolist()
+            count += 1
+        assert count == len(loader)
+    assert sorted(labels) == list(range(45))
+
+
+def test_torchvision_baseline_applies_the_same_augment(tmp_path):
+    folder, pixels = id_shards(tmp_path, 16, shard_size=4)
+    augment = create_augment("simclr", SIZE, **{**IDENTITY, "flip_p": 1.0, "gray_p": 1.0})
+    loader = TorchvisionLoader("pretrain", folder, batch_size=4, size=SIZE, augment=augment)
+    view1, view2, ids = next(iter(loader))
+    got = pixels_of(view1, folder).numpy()
+    gray = pixels[ids.numpy()][:, :, ::-1] @ np.array([0.2989, 0.587, 0.114])
+    np.testing.assert_allclose(got[..., 0], gray, atol=1.5)
+    assert np.abs(got[..., 0] - got[..., 2]).max() <= 1.0
+    with pytest.raises(PipelineError, match="4 tars cannot feed 2 ranks x 4 workers"):
+        TorchvisionLoader("pretrain", folder, batch_size=4, size=SIZE, world_size=2, num_workers=4)

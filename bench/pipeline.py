@@ -1,0 +1,146 @@
+"""Two-view images per second: the DALI loader against the torchvision DataLoader, side by side.
+
+    python -m bench.pipeline --json bench/results/pipeline-cpu.json            # CPU (DALI CPU ops)
+    python -m bench.pipeline --device cuda --json bench/results/pipeline-gpu.json
+
+Datasets: CIFAR-10 train shards made from ../shared/data/cifar10-jpeg.tar.gz, once
+as the original JPEGs and once raw; and synthetic 224 px JPEGs. For each, both
+loaders run the same SimCLR preset for --batches batches after --warmup, in
+alternation, --repeats times; the table reports medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import nvidia.dali
+import torch
+
+import shards
+from bench.convert import environment
+from pipelines import TorchvisionLoader, create_loader
+
+
+def make_shards(src: Path, data: Path, synthetic: int) -> dict[str, tuple[Path, int]]:
+    """{name: (shard folder, image side)}; reuses folders already made in `data`."""
+    made = {}
+    if not (data / "cifar10-jpeg").is_dir() or not (data / "cifar10-raw").is_dir():
+        with tarfile.open(src) as tar:
+            tar.extractall(data / "unpacked", filter="data")
+        train = next((data / "unpacked").glob("*/train"))
+        for encoding, name in [("auto", "cifar10-jpeg"), ("raw", "cifar10-raw")]:
+            source = shards.open_source("imagefolder", train, "train")
+            shards.convert(
+                source, data / name, encoding=encoding, workers=os.cpu_count(), overwrite=True, progress=False
+            )
+    made["cifar10-jpeg"] = (data / "cifar10-jpeg", 32)
+    made["cifar10-raw"] = (data / "cifar10-raw", 32)
+    if not (data / "synthetic224-jpeg").is_dir():
+        source = shards.open_source("synthetic", None, "train", num=synthetic, size=224, classes=10)
+        shards.convert(
+            source,
+            data / "synthetic224-jpeg",
+            encoding="jpeg",
+            quality=90,
+            shard_size=max(1, synthetic // 16),
+            workers=os.cpu_count(),
+            progress=False,
+        )
+    made["synthetic224-jpeg"] = (data / "synthetic224-jpeg", 224)
+    return made
+
+
+def batches_forever(loader):
+    while True:
+        yield from loader
+
+
+def measure(loader, batches: int, warmup: int, cuda: bool) -> float:
+    """Two-view images per second over `batches` batches, after `warmup` (pipeline fill, workers)."""
+    stream = batches_forever(loader)
+    for _ in itertools.islice(stream, warmup):
+        pass
+    if cuda:
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    images = 0
+    for batch in itertools.islice(stream, batches):
+        images += len(batch[-1])
+    if cuda:
+        torch.cuda.synchronize()
+    return images / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument("--data", help="folder to keep the shards in between runs (default: temporary)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--synthetic", type=int, default=2048, help="number of 224 px images")
+    parser.add_argument("--only", nargs="+", help="datasets to run (default: all)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="DALI threads and loader workers")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(args.data or tmp)
+        datasets = make_shards(Path(args.src), data, args.synthetic)
+        results = {
+            "command": " ".join(["python -m bench.pipeline", *sys.argv[1:]]),
+            **environment(),
+            "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "torch": torch.__version__,
+            "dali": nvidia.dali.__version__,
+            "batch_size": args.batch_size,
+            "dtype": str(dtype),
+            "rows": [],
+        }
+        for name, (folder, size) in datasets.items():
+            if args.only and name not in args.only:
+                continue
+            common = dict(
+                batch_size=args.batch_size, size=size, device=args.device, dtype=dtype, channels_last=cuda
+            )
+            loaders = {
+                "dali": create_loader("pretrain", folder, num_threads=args.threads, **common),
+                "torchvision": TorchvisionLoader("pretrain", folder, num_workers=args.threads, **common),
+            }
+            runs = {key: [] for key in loaders}
+            for _ in range(args.repeats):  # alternate, so machine noise hits both alike
+                for key, loader in loaders.items():
+                    runs[key].append(measure(loader, args.batches, args.warmup, cuda))
+            row = {
+                "dataset": name,
+                "size": size,
+                **{f"{k}_images_per_s": round(statistics.median(v)) for k, v in runs.items()},
+                "runs": {k: [round(x) for x in v] for k, v in runs.items()},
+            }
+            row["dali_over_torchvision"] = round(
+                row["dali_images_per_s"] / row["torchvision_images_per_s"], 2
+            )
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            del loaders
+    text = json.dumps(results, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
