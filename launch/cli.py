@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+import encoders
+import pipelines
 import shards
+import trainers
+from launch._config import ConfigError, load_config, validate_pretrain
+
+ERRORS = (shards.ShardError, pipelines.PipelineError, encoders.EncoderError, trainers.TrainError, ConfigError)
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -142,12 +149,55 @@ def _add_shards(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_info)
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    cfg, text = load_config(trainers.PretrainConfig, args.config, args.overrides)
+    validate_pretrain(cfg)
+    summary = trainers.pretrain(cfg, text)
+    if summary["stopped"] is None:
+        print(
+            f"done: {summary['epoch']} epochs, {summary['global_step']} steps; encoder {summary['encoder']}"
+        )
+
+
+def _add_pretrain(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "pretrain",
+        help="SimCLR pretraining of an encoder on shards (resumes a run_dir)",
+        description="SimCLR pretraining. Several GPUs: accelerate launch -m launch pretrain ...",
+    )
+    p.add_argument("--config", help="YAML file (launch/configs/...); keys left out keep their defaults")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.5 data.train=DIR")
+    p.set_defaults(run=_pretrain)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from launch._demo import format_table, run_demo
+
+    result = run_demo(Path(args.run_dir), epochs=args.epochs, supervised_epochs=args.supervised_epochs)
+    print(format_table(result))
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "demo",
+        help="pretrain on built-in digits (CPU) and compare with supervised learning",
+        description="SimCLR on scikit-learn's digits on the CPU: linear probe with 10%% of the "
+        "labels against a supervised small CNN trained on the same labels.",
+    )
+    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=60, help="SimCLR epochs")
+    p.add_argument("--supervised-epochs", type=int, default=100)
+    p.set_defaults(run=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastclr", description="SimCLR pretraining with a GPU-fed input pipeline."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_shards(commands)
+    _add_pretrain(commands)
+    _add_demo(commands)
     return parser
 
 
@@ -156,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = ["fastclr", *(sys.argv[1:] if argv is None else argv)]  # recorded in manifests
     try:
         args.run(args)
-    except shards.ShardError as err:
+    except ERRORS as err:
         print(f"fastclr: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,7 +2,15 @@
 
 from pipelines._augment import PRESETS, Augment, PipelineError, create_augment
 from pipelines._baseline import TorchvisionLoader
-from pipelines._loader import MODES, DaliLoader, create_loader, parse_labels, rank_share
+from pipelines._loader import (
+    MODES,
+    DaliLoader,
+    create_loader,
+    parse_labels,
+    rank_share,
+    shard_source,
+    train_steps,
+)
 
 __all__ = [
     "MODES",
@@ -15,4 +23,6 @@ __all__ = [
     "create_loader",
     "parse_labels",
     "rank_share",
+    "shard_source",
+    "train_steps",
 ]

@@ -25,6 +25,7 @@ from pipelines._augment import Augment, PipelineError, create_augment
 from pipelines._graph import Output, Source, eval_train_graph, eval_val_graph, pretrain_graph
 
 MODES = ("pretrain", "train", "val")
+MIN_STD = 1 / 255
 DTYPES = {torch.float32: False, torch.float16: True, torch.bfloat16: True}
 
 
@@ -51,7 +52,7 @@ def shard_source(folder: str | Path) -> tuple[Source, dict]:
         raw_shape=tuple(shape) if image["encoding"] == "raw" else None,
         channels=image["channels"],
         mean=tuple(manifest["mean"]),
-        std=tuple(manifest["std"]),
+        std=tuple(max(s, MIN_STD) for s in manifest["std"]),  # a constant channel must not divide by 0
     ), manifest
 
 
@@ -69,6 +70,11 @@ def parse_labels(padded: torch.Tensor) -> torch.Tensor:
 def rank_share(total: int, rank: int, world_size: int) -> int:
     """Samples DALI's reader gives shard `rank` of `world_size` (its split: floor(total * i / n))."""
     return total * (rank + 1) // world_size - total * rank // world_size
+
+
+def train_steps(num_samples: int, batch_size: int, world_size: int) -> int:
+    """Batches per epoch in train modes: every rank takes the same whole batches (the smallest share)."""
+    return (num_samples // world_size) // batch_size
 
 
 class DaliLoader:
@@ -92,6 +98,7 @@ class DaliLoader:
         seed: int = 0,
         num_threads: int | None = None,
         prefetch: int = 2,
+        checkpoint: bytes | None = None,
     ):
         if mode not in MODES:
             raise PipelineError(f"unknown loader mode {mode!r}; choose one of: {', '.join(MODES)}")
@@ -108,8 +115,7 @@ class DaliLoader:
             self.rank_samples = share
             self.steps = math.ceil(share / batch_size)
         else:
-            # Every rank takes the same whole batches: the smallest share decides.
-            self.steps = (self.num_samples // world_size) // batch_size
+            self.steps = train_steps(self.num_samples, batch_size, world_size)
             self.rank_samples = self.steps * batch_size
             if self.steps == 0:
                 raise PipelineError(
@@ -133,6 +139,9 @@ class DaliLoader:
             device_id=(self.device.index or 0) if gpu else None,
             seed=seed * 1000 + rank,
             prefetch_queue_depth=prefetch,
+            # Train graphs can save their reader and RNG position: a resumed run continues the stream.
+            enable_checkpointing=mode != "val",
+            checkpoint=checkpoint,
         )
         if mode == "pretrain":
             graph = pretrain_graph(src, out, augment, rank, world_size, seed, gpu, **common)
@@ -166,8 +175,16 @@ class DaliLoader:
             batch = batch.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: channels_last strides
         return batch if batch.dtype == self.dtype else batch.to(self.dtype)
 
+    def state(self) -> bytes:
+        """DALI's checkpoint of reader and random state after the last batch taken."""
+        return self.pipe.checkpoint()
+
     def __iter__(self):
-        for step in range(self.steps):
+        return self.batches()
+
+    def batches(self, start: int = 0):
+        """The epoch's batches from `start` on (a resumed run starts mid-epoch)."""
+        for step in range(start, self.steps):
             outputs = self._guard(self.pipe.run)
             *images, label = [self._to_torch(o) for o in outputs]
             images, label = [self._image(x) for x in images], parse_labels(label)

@@ -52,6 +52,18 @@ def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where CUDA is (the lent GPU machine: bench/gpu.sh)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run `fastclr ARGS...` in-process; returns (exit code, stdout, stderr)."""

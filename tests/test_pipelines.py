@@ -13,6 +13,7 @@ from pipelines import (
     parse_labels,
     rank_share,
 )
+from pipelines._loader import shard_source
 
 SIZE = 16
 
@@ -46,9 +47,9 @@ IDENTITY = dict(
 
 def pixels_of(batch, folder):
     """Undo the normalisation: back to 0..255 pixel values, NHWC float."""
-    manifest = shards.load_manifest(folder)
-    mean = torch.tensor(manifest["mean"]) * 255
-    std = torch.tensor(manifest["std"]) * 255
+    source, _ = shard_source(folder)
+    mean = torch.tensor(source.mean) * 255
+    std = torch.tensor(source.std) * 255
     return batch.float().permute(0, 2, 3, 1) * std + mean
 
 
@@ -297,3 +298,46 @@ def test_torchvision_baseline_applies_the_same_augment(tmp_path):
     assert np.abs(got[..., 0] - got[..., 2]).max() <= 1.0
     with pytest.raises(PipelineError, match="4 tars cannot feed 2 ranks x 4 workers"):
         TorchvisionLoader("pretrain", folder, batch_size=4, size=SIZE, world_size=2, num_workers=4)
+
+
+def test_crop_area_statistics_match_torchvision_random_resized_crop(tmp_path):
+    """Pixels encode their own coordinates, so each output view tells which area it was cropped from."""
+    side, n = 64, 128
+    ramp = np.arange(side, dtype=np.uint8) * 4
+    coords = np.stack(
+        [np.tile(ramp, (side, 1)), np.tile(ramp[:, None], (1, side)), np.zeros((side, side), np.uint8)],
+        axis=-1,
+    )
+    np.savez(tmp_path / "c.npz", images=np.repeat(coords[None], n, 0), labels=np.zeros(n, np.int64))
+    shards.convert(
+        shards.open_source("npz", tmp_path / "c.npz", "train"),
+        tmp_path / "c",
+        encoding="raw",
+        shard_size=16,
+        progress=False,
+    )
+    overrides = {**IDENTITY, "crop_scale": (0.08, 1.0), "crop_ratio": (3 / 4, 4 / 3)}
+
+    def areas(loader):
+        view1, view2, _ = next(iter(loader))
+        out = []
+        for view in (view1, view2):
+            pixels = pixels_of(view, tmp_path / "c").numpy()
+            width = (pixels[..., 0].max((1, 2)) - pixels[..., 0].min((1, 2))) / 4 + 1
+            height = (pixels[..., 1].max((1, 2)) - pixels[..., 1].min((1, 2))) / 4 + 1
+            out.append(width * height / side**2)
+        return np.concatenate(out)
+
+    dali_loader = create_loader(
+        "pretrain", tmp_path / "c", batch_size=n, size=32, augment_overrides=overrides
+    )
+    dali = areas(dali_loader)
+    augment = create_augment("basic", 32, **overrides)
+    torchvision = areas(
+        TorchvisionLoader(
+            "pretrain", tmp_path / "c", batch_size=n // 2, size=32, augment=augment, num_workers=0
+        )
+    )
+    assert abs(dali.mean() - torchvision.mean()) < 0.07, (dali.mean(), torchvision.mean())
+    assert abs(np.median(dali) - np.median(torchvision)) < 0.1
+    assert dali.min() < 0.2 and dali.max() > 0.8  # the whole range is drawn

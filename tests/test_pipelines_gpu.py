@@ -1,0 +1,36 @@
+"""The same loaders on a GPU: mixed (nvJPEG) decoding, outputs on the device. Skipped without CUDA."""
+
+import pytest
+import torch
+from test_pipelines import SIZE, id_shards, pixels_of
+
+from pipelines import create_loader, rank_share
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("encoding", ["jpeg", "png", "raw"])
+def test_pretrain_views_are_made_on_the_gpu(tmp_path, encoding):
+    folder, _ = id_shards(tmp_path, 64, encoding=encoding)
+    loader = create_loader(
+        "pretrain", folder, batch_size=16, size=SIZE, device="cuda", dtype=torch.bfloat16, channels_last=True
+    )
+    view1, view2, label = next(iter(loader))
+    assert view1.device.type == "cuda" and label.device.type == "cuda"
+    assert view1.dtype == torch.bfloat16 and view1.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(view1, view2)
+
+
+def test_gpu_val_is_exact_and_matches_the_pixels(tmp_path):
+    folder, pixels = id_shards(tmp_path, 53, encoding="png")
+    seen = []
+    for rank in range(2):
+        loader = create_loader("val", folder, batch_size=8, size=SIZE, device="cuda", rank=rank, world_size=2)
+        count = 0
+        for image, ids in loader:
+            got = pixels_of(image.cpu(), folder).numpy()
+            assert abs(got - pixels[ids.cpu().numpy()]).max() <= 1.0
+            seen += ids.tolist()
+            count += len(ids)
+        assert count == rank_share(53, rank, 2)
+    assert sorted(seen) == list(range(53))

@@ -1,0 +1,253 @@
+"""SimCLR pretraining on the CPU: artifacts, exact resume, trackers, config errors, NaN, signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import shards
+from encoders import build_encoder
+from trainers import PretrainConfig, TrainError, create_optimizer, create_scheduler, nt_xent, pretrain
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for split, num in [("train", 96), ("test", 40)]:
+        source = shards.open_source("synthetic", None, split, num=num, size=16, classes=4, seed=len(split))
+        shards.convert(source, root / split, shard_size=32, progress=False)
+    return root
+
+
+def config(data, run_dir, **overrides) -> PretrainConfig:
+    cfg = PretrainConfig(
+        run_dir=str(run_dir),
+        epochs=2,
+        batch_size=16,
+        precision="fp32",
+        cpu=True,
+        keep_checkpoints=2,
+        knn_k=10,
+    )
+    cfg.data.train, cfg.data.size, cfg.data.num_threads = str(data / "train"), 16, 1
+    cfg.model.encoder, cfg.model.hidden_dim, cfg.model.out_dim = "small_cnn", 32, 16
+    cfg.optim.name, cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.warmup_epochs = "adam", 1e-3, "none", 1
+    cfg.track.log_every, cfg.track.progress = 1, False
+    for key, value in overrides.items():
+        target = cfg
+        *parents, leaf = key.split("__")
+        for parent in parents:
+            target = getattr(target, parent)
+        setattr(target, leaf, value)
+    return cfg
+
+
+def losses(run_dir: Path) -> list[tuple[int, float]]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(m["step"], m["loss"]) for m in lines if "loss" in m]
+
+
+def test_one_epoch_writes_every_artifact(data, tmp_path):
+    cfg = config(
+        data, tmp_path / "run", epochs=1, data__knn_bank=str(data / "train"), data__knn_val=str(data / "test")
+    )
+    summary = pretrain(cfg, "epochs: 1\n")
+    run = tmp_path / "run"
+    assert summary["global_step"] == 6 and summary["stopped"] is None
+    assert (run / "config.yaml").read_text() == "epochs: 1\n"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss", "lr", "images_per_s", "data_wait"):
+        assert all(key in r for r in steps)
+    assert 0 <= steps[-1]["data_wait"] <= 1 and steps[-1]["images_per_s"] > 0
+    assert 0 <= records[-1]["knn_accuracy"] <= 1 and "epoch_loss" in records[-1]
+    (checkpoint,) = (run / "checkpoints").iterdir()
+    assert checkpoint.name == "step-00000006"
+    assert {p.name for p in checkpoint.iterdir()} == {
+        "model.safetensors",
+        "optimizer.pt",
+        "state.json",
+        "rank-0.json",
+        "rng-0.safetensors",
+    }
+    info = json.loads((run / "encoder.json").read_text())
+    encoder = build_encoder(info["encoder"], info["cifar_stem"], in_chans=info["in_chans"])
+    encoder.load_state_dict(load_file(run / "encoder.safetensors"))
+    assert info["num_features"] == 128 and info["image_size"] == 16 and len(info["mean"]) == 3
+
+
+@pytest.mark.parametrize("stop_after", [3, 6, 8])  # mid-epoch, at the epoch's end, mid-epoch 2
+def test_an_interrupted_run_resumes_to_the_same_losses(data, tmp_path, stop_after):
+    straight = pretrain(config(data, tmp_path / "straight", epochs=3), "")
+    interrupted = pretrain(config(data, tmp_path / "resumed", epochs=3, max_steps=stop_after), "")
+    assert interrupted["stopped"] == "max_steps" and interrupted["global_step"] == stop_after
+    resumed = pretrain(config(data, tmp_path / "resumed", epochs=3), "")
+    assert resumed["global_step"] == straight["global_step"] == 18
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    same = load_file(tmp_path / "straight" / "encoder.safetensors")
+    for key, value in load_file(tmp_path / "resumed" / "encoder.safetensors").items():
+        torch.testing.assert_close(value, same[key])
+
+
+def test_only_the_newest_checkpoints_are_kept(data, tmp_path):
+    pretrain(config(data, tmp_path / "run", epochs=3, keep_checkpoints=2), "")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step-00000012",
+        "step-00000018",
+    ]
+
+
+def test_resume_with_another_world_size_is_refused(data, tmp_path):
+    pretrain(config(data, tmp_path / "run", max_steps=2), "")
+    state = next((tmp_path / "run" / "checkpoints").iterdir()) / "state.json"
+    saved = json.loads(state.read_text())
+    saved["train"]["world_size"] = 2
+    state.write_text(json.dumps(saved))
+    with pytest.raises(TrainError, match="written by 2 processes, this run has 1"):
+        pretrain(config(data, tmp_path / "run"), "")
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
+    import trainers._pretrain
+
+    calls = []
+
+    def nan_from_step_8(z1, z2, temperature):
+        calls.append(1)
+        loss = nt_xent(z1, z2, temperature)
+        return loss * float("nan") if len(calls) >= 8 else loss
+
+    monkeypatch.setattr(trainers._pretrain, "nt_xent", nan_from_step_8)
+    with pytest.raises(
+        TrainError, match=r"loss became nan by step 8 .*last good checkpoint: .*step-00000006"
+    ):
+        pretrain(config(data, tmp_path / "run", epochs=3), "")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000006"]
+
+
+def test_resume_with_another_model_or_optimizer_is_refused(data, tmp_path):
+    pretrain(config(data, tmp_path / "run", max_steps=2), "")
+    with pytest.raises(TrainError, match="optim.name: checkpoint has 'adam', config has 'sgd'"):
+        pretrain(config(data, tmp_path / "run", optim__name="sgd"), "")
+
+
+def test_wandb_offline_run_folder_is_created(data, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in, so offline
+    pretrain(config(data, tmp_path / "run", max_steps=2, track__wandb=True, track__tags=["test"]), "")
+    assert os.environ["WANDB_MODE"] == "offline"
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_the_lr_follows_warmup_then_cosine_once_per_optimizer_step(data, tmp_path):
+    pretrain(config(data, tmp_path / "run", epochs=2, optim__warmup_epochs=1), "")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [m["lr"] for m in logged if "lr" in m]
+    assert lrs[:6] == pytest.approx([1e-3 * k / 6 for k in range(1, 7)])  # warm-up over epoch 1
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and all(
+        a >= b for a, b in zip(lrs[5:], lrs[6:], strict=False)
+    )
+
+
+def test_lars_neither_decays_nor_adapts_norms_and_biases():
+    model = build_encoder("resnet18", cifar_stem=True)
+    optimizer = create_optimizer(model, "lars", 1.0, 1e-6, 0.9)
+    decayed = next(g for g in optimizer.param_groups if g["weight_decay"] > 0)
+    plain = next(g for g in optimizer.param_groups if g["weight_decay"] == 0)
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in plain["params"])
+    assert not plain["always_adapt"] and type(optimizer).__name__ == "Lars"
+    scheduler = create_scheduler(optimizer, total_steps=100, warmup_steps=10, min_lr=0.0)
+    scheduler.step_update(5)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
+
+
+def test_resnet18_with_cifar_stem_trains_a_step(data, tmp_path):
+    summary = pretrain(
+        config(
+            data,
+            tmp_path / "run",
+            max_steps=1,
+            model__encoder="resnet18",
+            model__cifar_stem=True,
+            model__hidden_dim=64,
+        ),
+        "",
+    )
+    assert summary["global_step"] == 1
+
+
+def run_fastclr(*args, env=None, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "launch", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
+
+
+def test_a_bad_config_key_fails_fast_naming_the_valid_keys(data, tmp_path, run_cli):
+    code, _, err = run_cli("pretrain", f"data.train={data / 'train'}", "optim.lrr=0.1")
+    assert code == 1 and "unknown config key 'optim.lrr'" in err and "lr, lr_scaling" in err
+    code, _, err = run_cli("pretrain", f"data.train={data / 'train'}", "precision=fp8")
+    assert code == 1 and "precision='fp8' is not valid; choose one of: bf16, fp16, fp32" in err
+    code, _, err = run_cli("pretrain", f"data.train={data / 'train'}", "data.augment.jiter_p=0.1")
+    assert code == 1 and "unknown augmentation parameter 'jiter_p'" in err
+    code, _, err = run_cli("pretrain", "epochs=1")
+    assert code == 1 and "config data.train is required" in err
+    code, _, err = run_cli("pretrain", f"data.train={tmp_path / 'nothing'}")
+    assert code == 1 and "no such shard folder" in err
+    (tmp_path / "c.yaml").write_text("model:\n  heads: mlp_bn\n")
+    code, _, err = run_cli("pretrain", "--config", tmp_path / "c.yaml")
+    assert code == 1 and "unknown config key 'model.heads'" in err and "head, hidden_dim" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_path):
+    run = tmp_path / "run"
+    args = [
+        "pretrain",
+        f"data.train={data / 'train'}",
+        f"run_dir={run}",
+        "epochs=200",
+        "batch_size=16",
+        "precision=fp32",
+        "cpu=true",
+        "data.size=16",
+        "data.num_threads=1",
+        "model.encoder=small_cnn",
+        "model.hidden_dim=32",
+        "optim.name=adam",
+        "optim.lr=0.001",
+        "track.log_every=1",
+        "track.progress=false",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launch", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "metrics.jsonl").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped (signal)" in out and "run the same command again to resume" in out
+    saved = json.loads((sorted((run / "checkpoints").iterdir())[-1] / "state.json").read_text())
+    stopped_at = saved["train"]["global_step"]
+    assert stopped_at == losses(run)[-1][0]
+    result = run_fastclr(*args, f"max_steps={stopped_at + 2}", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"at epoch {saved['train']['epoch']}, step {stopped_at}" in result.stdout
+    assert losses(run)[-1][0] == stopped_at + 2

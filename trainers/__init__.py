@@ -1,0 +1,29 @@
+"""Training loops, losses, optimisers, checkpoints and tracking."""
+
+from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
+from trainers._knn import extract_features, knn_accuracy, knn_predict
+from trainers._loss import GatherLayer, chance_loss, nt_xent
+from trainers._optim import LR_SCALING, OPTIMIZERS, create_optimizer, create_scheduler, scaled_lr
+from trainers._pretrain import TrainError, export_encoder, pretrain
+
+__all__ = [
+    "LR_SCALING",
+    "OPTIMIZERS",
+    "DataConfig",
+    "GatherLayer",
+    "ModelConfig",
+    "OptimConfig",
+    "PretrainConfig",
+    "TrackConfig",
+    "TrainError",
+    "chance_loss",
+    "create_optimizer",
+    "create_scheduler",
+    "export_encoder",
+    "extract_features",
+    "knn_accuracy",
+    "knn_predict",
+    "nt_xent",
+    "pretrain",
+    "scaled_lr",
+]

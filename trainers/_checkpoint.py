@@ -1,0 +1,138 @@
+"""Checkpoints written atomically and loaded without pickle.
+
+`checkpoints/step-00000123/` holds model.safetensors, optimizer.pt (read back
+with `torch.load(weights_only=True)`), state.json (epoch, step, schedule,
+scaler, tracker run id) and per rank rank-<r>.json plus rng-<r>.safetensors
+(RNG streams and the DALI loader's position). Everything is written into a
+hidden `.step-...tmp` folder that is renamed once complete, so a crash mid-write
+leaves only the previous checkpoint; the newest `keep` are kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+PREFIX = "step-"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved with every checkpoint."""
+
+    epoch: int = 0  # epoch in progress
+    step_in_epoch: int = 0  # batches of that epoch already taken
+    global_step: int = 0  # optimiser steps
+    tracker_id: str | None = None  # W&B run id, so a resumed run logs to the same run
+    world_size: int = 1
+    fixed: dict | None = None  # settings a resumed run must share (model, optimiser, batch)
+
+
+def latest(folder: Path) -> Path | None:
+    """The newest complete checkpoint in `folder`, if any (unfinished `.tmp` ones are ignored)."""
+    done = sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir() and (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
+    python = random.getstate()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    meta = {
+        "python": [python[0], list(python[1]), python[2]],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+    }
+    return meta, tensors
+
+
+def _set_rng_state(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _write_json(path: Path, obj: object) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save(
+    folder: Path, accelerator, model, optimizer, scheduler, state: TrainState, loader_state: bytes, keep: int
+) -> Path:
+    """Write a checkpoint of every rank into `folder/step-<global_step>`; returns its path."""
+    name = f"{PREFIX}{state.global_step:08d}"
+    final, tmp = folder / name, folder / f".{name}.tmp"
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    rank = accelerator.process_index
+    meta, tensors = _rng_state()
+    _write_json(tmp / f"rank-{rank}.json", {**meta, "loader": base64.b64encode(loader_state).decode()})
+    save_file(tensors, tmp / f"rng-{rank}.safetensors")
+    model_state = accelerator.get_state_dict(model)  # collective under some distributed modes
+    if accelerator.is_main_process:
+        save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        _write_json(
+            tmp / "state.json", {"train": vars(state), "scheduler": scheduler.state_dict(), "scaler": scaler}
+        )  # written last: marks the folder complete
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+class ResumeError(Exception):
+    pass
+
+
+def load(path: Path, accelerator, model, optimizer, scheduler, fixed: dict) -> tuple[TrainState, bytes]:
+    """Restore model, optimiser, schedule, scaler, this rank's RNG; returns the state and loader position."""
+    saved = json.loads((path / "state.json").read_text())
+    state = TrainState(**saved["train"])
+    if state.world_size != accelerator.num_processes:
+        raise ResumeError(
+            f"{path} was written by {state.world_size} processes, this run has "
+            f"{accelerator.num_processes}; resume with the same number, or start a new run_dir"
+        )
+    for key, value in (state.fixed or {}).items():
+        if fixed.get(key) != value:
+            raise ResumeError(
+                f"{path} cannot resume this config: {key}: checkpoint has {value!r}, config has "
+                f"{fixed.get(key)!r}; restore the setting or start a new run_dir"
+            )
+    accelerator.unwrap_model(model).load_state_dict(load_file(path / "model.safetensors", device="cpu"))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(saved["scheduler"])
+    if saved["scaler"] is not None and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(saved["scaler"])
+    rank = accelerator.process_index
+    meta = json.loads((path / f"rank-{rank}.json").read_text())
+    _set_rng_state(meta, load_file(path / f"rng-{rank}.safetensors"))
+    return state, base64.b64decode(meta["loader"])

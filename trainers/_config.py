@@ -1,0 +1,79 @@
+"""The pretrain schema: plain dataclasses, every hyperparameter a named field.
+
+launch/ loads YAML and `key=value` overrides into these with OmegaConf (unknown
+keys refused); trainers only read the resulting objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    train: str = "???"  # shard folder to pretrain on (labels unused)
+    knn_bank: str | None = None  # labelled shards the kNN monitor searches
+    knn_val: str | None = None  # labelled held-out shards it classifies
+    size: int = 32  # side of each view in pixels
+    preset: str = "simclr"  # augmentation preset (pipelines.PRESETS)
+    augment: dict[str, Any] = field(default_factory=dict)  # per-op overrides, e.g. {jitter_p: 0.5}
+    channels: int | None = None  # images fed to the model; default: as stored
+    num_threads: int = 4  # DALI worker threads per process
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "resnet18"  # small_cnn or a timm ResNet
+    cifar_stem: bool = False  # 3x3 stride-1 first conv, no max-pool
+    pretrained_file: str | None = None  # local torchvision/timm weights (nothing is downloaded)
+    head: str = "mlp_bn"  # mlp_bn | mlp_no_bn | linear | none
+    hidden_dim: int = 2048
+    out_dim: int = 128
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"  # lars | sgd | adam | adamw | lamb (timm)
+    lr: float = 0.3  # base learning rate, scaled by lr_scaling
+    lr_scaling: str = "linear"  # none | linear (lr * B/256) | sqrt (lr * sqrt(B)) of the global batch
+    weight_decay: float = 1e-6  # never applied to norms and biases
+    momentum: float = 0.9
+    warmup_epochs: float = 10.0  # linear warm-up, then cosine to min_lr
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrackConfig:
+    wandb: bool = False  # Weights & Biases, offline when not logged in
+    tensorboard: bool = False
+    project: str = "fastclr"
+    name: str | None = None  # default: the run directory's name
+    tags: list[str] = field(default_factory=list)
+    log_every: int = 50  # steps between logged losses (the only host syncs of the hot loop)
+    progress: bool = True  # progress bar and a line per epoch on the main process
+
+
+@dataclass
+class PretrainConfig:
+    run_dir: str = "runs/pretrain"  # everything of the run lives here; a checkpoint there resumes it
+    seed: int = 0
+    epochs: int = 100
+    batch_size: int = 256  # per process; the global batch is batch_size * processes * grad_accum
+    temperature: float = 0.5
+    precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast dtype; "no" would read as false in YAML)
+    grad_accum: int = 1
+    sync_bn: bool = True  # SyncBatchNorm when there is more than one process
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    cpu: bool = False  # force the CPU even with a GPU
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke tests)
+    checkpoint_every: int = 1  # epochs between checkpoints
+    keep_checkpoints: int = 2
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_every: int = 1  # epochs between kNN evaluations
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)

@@ -1,0 +1,70 @@
+"""Weighted kNN accuracy of an encoder: the cheap monitor of representation quality.
+
+Cosine similarity to a labelled bank, the k nearest vote with weight
+exp(similarity / T) (Wu et al. 2018, as in solo-learn and lightly).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def gather_uneven(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows (counts may differ by rank) on every rank."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    largest = int(max(c.item() for c in counts))
+    padded = torch.zeros((largest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(c.item())] for part, c in zip(parts, counts, strict=True)])
+
+
+@torch.no_grad()
+def extract_features(encoder: torch.nn.Module, loader, autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised features and labels of every sample the loader yields, from all ranks."""
+    was_training = encoder.training
+    encoder.eval()
+    features, labels = [], []
+    for images, label in loader:
+        if autocast is not None:
+            with autocast():
+                out = encoder(images)
+        else:
+            out = encoder(images)
+        features.append(F.normalize(out.float(), dim=1))
+        labels.append(label)
+    encoder.train(was_training)
+    return gather_uneven(torch.cat(features)), gather_uneven(torch.cat(labels))
+
+
+def knn_predict(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Predicted class of each query (all tensors L2-normalised, on one device)."""
+    k = min(k, bank.shape[0])
+    predictions = []
+    for start in range(0, queries.shape[0], chunk):
+        similarity = queries[start : start + chunk] @ bank.T
+        top, index = similarity.topk(k, dim=1)
+        votes = torch.zeros(top.shape[0], num_classes, device=bank.device)
+        votes.scatter_add_(1, bank_labels[index], (top / temperature).exp())
+        predictions.append(votes.argmax(1))
+    return torch.cat(predictions)
+
+
+def knn_accuracy(bank, bank_labels, queries, query_labels, num_classes, k=200, temperature=0.1) -> float:
+    predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
+    return (predicted == query_labels).float().mean().item()

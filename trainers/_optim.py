@@ -1,0 +1,58 @@
+"""Optimisers and schedules from timm, with the SimCLR conventions.
+
+No weight decay (and so no LARS adaptation) on norms and biases; the learning
+rate is scaled by the global batch; the schedule counts optimiser steps and is
+never passed through `accelerator.prepare`, so it does not step once per process.
+"""
+
+from __future__ import annotations
+
+import math
+
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from torch.optim import Optimizer
+
+OPTIMIZERS = ("lars", "sgd", "adam", "adamw", "lamb")
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+def scaled_lr(lr: float, global_batch: int, rule: str) -> float:
+    """`linear`: lr * B / 256 (SimCLR); `sqrt`: lr * sqrt(B) (SimCLR's small-batch rule); `none`: lr."""
+    if rule == "linear":
+        return lr * global_batch / 256
+    if rule == "sqrt":
+        return lr * math.sqrt(global_batch)
+    if rule == "none":
+        return lr
+    raise ValueError(f"unknown lr_scaling {rule!r}; choose one of: {', '.join(LR_SCALING)}")
+
+
+def create_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float
+) -> Optimizer:
+    """timm's optimiser; parameters with ndim <= 1 (norms, biases) go to a group without weight decay.
+
+    timm's LARS adapts only groups with weight decay (always_adapt=False), so those
+    parameters are neither decayed nor trust-ratio scaled.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimiser {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    kwargs = {"momentum": momentum} if name in ("lars", "sgd") else {}
+    return create_optimizer_v2(
+        model, opt=name, lr=lr, weight_decay=weight_decay, filter_bias_and_bn=True, **kwargs
+    )
+
+
+def create_scheduler(optimizer: Optimizer, total_steps: int, warmup_steps: int, min_lr: float):
+    """Linear warm-up from 0, then cosine to min_lr, stepped with `step_update(optimizer_steps)`."""
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, total_steps - warmup_steps),
+        lr_min=min_lr,
+        warmup_t=warmup_steps,
+        warmup_lr_init=0.0,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )

@@ -1,0 +1,389 @@
+"""SimCLR pretraining: one Accelerator, a DALI loader per rank, NT-Xent over every rank's negatives.
+
+Run directory: config.yaml, metrics.jsonl, checkpoints/, encoder.safetensors +
+encoder.json, and the trackers' folders. Starting a run whose directory holds a
+checkpoint resumes it exactly: epoch, step, optimiser, schedule, RNG and the
+loader's position. SIGTERM or SIGINT saves a checkpoint at the next step and exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import signal
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from encoders import SimCLRModel, build_encoder, build_head
+from pipelines import create_loader, shard_source, train_steps
+from trainers import _checkpoint as checkpoint
+from trainers._config import PretrainConfig
+from trainers._knn import extract_features, knn_accuracy
+from trainers._loss import chance_loss, nt_xent
+from trainers._optim import create_optimizer, create_scheduler, scaled_lr
+from trainers._tracking import MetricsLog, new_run_id, trackers, wandb_init_kwargs
+
+INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+
+
+class TrainError(Exception):
+    """The run cannot go on (non-finite loss, wrong resume); the message says what to do."""
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it at a step boundary and checkpoints."""
+
+    def __init__(self):
+        self.raised = False
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.previous[sig] = signal.signal(sig, self._set)
+        return self
+
+    def _set(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _agree(accelerator: Accelerator, flag: bool) -> bool:
+    """True on every rank if it is true on any (all ranks must stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
+
+
+def build_model(cfg: PretrainConfig, channels: int) -> SimCLRModel:
+    encoder = build_encoder(
+        cfg.model.encoder, cfg.model.cifar_stem, cfg.model.pretrained_file, in_chans=channels
+    )
+    head = build_head(cfg.model.head, encoder.num_features, cfg.model.hidden_dim, cfg.model.out_dim)
+    return SimCLRModel(encoder, head)
+
+
+def export_encoder(
+    run_dir: Path, encoder: torch.nn.Module, cfg: PretrainConfig, manifest: dict, channels: int
+) -> Path:
+    """encoder.safetensors and encoder.json: what eval needs to rebuild and feed it."""
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    tmp = run_dir / ".encoder.safetensors.tmp"
+    save_file(state, tmp)
+    tmp.replace(run_dir / "encoder.safetensors")
+    info = {
+        "encoder": cfg.model.encoder,
+        "cifar_stem": cfg.model.cifar_stem,
+        "in_chans": channels,
+        "num_features": encoder.num_features,
+        "image_size": cfg.data.size,
+        "mean": manifest["mean"],
+        "std": manifest["std"],
+        "pretrained_on": cfg.data.train,
+        "sha256": hashlib.sha256((run_dir / "encoder.safetensors").read_bytes()).hexdigest(),
+    }
+    (run_dir / "encoder.json").write_text(json.dumps(info, indent=1) + "\n")
+    return run_dir / "encoder.safetensors"
+
+
+def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
+    """Train (or resume) the run in `cfg.run_dir`; returns a summary of where it ended."""
+    run_dir = Path(cfg.run_dir)
+    accelerator = Accelerator(
+        cpu=cfg.cpu,
+        mixed_precision=ACCELERATE_PRECISION[cfg.precision],
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=trackers(cfg.track.wandb, cfg.track.tensorboard) or None,
+        project_dir=str(run_dir),
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config_yaml)
+    set_seed(cfg.seed)
+    gpu = accelerator.device.type == "cuda"
+    dtype = INPUT_DTYPE[cfg.precision] if gpu else torch.float32
+
+    def make_loader(mode: str, folder: str, **extra):
+        return create_loader(
+            mode,
+            folder,
+            batch_size=cfg.batch_size,
+            size=cfg.data.size,
+            rank=rank,
+            world_size=world,
+            device=accelerator.device,
+            dtype=dtype,
+            channels_last=cfg.channels_last,
+            channels=cfg.data.channels,
+            num_threads=cfg.data.num_threads,
+            seed=cfg.seed,
+            **extra,
+        )
+
+    _, manifest = shard_source(cfg.data.train)  # the model and schedule need these before the loader exists
+    channels = cfg.data.channels or manifest["image"]["channels"]
+    steps_per_epoch = train_steps(manifest["num_samples"], cfg.batch_size, world) // cfg.grad_accum
+    if steps_per_epoch == 0:
+        raise TrainError(
+            f"{cfg.data.train}: {manifest['num_samples']} samples make no optimiser step of "
+            f"{cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation; lower batch_size"
+        )
+
+    model = build_model(cfg, channels)
+    if model.encoder.load_report and main:
+        report = model.encoder.load_report
+        accelerator.print(
+            f"pretrained weights: {len(report['loaded'])} tensors loaded; not matched: "
+            f"{report['missing'] + report['shape_mismatch'] or 'none'}"
+        )
+    if cfg.sync_bn and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    global_batch = cfg.batch_size * world * cfg.grad_accum
+    lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)
+    optimizer = create_optimizer(model, cfg.optim.name, lr, cfg.optim.weight_decay, cfg.optim.momentum)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduler = create_scheduler(
+        optimizer, total_steps, round(cfg.optim.warmup_epochs * steps_per_epoch), cfg.optim.min_lr
+    )
+    forward = torch.compile(model) if cfg.compile else model
+
+    fixed = {
+        "model": dataclasses.asdict(cfg.model),
+        "optim.name": cfg.optim.name,
+        "batch_size": cfg.batch_size,
+        "grad_accum": cfg.grad_accum,
+    }
+    state, loader_state = checkpoint.TrainState(world_size=world, fixed=fixed), None
+    last = checkpoint.latest(run_dir / "checkpoints")
+    if last is not None:
+        try:
+            state, loader_state = checkpoint.load(last, accelerator, model, optimizer, scheduler, fixed)
+        except checkpoint.ResumeError as err:
+            raise TrainError(str(err)) from None
+        accelerator.print(f"resuming {last} at epoch {state.epoch}, step {state.global_step}")
+    state.tracker_id = state.tracker_id or new_run_id()
+    loader = make_loader(
+        "pretrain",
+        cfg.data.train,
+        preset=cfg.data.preset,
+        augment_overrides=cfg.data.augment,
+        checkpoint=loader_state,
+    )
+    if accelerator.log_with:
+        name = cfg.track.name or run_dir.name
+        accelerator.init_trackers(
+            cfg.track.project,
+            config=_flat(dataclasses.asdict(cfg)),
+            init_kwargs=wandb_init_kwargs(run_dir, name, cfg.track.tags, state.tracker_id),
+        )
+    metrics = MetricsLog(run_dir / "metrics.jsonl", main, resume_step=state.global_step if last else None)
+    (accelerator.print if cfg.track.progress else _ignore)(
+        f"{world} process(es) x batch {cfg.batch_size} x accumulation {cfg.grad_accum} = global batch "
+        f"{global_batch}: {2 * global_batch - 2} negatives per anchor; lr {lr:.4g} "
+        f"({cfg.optim.lr} scaled {cfg.optim.lr_scaling}); {steps_per_epoch} steps per epoch"
+    )
+
+    def log(record: dict) -> None:
+        metrics.write(record)
+        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def save() -> Path:
+        return checkpoint.save(
+            run_dir / "checkpoints",
+            accelerator,
+            model,
+            optimizer,
+            scheduler,
+            state,
+            loader.state(),
+            cfg.keep_checkpoints,
+        )
+
+    stopped = None
+    with StopFlag() as stop:
+        while state.epoch < cfg.epochs and stopped is None:
+            model.train()
+            loss_sum = torch.zeros((), device=accelerator.device)
+            window = {
+                "loss": torch.zeros((), device=accelerator.device),
+                "n": 0,
+                "wait": 0.0,
+                "start": time.perf_counter(),
+                "images": 0,
+            }
+            epoch_loss_n, epoch_start = 0, time.perf_counter()
+            bar = tqdm(
+                total=len(loader),
+                initial=state.step_in_epoch,
+                desc=f"epoch {state.epoch}",
+                disable=not (main and cfg.track.progress),
+                leave=False,
+            )
+            batches = loader.batches(state.step_in_epoch)
+            while True:
+                waited = time.perf_counter()
+                batch = next(batches, None)
+                window["wait"] += time.perf_counter() - waited
+                if batch is None:
+                    break
+                view1, view2, _ = batch
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        _, z = forward(
+                            torch.cat([view1, view2])
+                        )  # both views in one pass: one set of BN stats
+                    loss = nt_xent(*z.chunk(2), temperature=cfg.temperature)
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.step_in_epoch += 1
+                loss = loss.detach()
+                loss_sum += loss
+                window["loss"] += loss
+                window["n"] += 1
+                window["images"] += view1.shape[0] * world
+                epoch_loss_n += 1
+                bar.update()
+                if not accelerator.sync_gradients:
+                    continue
+                state.global_step += 1
+                scheduler.step_update(state.global_step)
+                if state.global_step % cfg.track.log_every == 0:
+                    record = _window_record(window, state, optimizer, gpu)
+                    _check_finite(record["loss"], state, run_dir)
+                    log(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}")
+                    window.update(
+                        loss=torch.zeros_like(window["loss"]),
+                        n=0,
+                        wait=0.0,
+                        images=0,
+                        start=time.perf_counter(),
+                    )
+                    if state.global_step == 2 * round(cfg.optim.warmup_epochs * steps_per_epoch) and record[
+                        "loss"
+                    ] > 0.98 * chance_loss(global_batch):
+                        accelerator.print(
+                            f"warning: loss {record['loss']:.3f} is still at chance level "
+                            f"(ln(2N-1) = {chance_loss(global_batch):.3f}) after warm-up: are "
+                            "the positives paired right?"
+                        )
+                done = cfg.max_steps is not None and state.global_step >= cfg.max_steps
+                if _agree(accelerator, stop.raised) or done:
+                    stopped = "signal" if stop.raised else "max_steps"
+                    break
+            bar.close()
+            epoch_loss = (loss_sum / max(epoch_loss_n, 1)).item()
+            _check_finite(epoch_loss, state, run_dir)
+            if stopped is None:
+                record = {
+                    "step": state.global_step,
+                    "epoch": state.epoch,
+                    "epoch_loss": epoch_loss,
+                    "epoch_seconds": time.perf_counter() - epoch_start,
+                }
+                if cfg.data.knn_bank and cfg.data.knn_val and (state.epoch + 1) % cfg.knn_every == 0:
+                    record["knn_accuracy"] = _knn(cfg, accelerator, model, make_loader)
+                state.epoch += 1
+                state.step_in_epoch = 0
+                log(record)
+                if cfg.track.progress:
+                    accelerator.print(
+                        ", ".join(
+                            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+                        )
+                    )
+                if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
+                    save()
+        if stopped is not None:
+            path = save()
+            accelerator.print(
+                f"stopped ({stopped}) at step {state.global_step}; checkpoint {path}; "
+                "run the same command again to resume"
+            )
+    summary = {
+        "run_dir": str(run_dir),
+        "global_step": state.global_step,
+        "epoch": state.epoch,
+        "stopped": stopped,
+    }
+    if stopped is None and main:
+        summary["encoder"] = str(
+            export_encoder(run_dir, accelerator.unwrap_model(model).encoder, cfg, manifest, channels)
+        )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def _ignore(*args) -> None:
+    pass
+
+
+def _window_record(window: dict, state, optimizer, gpu: bool) -> dict:
+    seconds = time.perf_counter() - window["start"]
+    record = {
+        "step": state.global_step,
+        "epoch": state.epoch,
+        "loss": (window["loss"] / window["n"]).item(),
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": window["images"] / seconds,
+        "data_wait": window["wait"] / seconds,
+    }
+    if gpu:
+        record["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return record
+
+
+def _check_finite(value: float, state, run_dir: Path) -> None:
+    if value != value or value in (float("inf"), float("-inf")):
+        last = checkpoint.latest(run_dir / "checkpoints")
+        raise TrainError(
+            f"loss became {value} by step {state.global_step} (epoch {state.epoch}); stopped without "
+            f"saving; last good checkpoint: {last or 'none'}; lower optim.lr or use precision=bf16"
+        )
+
+
+def _knn(cfg: PretrainConfig, accelerator, model, make_loader) -> float:
+    """Weighted kNN accuracy of the current encoder; the eval pipelines are built on demand and dropped."""
+    encoder = accelerator.unwrap_model(model).encoder
+    bank_loader = make_loader("val", cfg.data.knn_bank)
+    bank, bank_labels = extract_features(encoder, bank_loader, accelerator.autocast)
+    queries, labels = extract_features(encoder, make_loader("val", cfg.data.knn_val), accelerator.autocast)
+    return knn_accuracy(
+        bank,
+        bank_labels,
+        queries,
+        labels,
+        bank_loader.manifest["num_classes"],
+        cfg.knn_k,
+        cfg.knn_temperature,
+    )
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = (
+                value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+            )
+    return out

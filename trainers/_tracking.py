@@ -1,0 +1,60 @@
+"""metrics.jsonl always; Weights & Biases and TensorBoard through Accelerate's trackers."""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+from pathlib import Path
+
+
+class MetricsLog:
+    """One JSON object per line, appended and flushed; the main process writes it."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None = None):
+        self.path, self.enabled = path, enabled
+        if enabled and resume_step is not None and path.is_file():
+            # Lines logged after the checkpoint we resume from would appear twice: drop them.
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line and json.loads(line).get("step", 0) <= resume_step
+            ]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def trackers(wandb: bool, tensorboard: bool) -> list[str]:
+    """Accelerate `log_with` names; W&B goes offline when nobody is logged in (no network needed)."""
+    names = []
+    if wandb:
+        if not wandb_logged_in() and "WANDB_MODE" not in os.environ:
+            os.environ["WANDB_MODE"] = "offline"
+        names.append("wandb")
+    if tensorboard:
+        names.append("tensorboard")
+    return names
+
+
+def wandb_init_kwargs(run_dir: Path, name: str, tags: list[str], run_id: str) -> dict:
+    """Same id on every restart, `resume="allow"`: a resumed run continues its W&B run."""
+    return {"wandb": {"name": name, "tags": list(tags), "id": run_id, "resume": "allow", "dir": str(run_dir)}}
+
+
+def new_run_id() -> str:
+    import secrets
+
+    return secrets.token_hex(4)
