@@ -153,7 +153,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     cfg, text = load_config(trainers.PretrainConfig, args.config, args.overrides)
     validate_pretrain(cfg)
     summary = trainers.pretrain(cfg, text)
-    if summary["stopped"] is None:
+    if summary["stopped"] is None and summary["main_process"]:
         print(
             f"done: {summary['epoch']} epochs, {summary['global_step']} steps; encoder {summary['encoder']}"
         )

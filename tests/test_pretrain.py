@@ -251,3 +251,45 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"at epoch {saved['train']['epoch']}, step {stopped_at}" in result.stdout
     assert losses(run)[-1][0] == stopped_at + 2
+
+
+@pytest.mark.multiproc
+def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp_path):
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    run = tmp_path / "run"
+    args = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29541",
+        "-m",
+        "launch",
+        "pretrain",
+        f"data.train={data / 'train'}",
+        f"run_dir={run}",
+        "epochs=2",
+        "batch_size=8",
+        "precision=fp32",
+        "cpu=true",
+        "data.size=16",
+        "data.num_threads=1",
+        "model.encoder=small_cnn",
+        "model.hidden_dim=32",
+        "optim.name=adam",
+        "optim.lr=0.001",
+        "track.log_every=1",
+        "track.progress=false",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run([*args, "max_steps=4"], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "global batch 16: 30 negatives per anchor" in first.stdout
+    (checkpoint,) = (run / "checkpoints").iterdir()
+    assert {"rank-0.json", "rank-1.json", "rng-0.safetensors", "rng-1.safetensors"} <= {
+        p.name for p in checkpoint.iterdir()
+    }
+    second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming" in second.stdout and "done: 2 epochs, 12 steps" in second.stdout
+    assert [step for step, _ in losses(run)] == list(range(1, 13))

@@ -150,7 +150,12 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
             f"{report['missing'] + report['shape_mismatch'] or 'none'}"
         )
     if cfg.sync_bn and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if gpu:  # per-rank BN statistics would let each GPU's small batch cheat (PITFALLS 5)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            accelerator.print(
+                "note: SyncBatchNorm needs GPUs; on CPU processes each keep their own BN statistics"
+            )
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     global_batch = cfg.batch_size * world * cfg.grad_accum
@@ -193,7 +198,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
             init_kwargs=wandb_init_kwargs(run_dir, name, cfg.track.tags, state.tracker_id),
         )
     metrics = MetricsLog(run_dir / "metrics.jsonl", main, resume_step=state.global_step if last else None)
-    (accelerator.print if cfg.track.progress else _ignore)(
+    accelerator.print(
         f"{world} process(es) x batch {cfg.batch_size} x accumulation {cfg.grad_accum} = global batch "
         f"{global_batch}: {2 * global_batch - 2} negatives per anchor; lr {lr:.4g} "
         f"({cfg.optim.lr} scaled {cfg.optim.lr_scaling}); {steps_per_epoch} steps per epoch"
@@ -317,23 +322,19 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
                 f"stopped ({stopped}) at step {state.global_step}; checkpoint {path}; "
                 "run the same command again to resume"
             )
+    if stopped is None and main:
+        export_encoder(run_dir, accelerator.unwrap_model(model).encoder, cfg, manifest, channels)
     summary = {
         "run_dir": str(run_dir),
         "global_step": state.global_step,
         "epoch": state.epoch,
         "stopped": stopped,
+        "encoder": None if stopped else str(run_dir / "encoder.safetensors"),
+        "main_process": main,
     }
-    if stopped is None and main:
-        summary["encoder"] = str(
-            export_encoder(run_dir, accelerator.unwrap_model(model).encoder, cfg, manifest, channels)
-        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
-
-
-def _ignore(*args) -> None:
-    pass
 
 
 def _window_record(window: dict, state, optimizer, gpu: bool) -> dict:
