@@ -149,6 +149,12 @@ def test_wandb_offline_run_folder_is_created(data, tmp_path, monkeypatch):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
+def test_tensorboard_events_are_written(data, tmp_path):
+    pretrain(config(data, tmp_path / "run", max_steps=2, track__tensorboard=True), "")
+    events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
 def test_the_lr_follows_warmup_then_cosine_once_per_optimizer_step(data, tmp_path):
     pretrain(config(data, tmp_path / "run", epochs=2, optim__warmup_epochs=1), "")
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
