@@ -45,5 +45,11 @@ step "pipeline throughput: DALI on the GPU vs the DataLoader, batch 512"
 timeout 300 python3 -m bench.pipeline --device cuda --src .gpu-data/cifar10-jpeg.tar.gz --data "$DATA" \
   --batch-size 512 --batches 40 --warmup 5 --repeats 3 --synthetic 4096 --threads "$(nproc)" \
   --json "$OUT/pipeline-gpu.json" 2>"$OUT/pipeline.err" | grep '^{"dataset"' || tail -5 "$OUT/pipeline.err"
+step "short CIFAR-10 ResNet-18 pretrain: images/s, data wait, memory"
+timeout 240 python3 -m launch pretrain data.train="$DATA/cifar10-raw" run_dir=/tmp/run-r18 epochs=3 \
+  batch_size=512 precision=bf16 channels_last=true model.encoder=resnet18 model.cifar_stem=true \
+  optim.name=lars optim.lr=0.3 optim.warmup_epochs=1 track.log_every=20 track.progress=false \
+  data.num_threads=4 2>&1 | tail -8
+cp /tmp/run-r18/metrics.jsonl "$OUT/pretrain-r18-metrics.jsonl" 2>/dev/null
 step "done"
 ls -l "$OUT"

@@ -32,6 +32,7 @@ def _convert(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         skip_corrupt=args.skip_corrupt,
         reencode=args.reencode,
+        max_side=args.max_side,
         seed=args.seed,
         shuffle=not args.no_shuffle,
         progress=not args.quiet,
@@ -100,6 +101,7 @@ def _add_shards(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quality", type=int, default=95, help="JPEG quality when encoding to JPEG")
     p.add_argument("--reencode", action="store_true", help="re-encode even files already in --encoding")
+    p.add_argument("--max-side", type=int, help="shrink images whose longer side exceeds this many pixels")
     p.add_argument("--shard-size", type=int, default=5000, help="samples per tar")
     p.add_argument("--workers", type=int, default=1, help="processes writing shards")
     p.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (and of synthetic)")

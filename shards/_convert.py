@@ -47,6 +47,7 @@ class Settings:
     quality: int
     reencode: bool
     skip_corrupt: bool
+    max_side: int | None = None
 
 
 class CorruptImage(Exception):
@@ -78,6 +79,14 @@ def encode_pixels(pixels: np.ndarray, encoding: str, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """Resize so the longer side is `max_side` (antialiased), keeping the aspect ratio."""
+    height, width = pixels.shape[:2]
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
+
+
 def encode_sample(sample: Sample, channels: int, settings: Settings) -> tuple[str, bytes, np.ndarray]:
     """(image extension, payload, pixels); file bytes are kept as they are unless asked otherwise."""
     if isinstance(sample.image, np.ndarray):
@@ -85,6 +94,8 @@ def encode_sample(sample: Sample, channels: int, settings: Settings) -> tuple[st
     else:
         pixels, source_encoding = decode_image(sample.image, channels)
         data = sample.image
+    if settings.max_side and max(pixels.shape[:2]) > settings.max_side:
+        pixels, data = shrink(pixels, settings.max_side), None  # resized pixels must be encoded anew
     target = settings.encoding
     if target == "auto":
         target = source_encoding or "png"
@@ -225,6 +236,7 @@ def convert(
     overwrite: bool = False,
     skip_corrupt: bool = False,
     reencode: bool = False,
+    max_side: int | None = None,
     seed: int = 0,
     shuffle: bool = True,
     progress: bool = True,
@@ -239,6 +251,8 @@ def convert(
         shard_size: samples per tar.
         workers: processes that write shards in parallel.
         reencode: re-encode files even when they already are in the target encoding.
+        max_side: shrink images whose longer side exceeds this (DALI's buffers grow to the
+            largest image, and nvJPEG can fail on huge ones).
         seed, shuffle: the global sample order is a seeded permutation (DALI only
             shuffles within a buffer, so shards must be pre-shuffled).
     """
@@ -256,7 +270,9 @@ def convert(
     partial = prepare_output(out, overwrite)
     order = np.random.default_rng(seed).permutation(len(source)) if shuffle else np.arange(len(source))
     plan = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
-    settings = Settings(encoding, quality, reencode, skip_corrupt)
+    if max_side is not None and max_side < 8:
+        raise ShardError(f"--max-side {max_side} is too small; use at least 8 pixels")
+    settings = Settings(encoding, quality, reencode, skip_corrupt, max_side)
     _JOB = (source, plan, partial, source.split, settings)
     results: list[dict] = []
     try:
@@ -351,6 +367,7 @@ def _manifest(
             "encoding_requested": settings.encoding,
             "quality": settings.quality,
             "reencode": settings.reencode,
+            "max_side": settings.max_side,
             "skip_corrupt": settings.skip_corrupt,
             "shard_size": shard_size,
             "shuffled": shuffle,

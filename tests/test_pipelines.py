@@ -341,3 +341,26 @@ def test_crop_area_statistics_match_torchvision_random_resized_crop(tmp_path):
     assert abs(dali.mean() - torchvision.mean()) < 0.07, (dali.mean(), torchvision.mean())
     assert abs(np.median(dali) - np.median(torchvision)) < 0.1
     assert dali.min() < 0.2 and dali.max() > 0.8  # the whole range is drawn
+
+
+def forever(loader, start=0):
+    """Batches across epochs, starting `start` batches into the first."""
+    yield from loader.batches(start)
+    while True:
+        yield from loader.batches()
+
+
+def test_a_loader_restored_from_its_state_continues_the_same_stream(tmp_path):
+    folder, _ = id_shards(tmp_path, 40, shard_size=10)
+    loader = create_loader("pretrain", folder, batch_size=8, size=SIZE, seed=3)
+    assert len(loader) == 5
+    stream = forever(loader)
+    for _ in range(7):  # into the second epoch
+        next(stream)
+    state = loader.state()
+    expected = [next(stream) for _ in range(4)]
+    restored = create_loader("pretrain", folder, batch_size=8, size=SIZE, seed=3, checkpoint=state)
+    stream = forever(restored, start=7 % 5)
+    for want in expected:
+        got = next(stream)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))

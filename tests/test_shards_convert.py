@@ -254,3 +254,18 @@ def test_jpeg_quality_is_applied_when_encoding_arrays(tmp_path):
 def convert_size(source, out, quality):
     shards.convert(source, out, encoding="jpeg", quality=quality, progress=False)
     return sum(len(s["jpg"]) for s in read_back_webdataset(out).values())
+
+
+def test_max_side_shrinks_only_large_images(tmp_path, run_cli):
+    from datasets import encode, images
+
+    write_imagefolder(tmp_path / "src", size=16)
+    (tmp_path / "src" / "dog" / "huge.jpg").write_bytes(encode(images(1, 80, 40)[0], "JPEG"))
+    args = ["shards", "convert", "imagefolder", "--src", tmp_path / "src", "--out", tmp_path / "o"]
+    code, _, err = run_cli(*args, "--max-side", 32, "--quiet")
+    assert code == 0, err
+    manifest = shards.load_manifest(tmp_path / "o")
+    assert manifest["image"]["max_size"] == [32, 16] and manifest["provenance"]["max_side"] == 32
+    small = sorted((tmp_path / "src").glob("*/img_*.jpg"))
+    kept = {s["jpg"] for s in read_back_webdataset(tmp_path / "o").values()}
+    assert {p.read_bytes() for p in small} <= kept  # small files stay byte for byte
