@@ -168,8 +168,9 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     )
     forward = torch.compile(model) if cfg.compile else model
 
+    # What a checkpoint only fits (the init file does not matter once training has started).
     fixed = {
-        "model": dataclasses.asdict(cfg.model),
+        "model": {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "pretrained_file"},
         "optim.name": cfg.optim.name,
         "batch_size": cfg.batch_size,
         "grad_accum": cfg.grad_accum,
