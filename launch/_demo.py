@@ -57,6 +57,7 @@ def demo_config(paths: dict[str, Path], run_dir: Path, epochs: int) -> PretrainC
         keep_checkpoints=1,
         checkpoint_every=max(1, epochs // 4),
         knn_k=20,
+        knn_every=10,
     )
     cfg.data.train, cfg.data.knn_bank, cfg.data.knn_val = map(
         str, (paths["train"], paths["train-10pct"], paths["test"])
@@ -69,7 +70,7 @@ def demo_config(paths: dict[str, Path], run_dir: Path, epochs: int) -> PretrainC
     return cfg
 
 
-def run_demo(run_dir: Path, epochs: int = 60, supervised_epochs: int = 100, seeds: int = 3) -> dict:
+def run_demo(run_dir: Path, epochs: int = 150, supervised_epochs: int = 100, seeds: int = 3) -> dict:
     """Everything above; returns both accuracies (mean over `seeds` probe and baseline seeds) and the run."""
     started = time.time()
     paths = digit_shards(cache_dir())

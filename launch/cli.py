@@ -187,7 +187,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         "labels against a supervised small CNN trained on the same labels.",
     )
     p.add_argument("--run-dir", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=60, help="SimCLR epochs")
+    p.add_argument("--epochs", type=int, default=150, help="SimCLR epochs")
     p.add_argument("--supervised-epochs", type=int, default=100)
     p.set_defaults(run=_demo)
 

@@ -80,8 +80,17 @@ def _strong(size: int) -> Augment:
 
 
 def _digits(size: int) -> Augment:
+    # Blur mattered most on scikit-learn's digits: linear probe 96.5% -> 98.0% (BENCHMARKS.md).
     return Augment(
-        crop_scale=(0.6, 1.0), crop_ratio=(0.9, 1.1), rotate_deg=10.0, flip_p=0.0, jitter_p=0.0, gray_p=0.0
+        crop_scale=(0.6, 1.0),
+        crop_ratio=(0.9, 1.1),
+        rotate_deg=10.0,
+        flip_p=0.0,
+        jitter_p=0.0,
+        gray_p=0.0,
+        blur_p=0.5,
+        blur_sigma=(0.1, 1.0),
+        blur_kernel=0.2,
     )
 
 
