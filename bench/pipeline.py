@@ -12,6 +12,7 @@ alternation, --repeats times; the table reports medians and their ratio.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -20,6 +21,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import nvidia.dali
@@ -115,14 +117,19 @@ def main() -> None:
             common = dict(
                 batch_size=args.batch_size, size=size, device=args.device, dtype=dtype, channels_last=cuda
             )
-            loaders = {
-                "dali": create_loader("pretrain", folder, num_threads=args.threads, **common),
-                "torchvision": TorchvisionLoader("pretrain", folder, num_workers=args.threads, **common),
+            makers = {
+                "dali": partial(create_loader, "pretrain", folder, num_threads=args.threads, **common),
+                "torchvision": partial(
+                    TorchvisionLoader, "pretrain", folder, num_workers=args.threads, **common
+                ),
             }
-            runs = {key: [] for key in loaders}
+            runs = {key: [] for key in makers}
             for _ in range(args.repeats):  # alternate, so machine noise hits both alike
-                for key, loader in loaders.items():
+                for key, make in makers.items():
+                    loader = make()  # fresh each time: no idle threads or workers of the other one running
                     runs[key].append(measure(loader, args.batches, args.warmup, cuda))
+                    del loader
+                    gc.collect()
             row = {
                 "dataset": name,
                 "size": size,
@@ -134,7 +141,6 @@ def main() -> None:
             )
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
-            del loaders
     text = json.dumps(results, indent=1)
     print(text)
     if args.json:
