@@ -41,6 +41,15 @@ def environment() -> dict:
     }
 
 
+def write_results(results: dict, path: str | None) -> None:
+    """Print the results as JSON, and save them to `path` when given."""
+    text = json.dumps(results, indent=1)
+    print(text)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+
+
 def unpack(src: Path, work: Path) -> Path:
     """The ImageFolder root holding one folder per split (train/, test/)."""
     if src.is_dir():
@@ -113,11 +122,7 @@ def main() -> None:
             )
     best = {w: max(r["images_per_s"] for r in results["speed"] if r["workers"] == w) for w in args.workers}
     results["best_images_per_s"] = best
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import nvidia.dali
 import torch
 
 import shards
-from bench.convert import environment
+from bench.convert import environment, write_results
 from pipelines import TorchvisionLoader, create_loader
 
 
@@ -141,11 +141,7 @@ def main() -> None:
             )
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":

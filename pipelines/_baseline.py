@@ -18,6 +18,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from pipelines._augment import Augment, PipelineError, create_augment
+from pipelines._graph import channel_stats
 from pipelines._loader import DTYPES, MODES, shard_source
 
 
@@ -102,9 +103,7 @@ class TorchvisionLoader:
         out_channels = channels or src.channels
         if mode != "val" and augment is None:
             augment = create_augment("simclr" if mode == "pretrain" else "basic", size)
-        mean, std = list(src.mean), list(src.std)
-        if len(mean) != out_channels:
-            mean, std = mean[:1] * out_channels, std[:1] * out_channels
+        mean, std = channel_stats(src, out_channels)
         make_view = transform(
             None if mode == "val" else augment,
             size,

@@ -135,11 +135,11 @@ def normalise(image, out: Output, mean, std, mirror=0, crop=None):
     )
 
 
-def _stats(src: Source, out: Output) -> tuple[list[float], list[float]]:
+def channel_stats(src: Source, channels: int) -> tuple[list[float], list[float]]:
     """Manifest mean/std for the output channel count (a gray mean is repeated for RGB)."""
     mean, std = list(src.mean), list(src.std)
-    if len(mean) != out.channels:
-        mean, std = mean[:1] * out.channels, std[:1] * out.channels
+    if len(mean) != channels:
+        mean, std = mean[:1] * channels, std[:1] * channels
     return mean, std
 
 
@@ -150,7 +150,7 @@ def pretrain_graph(
     """Two independently augmented views of every image, plus its label."""
     encoded, label = read(src, shard_id, num_shards, shuffle=True, seed=shuffle_seed, pad_last_batch=False)
     image = decode(encoded, src, out.channels, gpu)
-    mean, std = _stats(src, out)
+    mean, std = channel_stats(src, out.channels)
     return view(image, aug, out, mean, std), view(image, aug, out, mean, std), label
 
 
@@ -161,7 +161,7 @@ def eval_train_graph(
     """One augmented view (random resized crop and flip by default) and the label."""
     encoded, label = read(src, shard_id, num_shards, shuffle=True, seed=shuffle_seed, pad_last_batch=False)
     image = decode(encoded, src, out.channels, gpu)
-    mean, std = _stats(src, out)
+    mean, std = channel_stats(src, out.channels)
     return view(image, aug, out, mean, std), label
 
 
@@ -171,5 +171,5 @@ def eval_val_graph(src: Source, out: Output, crop_fraction: float, shard_id: int
     encoded, label = read(src, shard_id, num_shards, shuffle=False, seed=0, pad_last_batch=True)
     image = decode(encoded, src, out.channels, gpu)
     image = fn.resize(image, resize_shorter=round(out.size / crop_fraction))
-    mean, std = _stats(src, out)
+    mean, std = channel_stats(src, out.channels)
     return normalise(image, out, mean, std, crop=(out.size, out.size)), label
