@@ -51,13 +51,14 @@ def write_results(results: dict, path: str | None) -> None:
 
 
 def unpack(src: Path, work: Path) -> Path:
-    """The ImageFolder root holding one folder per split (train/, test/)."""
-    if src.is_dir():
-        return src
-    with tarfile.open(src) as tar:
-        tar.extractall(work / "src", filter="data")  # "data": no paths outside work/src
-    top = [p for p in (work / "src").iterdir() if p.is_dir()]
-    return top[0] if len(top) == 1 else work / "src"  # cifar10/{train,test} in the archive
+    """The ImageFolder root holding one folder per split (train/, test/), from a folder or an archive."""
+    root = src
+    if not src.is_dir():
+        root = work / "src"
+        with tarfile.open(src) as tar:
+            tar.extractall(root, filter="data")  # "data": no paths outside work/src
+    top = [p for p in root.iterdir() if p.is_dir()]
+    return top[0] if len(top) == 1 else root  # cifar10/{train,test}
 
 
 def convert_all(root: Path, out: Path, encoding: str, workers: int) -> tuple[float, int, int]:

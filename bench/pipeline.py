@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 from functools import partial
@@ -28,7 +27,7 @@ import nvidia.dali
 import torch
 
 import shards
-from bench.convert import environment, write_results
+from bench.convert import environment, unpack, write_results
 from pipelines import TorchvisionLoader, create_loader
 
 
@@ -36,9 +35,7 @@ def make_shards(src: Path, data: Path, synthetic: int) -> dict[str, tuple[Path, 
     """{name: (shard folder, image side)}; reuses folders already made in `data`."""
     made = {}
     if not (data / "cifar10-jpeg").is_dir() or not (data / "cifar10-raw").is_dir():
-        with tarfile.open(src) as tar:
-            tar.extractall(data / "unpacked", filter="data")
-        train = next((data / "unpacked").glob("*/train"))
+        train = unpack(src, data) / "train"
         for encoding, name in [("auto", "cifar10-jpeg"), ("raw", "cifar10-raw")]:
             source = shards.open_source("imagefolder", train, "train")
             shards.convert(
@@ -46,15 +43,17 @@ def make_shards(src: Path, data: Path, synthetic: int) -> dict[str, tuple[Path, 
             )
     made["cifar10-jpeg"] = (data / "cifar10-jpeg", 32)
     made["cifar10-raw"] = (data / "cifar10-raw", 32)
-    if not (data / "synthetic224-jpeg").is_dir():
+    synthetic_dir = data / "synthetic224-jpeg"
+    if not synthetic_dir.is_dir() or shards.load_manifest(synthetic_dir)["num_samples"] != synthetic:
         source = shards.open_source("synthetic", None, "train", num=synthetic, size=224, classes=10)
         shards.convert(
             source,
-            data / "synthetic224-jpeg",
+            synthetic_dir,
             encoding="jpeg",
             quality=90,
             shard_size=max(1, synthetic // 16),
             workers=os.cpu_count(),
+            overwrite=True,
             progress=False,
         )
     made["synthetic224-jpeg"] = (data / "synthetic224-jpeg", 224)
