@@ -13,7 +13,14 @@ import shards
 import trainers
 from launch._config import ConfigError, load_config, validate_pretrain
 
-ERRORS = (shards.ShardError, pipelines.PipelineError, encoders.EncoderError, trainers.TrainError, ConfigError)
+ERRORS = (
+    shards.ShardError,
+    pipelines.PipelineError,
+    encoders.EncoderError,
+    trainers.TrainError,
+    trainers.EvalError,
+    ConfigError,
+)
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -192,6 +199,80 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_demo)
 
 
+def _device(cpu: bool) -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and not cpu else "cpu"
+
+
+def _linear(args: argparse.Namespace) -> None:
+    result = trainers.linear_eval(
+        args.encoder,
+        args.train,
+        args.val,
+        args.out,
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=_device(args.cpu),
+    )
+    print(
+        f"linear probe: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} on {result['val_samples']} "
+        f"images; {args.out}/results.json, confusion.png"
+    )
+
+
+def _knn(args: argparse.Namespace) -> None:
+    result = trainers.knn_eval(
+        args.encoder,
+        args.train,
+        args.val,
+        args.out,
+        k=args.k,
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+        device=_device(args.cpu),
+    )
+    print(
+        f"weighted kNN (k {args.k}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
+        f"{args.out}/results.json"
+    )
+
+
+def _add_eval(commands: argparse._SubParsersAction) -> None:
+    for name, run, help_text in [
+        (
+            "linear",
+            _linear,
+            "linear probe of a frozen encoder on cached features (top-1/5, confusion matrix)",
+        ),
+        ("knn", _knn, "weighted kNN accuracy of an encoder on a train/val shard pair"),
+    ]:
+        p = commands.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--encoder", required=True, help="pretrain run directory or its encoder.safetensors")
+        p.add_argument(
+            "--train",
+            required=True,
+            help="labelled shards the probe learns from (kNN: the bank); "
+            "for a label fraction, make them with `fastclr shards subset`",
+        )
+        p.add_argument("--val", required=True, help="labelled shards to measure on")
+        p.add_argument("--out", required=True, help="folder for results.json")
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
+        if name == "linear":
+            p.add_argument("--epochs", type=int, default=300, help="full-batch steps of the probe")
+            p.add_argument("--lr", type=float, default=0.01)
+            p.add_argument("--weight-decay", type=float, default=1e-4)
+            p.add_argument("--seed", type=int, default=0)
+        else:
+            p.add_argument("--k", type=int, default=200)
+            p.add_argument("--temperature", type=float, default=0.1)
+        p.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastclr", description="SimCLR pretraining with a GPU-fed input pipeline."
@@ -199,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_shards(commands)
     _add_pretrain(commands)
+    _add_eval(commands)
     _add_demo(commands)
     return parser
 

@@ -1,6 +1,7 @@
 """Training loops, losses, optimisers, checkpoints and tracking."""
 
 from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
+from trainers._eval import EvalError, knn_eval, linear_eval, load_encoder
 from trainers._knn import extract_features, knn_accuracy, knn_predict
 from trainers._loss import GatherLayer, chance_loss, nt_xent
 from trainers._optim import LR_SCALING, OPTIMIZERS, create_optimizer, create_scheduler, scaled_lr
@@ -10,6 +11,7 @@ __all__ = [
     "LR_SCALING",
     "OPTIMIZERS",
     "DataConfig",
+    "EvalError",
     "GatherLayer",
     "ModelConfig",
     "OptimConfig",
@@ -22,6 +24,9 @@ __all__ = [
     "export_encoder",
     "extract_features",
     "knn_accuracy",
+    "knn_eval",
+    "linear_eval",
+    "load_encoder",
     "knn_predict",
     "nt_xent",
     "pretrain",

@@ -1,0 +1,93 @@
+"""Evaluation of a pretrained encoder: linear probe on cached features, kNN, and their bad inputs."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import shards
+from trainers import EvalError, PretrainConfig, knn_eval, linear_eval, pretrain
+from trainers._linear import accuracy, fit_linear_probe
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A real (tiny) pretrain run and labelled shards to evaluate it on."""
+    root = tmp_path_factory.mktemp("eval")
+    for split, num, classes in [("train", 64, 4), ("test", 30, 4), ("other", 30, 3)]:
+        source = shards.open_source(
+            "synthetic", None, "train", num=num, size=16, classes=classes, seed=len(split)
+        )
+        shards.convert(source, root / split, progress=False)
+    cfg = PretrainConfig(run_dir=str(root / "run"), epochs=1, batch_size=16, precision="fp32", cpu=True)
+    cfg.data.train, cfg.data.size, cfg.data.num_threads = str(root / "train"), 16, 1
+    cfg.model.encoder, cfg.model.hidden_dim, cfg.model.out_dim = "small_cnn", 32, 16
+    cfg.optim.name, cfg.optim.lr, cfg.track.progress = "adam", 1e-3, False
+    pretrain(cfg, "")
+    return root
+
+
+def test_the_probe_separates_separable_features():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(5, 32, generator=generator) * 4
+    labels = torch.arange(500) % 5
+    features = centres[labels] + torch.randn(500, 32, generator=generator)
+    probe = fit_linear_probe(features[:250], labels[:250], num_classes=5)
+    assert accuracy(probe, features[250:], labels[250:]) > 0.99
+
+
+def test_linear_eval_writes_results_and_a_confusion_matrix(run, tmp_path):
+    result = linear_eval(run / "run", run / "train", run / "test", tmp_path / "lin", epochs=50)
+    saved = json.loads((tmp_path / "lin" / "results.json").read_text())
+    assert saved == result and 0 <= result["top1"] <= result["top5"] <= 1
+    assert result["val_samples"] == 30 and set(result["per_class"]) == {f"class_{c}" for c in range(4)}
+    assert len(result["encoder_sha256"]) == 64
+    assert (tmp_path / "lin" / "confusion.png").stat().st_size > 1000
+
+
+def test_knn_eval_from_the_encoder_file(run, tmp_path):
+    result = knn_eval(run / "run" / "encoder.safetensors", run / "train", run / "test", tmp_path / "knn", k=5)
+    assert result["protocol"] == "knn" and 0 <= result["top1"] <= 1 and result["train_samples"] == 64
+
+
+def test_an_encoder_of_another_architecture_is_named(run, tmp_path):
+    shutil.copytree(run / "run", tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
+    info = json.loads((tmp_path / "run" / "encoder.json").read_text())
+    info["encoder"] = "resnet18"
+    (tmp_path / "run" / "encoder.json").write_text(json.dumps(info))
+    with pytest.raises(EvalError, match="does not fit a resnet18.*another architecture or width"):
+        linear_eval(tmp_path / "run", run / "train", run / "test", tmp_path / "out")
+
+
+def test_changed_weights_and_a_missing_description_are_named(run, tmp_path):
+    shutil.copytree(run / "run", tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
+    weights = tmp_path / "run" / "encoder.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(EvalError, match="sha256 differs"):
+        knn_eval(tmp_path / "run", run / "train", run / "test", tmp_path / "out")
+    (tmp_path / "run" / "encoder.json").unlink()
+    with pytest.raises(EvalError, match="encoder.json: missing"):
+        knn_eval(tmp_path / "run", run / "train", run / "test", tmp_path / "out")
+
+
+def test_shards_of_another_class_count_are_refused(run, tmp_path, run_cli):
+    code, _, err = run_cli(
+        "linear",
+        "--encoder",
+        run / "run",
+        "--train",
+        run / "train",
+        "--val",
+        run / "other",
+        "--out",
+        tmp_path / "o",
+    )
+    assert code == 1 and "has 4 classes" in err and "has 3" in err
+
+
+def test_unlabelled_shards_cannot_be_evaluated(run, tmp_path):
+    source = shards.open_source("synthetic", None, "unlabeled", num=20, size=16, classes=4)
+    shards.convert(source, tmp_path / "u", progress=False)
+    with pytest.raises(EvalError, match="unlabelled shards cannot be evaluated"):
+        knn_eval(run / "run", run / "train", tmp_path / "u", tmp_path / "out")

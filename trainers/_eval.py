@@ -1,0 +1,196 @@
+"""Evaluate a pretrained encoder: linear probe on cached features and weighted kNN.
+
+Both read `encoder.safetensors` + `encoder.json` (a pretrain run directory, or
+the file with its JSON beside it), extract features once with the val
+pipeline from a frozen encoder in eval mode, and write `results.json` (metrics,
+settings, the encoder's hash) and, for the probe, a confusion matrix PNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from encoders import build_encoder
+from pipelines import create_loader, shard_source
+from trainers._knn import extract_features, knn_predict
+from trainers._linear import fit_linear_probe
+
+
+class EvalError(Exception):
+    """Wrong encoder file or data for an evaluation, phrased as what to fix."""
+
+
+def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The frozen encoder of a run directory or an encoder.safetensors file, and its encoder.json."""
+    path = Path(path)
+    weights = path / "encoder.safetensors" if path.is_dir() else path
+    info_path = weights.with_name("encoder.json")
+    if not weights.is_file():
+        raise EvalError(
+            f"{weights}: not found; pass a run directory made by `fastclr pretrain` or its "
+            "encoder.safetensors"
+        )
+    if not info_path.is_file():
+        raise EvalError(
+            f"{info_path}: missing; the encoder's architecture is recorded there by `fastclr pretrain`"
+        )
+    info = json.loads(info_path.read_text())
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if info.get("sha256") not in (None, digest):
+        raise EvalError(
+            f"{weights}: sha256 differs from {info_path.name}; the weights were changed or replaced"
+        )
+    encoder = build_encoder(info["encoder"], info["cifar_stem"], in_chans=info["in_chans"])
+    try:
+        encoder.load_state_dict(load_file(weights))
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise EvalError(
+            f"{weights}: does not fit a {info['encoder']} (cifar_stem={info['cifar_stem']}, "
+            f"{info['in_chans']} channels): {first[:160]}; another architecture or width?"
+        ) from None
+    info["sha256"] = digest
+    return encoder.eval().requires_grad_(False), info
+
+
+def _features(encoder, info: dict, folder: str | Path, batch_size: int, device: torch.device):
+    _, manifest = shard_source(folder)
+    if manifest["num_samples"] == 0:
+        raise EvalError(f"{folder}: no samples to evaluate")
+    if not manifest["labeled"]:
+        raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
+    loader = create_loader(
+        "val",
+        folder,
+        batch_size=batch_size,
+        size=info["image_size"],
+        device=device,
+        channels=info["in_chans"],
+    )
+    features, labels = extract_features(encoder.to(device), loader)
+    return features, labels, loader.manifest
+
+
+def _classes(train_manifest: dict, val_manifest: dict, train: str | Path, val: str | Path) -> int:
+    if train_manifest["classes"] != val_manifest["classes"]:
+        raise EvalError(
+            f"{train} has {train_manifest['num_classes']} classes and {val} has "
+            f"{val_manifest['num_classes']} (or other names); evaluate on splits of one dataset"
+        )
+    return val_manifest["num_classes"]
+
+
+def _write(out: Path, results: dict) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def knn_eval(
+    encoder_path,
+    train,
+    val,
+    out,
+    k: int = 200,
+    temperature: float = 0.1,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> dict:
+    """Weighted kNN top-1 of the encoder: `train` is the labelled bank, `val` the queries."""
+    started, device = time.time(), torch.device(device)
+    encoder, info = load_encoder(encoder_path)
+    bank, bank_labels, train_manifest = _features(encoder, info, train, batch_size, device)
+    queries, labels, val_manifest = _features(encoder, info, val, batch_size, device)
+    num_classes = _classes(train_manifest, val_manifest, train, val)
+    predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
+    return _write(
+        Path(out),
+        {
+            "protocol": "knn",
+            "top1": (predicted == labels).float().mean().item(),
+            "k": k,
+            "temperature": temperature,
+            "encoder": str(encoder_path),
+            "encoder_sha256": info["sha256"],
+            "train": str(train),
+            "val": str(val),
+            "train_samples": len(bank_labels),
+            "val_samples": len(labels),
+            "seconds": time.time() - started,
+        },
+    )
+
+
+def linear_eval(
+    encoder_path,
+    train,
+    val,
+    out,
+    epochs: int = 300,
+    lr: float = 0.01,
+    weight_decay: float = 1e-4,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
+    """Linear probe on cached features: top-1, top-5, per-class accuracy and a confusion matrix PNG."""
+    from sklearn.metrics import confusion_matrix
+
+    started, device = time.time(), torch.device(device)
+    encoder, info = load_encoder(encoder_path)
+    train_x, train_y, train_manifest = _features(encoder, info, train, batch_size, device)
+    val_x, val_y, val_manifest = _features(encoder, info, val, batch_size, device)
+    num_classes = _classes(train_manifest, val_manifest, train, val)
+    probe = fit_linear_probe(train_x, train_y, num_classes, epochs, lr, weight_decay, seed)
+    with torch.no_grad():
+        logits = probe(val_x)
+    top5 = logits.topk(min(5, num_classes), dim=1).indices
+    matrix = confusion_matrix(
+        val_y.cpu().numpy(), logits.argmax(1).cpu().numpy(), labels=list(range(num_classes))
+    )
+    per_class = (matrix.diagonal() / matrix.sum(1).clip(min=1)).tolist()
+    out = Path(out)
+    _plot_confusion(matrix, val_manifest["classes"], out / "confusion.png")
+    return _write(
+        out,
+        {
+            "protocol": "linear (cached features)",
+            "top1": float(matrix.trace() / matrix.sum()),
+            "top5": (top5 == val_y[:, None]).any(1).float().mean().item(),
+            "per_class": dict(zip(val_manifest["classes"], per_class, strict=True)),
+            "settings": {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed},
+            "encoder": str(encoder_path),
+            "encoder_sha256": info["sha256"],
+            "train": str(train),
+            "val": str(val),
+            "train_samples": len(train_y),
+            "val_samples": len(val_y),
+            "seconds": time.time() - started,
+        },
+    )
+
+
+def _plot_confusion(matrix, classes: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = min(12, 2 + 0.4 * len(classes))
+    figure, axes = plt.subplots(figsize=(side, side))
+    axes.imshow(matrix, cmap="Blues")
+    if len(classes) <= 30:
+        axes.set_xticks(range(len(classes)), classes, rotation=90)
+        axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
