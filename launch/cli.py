@@ -241,6 +241,40 @@ def _knn(args: argparse.Namespace) -> None:
     )
 
 
+def _cluster(args: argparse.Namespace) -> None:
+    result = trainers.cluster_eval(
+        args.data,
+        args.out,
+        method=args.method,
+        encoder_path=args.encoder,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=_device(args.cpu),
+    )
+    print(
+        f"{args.method} on {result['on']}: accuracy {result['top1']:.2%} (Hungarian-matched) on "
+        f"{result['samples']} images; {args.out}/results.json"
+    )
+
+
+def _add_cluster(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "cluster",
+        help="k-means / GMM accuracy on raw pixels or encoder features",
+        description="Cluster labelled shards into one cluster per class (k-means or a "
+        "diagonal Gaussian mixture) on L2-normalised raw pixels or encoder features; "
+        "accuracy after Hungarian matching of clusters to classes.",
+    )
+    p.add_argument("--data", required=True, help="labelled shards")
+    p.add_argument("--out", required=True, help="folder for results.json")
+    p.add_argument("--method", default="kmeans", choices=trainers.METHODS)
+    p.add_argument("--encoder", help="pretrain run directory or encoder.safetensors (default: raw pixels)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
+    p.set_defaults(run=_cluster)
+
+
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     for name, run, help_text in [
         (
@@ -281,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shards(commands)
     _add_pretrain(commands)
     _add_eval(commands)
+    _add_cluster(commands)
     _add_demo(commands)
     return parser
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import shards
-from trainers import EvalError, PretrainConfig, knn_eval, linear_eval, pretrain
+from trainers import EvalError, PretrainConfig, cluster_accuracy, knn_eval, linear_eval, pretrain
 from trainers._linear import accuracy, fit_linear_probe
 
 
@@ -91,3 +91,24 @@ def test_unlabelled_shards_cannot_be_evaluated(run, tmp_path):
     shards.convert(source, tmp_path / "u", progress=False)
     with pytest.raises(EvalError, match="unlabelled shards cannot be evaluated"):
         knn_eval(run / "run", run / "train", tmp_path / "u", tmp_path / "out")
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_clustering_separable_blobs_is_about_perfect(method):
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(300) % 3
+    features = torch.randn(3, 8, generator=generator)[labels] * 10 + torch.randn(300, 8, generator=generator)
+    assert cluster_accuracy(features.numpy(), labels.numpy(), 3, method) > 0.99
+
+
+def test_cluster_command_on_pixels_and_on_features(run, tmp_path, run_cli):
+    code, out, err = run_cli(
+        "cluster", "--data", run / "test", "--out", tmp_path / "pixels", "--method", "gmm"
+    )
+    assert code == 0, err
+    pixels = json.loads((tmp_path / "pixels" / "results.json").read_text())
+    assert pixels["on"] == "pixels" and pixels["samples"] == 30 and 0.25 <= pixels["top1"] <= 1
+    code, out, err = run_cli(
+        "cluster", "--data", run / "test", "--out", tmp_path / "f", "--encoder", run / "run"
+    )
+    assert code == 0 and "kmeans on encoder features" in out

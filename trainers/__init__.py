@@ -1,5 +1,6 @@
 """Training loops, losses, optimisers, checkpoints and tracking."""
 
+from trainers._cluster import METHODS, cluster_accuracy, cluster_eval
 from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
 from trainers._eval import EvalError, knn_eval, linear_eval, load_encoder
 from trainers._knn import extract_features, knn_accuracy, knn_predict
@@ -8,6 +9,7 @@ from trainers._optim import LR_SCALING, OPTIMIZERS, create_optimizer, create_sch
 from trainers._pretrain import TrainError, export_encoder, pretrain
 
 __all__ = [
+    "METHODS",
     "LR_SCALING",
     "OPTIMIZERS",
     "DataConfig",
@@ -19,6 +21,8 @@ __all__ = [
     "TrackConfig",
     "TrainError",
     "chance_loss",
+    "cluster_accuracy",
+    "cluster_eval",
     "create_optimizer",
     "create_scheduler",
     "export_encoder",

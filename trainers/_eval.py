@@ -86,7 +86,7 @@ def _classes(train_manifest: dict, val_manifest: dict, train: str | Path, val: s
     return val_manifest["num_classes"]
 
 
-def _write(out: Path, results: dict) -> dict:
+def write_results(out: Path, results: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
@@ -109,7 +109,7 @@ def knn_eval(
     queries, labels, val_manifest = _features(encoder, info, val, batch_size, device)
     num_classes = _classes(train_manifest, val_manifest, train, val)
     predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
-    return _write(
+    return write_results(
         Path(out),
         {
             "protocol": "knn",
@@ -157,7 +157,7 @@ def linear_eval(
     per_class = (matrix.diagonal() / matrix.sum(1).clip(min=1)).tolist()
     out = Path(out)
     _plot_confusion(matrix, val_manifest["classes"], out / "confusion.png")
-    return _write(
+    return write_results(
         out,
         {
             "protocol": "linear (cached features)",
