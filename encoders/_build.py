@@ -137,6 +137,34 @@ def build_encoder(
     return model
 
 
+def build_classifier(
+    name: str,
+    num_classes: int,
+    cifar_stem: bool = False,
+    pretrained_file: str | Path | None = None,
+    in_chans: int = 3,
+    img_size: int = 224,
+) -> nn.Module:
+    """A whole classifier for supervised baselines: small_cnn, a timm ResNet, or any timm model (vgg11, vit).
+
+    ViTs get `img_size` and a patch of img_size / 8 (4 px at 32 px), so small images still make 64 patches.
+    A local weights file initialises every matching tensor; the classifier layer is replaced.
+    """
+    if name == "small_cnn" or name in timm.list_models("resnet*"):
+        encoder = build_encoder(name, cifar_stem, pretrained_file, in_chans)
+        return nn.Sequential(encoder, nn.Linear(encoder.num_features, num_classes))
+    if name not in timm.list_models():
+        raise EncoderError(
+            f"unknown model {name!r}; use small_cnn or a timm model such as resnet18, vgg11, "
+            "vit_small_patch16_224"
+        )
+    extra = {"img_size": img_size, "patch_size": max(1, img_size // 8)} if name.startswith("vit") else {}
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **extra)
+    if pretrained_file:
+        model.load_report = load_pretrained(model, pretrained_file)
+    return model
+
+
 HEADS = ("mlp_bn", "mlp_no_bn", "linear", "none")
 
 

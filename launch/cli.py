@@ -275,6 +275,96 @@ def _add_cluster(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cluster)
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    result = trainers.finetune(
+        args.encoder,
+        args.train,
+        args.val,
+        args.out,
+        mode=args.mode,
+        head=args.head,
+        epochs=args.epochs,
+        lr_head=args.lr_head,
+        lr_backbone=args.lr_backbone,
+        batch_size=args.batch_size,
+        preset=args.preset,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        cpu=args.cpu,
+    )
+    print(f"fine-tune ({args.mode}): top-1 {result['top1']:.2%}; {args.out}/results.json, metrics.jsonl")
+
+
+def _supervised(args: argparse.Namespace) -> None:
+    result = trainers.supervised(
+        args.model,
+        args.train,
+        args.val,
+        args.out,
+        size=args.size,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        cifar_stem=args.cifar_stem,
+        pretrained_file=args.pretrained_file,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        label_smoothing=args.label_smoothing,
+        preset=args.preset,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        cpu=args.cpu,
+    )
+    print(
+        f"supervised {args.model} ({result['parameters']:,} parameters): top-1 {result['top1']:.2%}; "
+        f"{args.out}/results.json, metrics.jsonl"
+    )
+
+
+def _add_training(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "finetune",
+        help="fine-tune a pretrained encoder with a new head (head-only or full)",
+        description="Fine-tune the encoder of a pretrain run with a new head.",
+    )
+    p.add_argument("--encoder", required=True, help="pretrain run directory or its encoder.safetensors")
+    p.add_argument("--mode", default="full", choices=["head", "full"], help="head: encoder frozen")
+    p.add_argument("--head", default="linear", choices=["linear", "mlp2"])
+    p.add_argument("--lr-head", type=float, default=0.1)
+    p.add_argument("--lr-backbone", type=float, default=0.01)
+    _training_arguments(p)
+    p.set_defaults(run=_finetune)
+    p = commands.add_parser(
+        "supervised",
+        help="supervised baseline: any timm model, Mixup/CutMix, label smoothing",
+        description="Train a classifier on labels only (from scratch or a local weights file).",
+    )
+    p.add_argument(
+        "--model", required=True, help="small_cnn, resnet18/34/50, vgg11, vit_small_patch16_224, ..."
+    )
+    p.add_argument("--size", type=int, required=True, help="image side fed to the model")
+    p.add_argument("--cifar-stem", action="store_true", help="ResNets: 3x3 stride-1 first conv, no max-pool")
+    p.add_argument("--pretrained-file", help="local weights to start from (nothing is downloaded)")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--mixup", type=float, default=0.0, help="Mixup alpha (timm), 0 = off")
+    p.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha (timm), 0 = off")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    _training_arguments(p)
+    p.set_defaults(run=_supervised)
+
+
+def _training_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", required=True, help="labelled shards to train on")
+    p.add_argument("--val", required=True, help="labelled shards to measure on (every epoch)")
+    p.add_argument("--out", required=True, help="folder for results.json and metrics.jsonl")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--preset", default="basic", help="train augmentations (pipelines.PRESETS)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
+
+
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     for name, run, help_text in [
         (
@@ -316,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(commands)
     _add_eval(commands)
     _add_cluster(commands)
+    _add_training(commands)
     _add_demo(commands)
     return parser
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import shards
-from trainers import EvalError, PretrainConfig, cluster_accuracy, knn_eval, linear_eval, pretrain
+from trainers import EvalError, PretrainConfig, cluster_accuracy, finetune, knn_eval, linear_eval, pretrain
 from trainers._linear import accuracy, fit_linear_probe
 
 
@@ -112,3 +112,76 @@ def test_cluster_command_on_pixels_and_on_features(run, tmp_path, run_cli):
         "cluster", "--data", run / "test", "--out", tmp_path / "f", "--encoder", run / "run"
     )
     assert code == 0 and "kmeans on encoder features" in out
+
+
+def weights(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("mode", ["head", "full"])
+def test_head_only_fine_tuning_keeps_the_backbone_bit_identical_and_full_changes_it(
+    run, tmp_path, monkeypatch, mode
+):
+    import trainers._classify as classify
+
+    seen = {}
+    real_fit = classify.fit
+
+    def recording_fit(model, *args, **kwargs):
+        seen["before"] = weights(model[0])
+        history = real_fit(model, *args, **kwargs)
+        seen["after"] = weights(model[0])
+        return history
+
+    monkeypatch.setattr(classify, "fit", recording_fit)
+    result = finetune(
+        run / "run", run / "train", run / "test", tmp_path / mode, mode=mode, epochs=2, batch_size=8, cpu=True
+    )
+    assert len(result["history"]) == 2 and 0 <= result["top1"] <= 1
+    changed = [k for k in seen["before"] if not torch.equal(seen["before"][k], seen["after"][k])]
+    if mode == "head":
+        assert changed == []  # weights and BN running statistics alike
+    else:
+        assert any("weight" in k for k in changed)
+    assert (tmp_path / mode / "metrics.jsonl").read_text().count("val_top1") == 2
+
+
+def test_supervised_baseline_with_cutmix_mixup_and_label_smoothing(run, tmp_path, run_cli):
+    code, out, err = run_cli(
+        "supervised",
+        "--model",
+        "resnet18",
+        "--cifar-stem",
+        "--size",
+        16,
+        "--train",
+        run / "train",
+        "--val",
+        run / "test",
+        "--out",
+        tmp_path / "sup",
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--mixup",
+        0.2,
+        "--cutmix",
+        1.0,
+        "--label-smoothing",
+        0.1,
+        "--cpu",
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "sup" / "results.json").read_text())
+    assert (
+        result["model"] == "resnet18" and result["settings"]["cutmix"] == 1.0 and result["parameters"] > 1e7
+    )
+
+
+def test_a_vit_and_a_vgg_build_for_small_images():
+    from encoders import build_classifier
+
+    for name in ("vit_tiny_patch16_224", "vgg11"):
+        model = build_classifier(name, num_classes=7, img_size=32)
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)

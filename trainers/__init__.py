@@ -1,5 +1,6 @@
 """Training loops, losses, optimisers, checkpoints and tracking."""
 
+from trainers._classify import finetune, supervised
 from trainers._cluster import METHODS, cluster_accuracy, cluster_eval
 from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
 from trainers._eval import EvalError, knn_eval, linear_eval, load_encoder
@@ -27,6 +28,7 @@ __all__ = [
     "create_scheduler",
     "export_encoder",
     "extract_features",
+    "finetune",
     "knn_accuracy",
     "knn_eval",
     "linear_eval",
@@ -35,4 +37,5 @@ __all__ = [
     "nt_xent",
     "pretrain",
     "scaled_lr",
+    "supervised",
 ]

@@ -1,0 +1,290 @@
+"""Classifiers trained end to end: fine-tuning a pretrained encoder, and supervised baselines.
+
+`finetune`: the encoder of a pretrain run + a new head, either head-only (the
+encoder frozen, in eval mode) or full (separate learning rates for backbone and
+head). `supervised`: any timm model from scratch or from a local weights file,
+with Mixup/CutMix and label smoothing through timm (EXPERIMENTS.md C2, C3, C5, C6).
+Both read the train pipeline (random resized crop and flip) and measure on the
+val pipeline, with the class count and normalisation of the target shards.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+
+from encoders import build_classifier
+from pipelines import create_loader, shard_source
+from trainers._eval import EvalError, load_encoder, write_results
+from trainers._tracking import MetricsLog
+
+HEADS = ("linear", "mlp2")
+
+
+def make_head(kind: str, in_dim: int, num_classes: int) -> nn.Module:
+    """`linear`, or `mlp2` (two layers, as in EXPERIMENTS.md C1)."""
+    if kind == "linear":
+        return nn.Linear(in_dim, num_classes)
+    if kind == "mlp2":
+        return nn.Sequential(
+            nn.Linear(in_dim, in_dim),
+            nn.BatchNorm1d(in_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(in_dim, num_classes),
+        )
+    raise EvalError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
+
+
+@torch.no_grad()
+def top1(model: nn.Module, loader) -> float:
+    model.eval()
+    correct = total = 0
+    for images, labels in loader:
+        correct += (model(images).argmax(1) == labels).sum().item()
+        total += len(labels)
+    return correct / total
+
+
+def fit(
+    model: nn.Module,
+    param_groups: list[dict],
+    train_loader,
+    val_loader,
+    epochs: int,
+    num_classes: int,
+    accelerator: Accelerator,
+    log: MetricsLog,
+    weight_decay: float = 5e-4,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    label_smoothing: float = 0.0,
+    frozen: nn.Module | None = None,
+) -> list[dict]:
+    """SGD (momentum 0.9, nesterov) with cosine decay; Mixup/CutMix through timm; val top-1 per epoch."""
+    optimizer = torch.optim.SGD(param_groups, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(train_loader)))
+    mixer = (
+        Mixup(
+            mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes
+        )
+        if mixup or cutmix
+        else None
+    )
+    soft = SoftTargetCrossEntropy()
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        if frozen is not None:
+            frozen.eval()  # a frozen backbone keeps its BN statistics
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for images, labels in train_loader:
+            with accelerator.autocast():
+                if mixer is not None and len(labels) % 2 == 0:
+                    images, targets = mixer(images, labels)
+                    loss = soft(model(images), targets)
+                else:
+                    loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.detach()
+        record = {
+            "step": epoch + 1,
+            "epoch": epoch,
+            "train_loss": (loss_sum / len(train_loader)).item(),
+            "val_top1": top1(model, val_loader),
+        }
+        log.write(record)
+        accelerator.log(record, step=epoch + 1)
+        history.append(record)
+    return history
+
+
+def _loaders(
+    train,
+    val,
+    size: int,
+    batch_size: int,
+    accelerator: Accelerator,
+    channels: int | None,
+    preset: str,
+    seed: int,
+):
+    common = dict(
+        batch_size=batch_size,
+        size=size,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        device=accelerator.device,
+        channels=channels,
+        seed=seed,
+    )
+    _, train_manifest = shard_source(train)
+    _, val_manifest = shard_source(val)
+    if train_manifest["classes"] != val_manifest["classes"]:
+        raise EvalError(
+            f"{train} has {train_manifest['num_classes']} classes and {val} has "
+            f"{val_manifest['num_classes']} (or other names); train and measure on one dataset"
+        )
+    return (
+        create_loader("train", train, preset=preset, **common),
+        create_loader("val", val, **common),
+        val_manifest,
+    )
+
+
+def finetune(
+    encoder_path,
+    train,
+    val,
+    out,
+    mode: str = "full",
+    head: str = "linear",
+    epochs: int = 30,
+    lr_head: float = 0.1,
+    lr_backbone: float = 0.01,
+    batch_size: int = 128,
+    preset: str = "basic",
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    cpu: bool = False,
+) -> dict:
+    """Fine-tune a pretrained encoder with a new head; mode `head` freezes the encoder, `full` trains all."""
+    if mode not in ("head", "full"):
+        raise EvalError(f"unknown fine-tune mode {mode!r}; choose head or full")
+    started, out = time.time(), Path(out)
+    torch.manual_seed(seed)
+    accelerator = Accelerator(cpu=cpu)
+    encoder, info = load_encoder(encoder_path)
+    train_loader, val_loader, manifest = _loaders(
+        train, val, info["image_size"], batch_size, accelerator, info["in_chans"], preset, seed
+    )
+    classifier = make_head(head, info["num_features"], manifest["num_classes"])
+    groups = [{"params": list(classifier.parameters()), "lr": lr_head}]
+    if mode == "full":
+        encoder.requires_grad_(True)
+        groups.append({"params": list(encoder.parameters()), "lr": lr_backbone})
+    model = nn.Sequential(encoder, classifier)
+    out.mkdir(parents=True, exist_ok=True)
+    history = fit(
+        model,
+        groups,
+        train_loader,
+        val_loader,
+        epochs,
+        manifest["num_classes"],
+        accelerator,
+        MetricsLog(out / "metrics.jsonl", accelerator.is_main_process),
+        weight_decay,
+        frozen=encoder if mode == "head" else None,
+    )
+    return write_results(
+        out,
+        {
+            "protocol": f"finetune ({mode}, {head} head)",
+            "top1": history[-1]["val_top1"],
+            "history": history,
+            "settings": {
+                "epochs": epochs,
+                "lr_head": lr_head,
+                "lr_backbone": lr_backbone,
+                "batch_size": batch_size,
+                "preset": preset,
+                "weight_decay": weight_decay,
+                "seed": seed,
+            },
+            "encoder": str(encoder_path),
+            "encoder_sha256": info["sha256"],
+            "train": str(train),
+            "val": str(val),
+            "seconds": time.time() - started,
+        },
+    )
+
+
+def supervised(
+    model_name: str,
+    train,
+    val,
+    out,
+    size: int,
+    epochs: int = 30,
+    lr: float = 0.1,
+    batch_size: int = 128,
+    cifar_stem: bool = False,
+    pretrained_file: str | None = None,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    label_smoothing: float = 0.0,
+    preset: str = "basic",
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    cpu: bool = False,
+) -> dict:
+    """A timm model trained on labels only: the supervised baselines."""
+    started, out = time.time(), Path(out)
+    torch.manual_seed(seed)
+    accelerator = Accelerator(cpu=cpu)
+    _, manifest = shard_source(train)
+    channels = manifest["image"]["channels"]
+    train_loader, val_loader, manifest = _loaders(
+        train, val, size, batch_size, accelerator, channels, preset, seed
+    )
+    model = build_classifier(
+        model_name,
+        manifest["num_classes"],
+        cifar_stem=cifar_stem,
+        pretrained_file=pretrained_file,
+        in_chans=channels,
+        img_size=size,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    history = fit(
+        model,
+        [{"params": list(model.parameters()), "lr": lr}],
+        train_loader,
+        val_loader,
+        epochs,
+        manifest["num_classes"],
+        accelerator,
+        MetricsLog(out / "metrics.jsonl", accelerator.is_main_process),
+        weight_decay,
+        mixup,
+        cutmix,
+        label_smoothing,
+    )
+    return write_results(
+        out,
+        {
+            "protocol": "supervised",
+            "model": model_name,
+            "top1": history[-1]["val_top1"],
+            "history": history,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "settings": {
+                "epochs": epochs,
+                "lr": lr,
+                "batch_size": batch_size,
+                "size": size,
+                "cifar_stem": cifar_stem,
+                "pretrained_file": pretrained_file,
+                "mixup": mixup,
+                "cutmix": cutmix,
+                "label_smoothing": label_smoothing,
+                "preset": preset,
+                "seed": seed,
+            },
+            "train": str(train),
+            "val": str(val),
+            "seconds": time.time() - started,
+        },
+    )
