@@ -365,6 +365,31 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from launch._report import report
+
+    if (args.tsne_encoder is None) != (args.tsne_data is None):
+        raise ConfigError("--tsne-encoder and --tsne-data go together")
+    try:
+        path = report([Path(d) for d in args.dirs], Path(args.out), args.tsne_encoder, args.tsne_data)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+    print(f"wrote {path}")
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "report",
+        help="markdown table over runs and evals, curves and a t-SNE map",
+        description="Collect results.json and metrics.jsonl under the given directories.",
+    )
+    p.add_argument("dirs", nargs="+", help="run and evaluation directories (searched recursively)")
+    p.add_argument("--out", required=True, help="folder for results.md and the PNGs")
+    p.add_argument("--tsne-encoder", type=Path, help="encoder (run dir or file) for a t-SNE map of features")
+    p.add_argument("--tsne-data", type=Path, help="labelled shards to embed")
+    p.set_defaults(run=_report)
+
+
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     for name, run, help_text in [
         (
@@ -407,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_cluster(commands)
     _add_training(commands)
+    _add_report(commands)
     _add_demo(commands)
     return parser
 

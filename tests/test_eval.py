@@ -23,7 +23,7 @@ def run(tmp_path_factory):
     cfg = PretrainConfig(run_dir=str(root / "run"), epochs=1, batch_size=16, precision="fp32", cpu=True)
     cfg.data.train, cfg.data.size, cfg.data.num_threads = str(root / "train"), 16, 1
     cfg.model.encoder, cfg.model.hidden_dim, cfg.model.out_dim = "small_cnn", 32, 16
-    cfg.optim.name, cfg.optim.lr, cfg.track.progress = "adam", 1e-3, False
+    cfg.optim.name, cfg.optim.lr, cfg.track.progress, cfg.track.log_every = "adam", 1e-3, False, 1
     pretrain(cfg, "")
     return root
 
@@ -185,3 +185,39 @@ def test_a_vit_and_a_vgg_build_for_small_images():
     for name in ("vit_tiny_patch16_224", "vgg11"):
         model = build_classifier(name, num_classes=7, img_size=32)
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_report_builds_its_table_and_figures_from_real_runs(run, tmp_path, run_cli):
+    linear_eval(run / "run", run / "train", run / "test", tmp_path / "evals" / "linear", epochs=20)
+    finetune(
+        run / "run",
+        run / "train",
+        run / "test",
+        tmp_path / "evals" / "ft",
+        mode="head",
+        epochs=1,
+        batch_size=8,
+        cpu=True,
+    )
+    code, out, err = run_cli(
+        "report",
+        run / "run",
+        tmp_path / "evals",
+        "--out",
+        tmp_path / "report",
+        "--tsne-encoder",
+        run / "run",
+        "--tsne-data",
+        run / "test",
+    )
+    assert code == 0, err
+    text = (tmp_path / "report" / "results.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 3
+    assert any("pretrain (kNN monitor)" in r for r in rows) and any(
+        "linear (cached features)" in r for r in rows
+    )
+    for name in ("loss", "lr", "accuracy", "tsne"):
+        assert (tmp_path / "report" / f"{name}.png").stat().st_size > 1000 and f"({name}.png)" in text
+    code, _, err = run_cli("report", tmp_path / "nothing-here", "--out", tmp_path / "r2")
+    assert code == 1 and "no such directory" in err
