@@ -206,9 +206,33 @@ def _device(cpu: bool) -> str:
 
 
 def _linear(args: argparse.Namespace) -> None:
+    train = args.train
+    if args.label_fraction is not None:  # a stratified, seeded subset of the labels, kept beside the results
+        train = Path(args.out) / f"train-{args.label_fraction:g}"
+        shards.subset(
+            args.train, train, fraction=args.label_fraction, seed=args.seed, overwrite=True, command=args.argv
+        )
+    if args.mode == "augmented":  # the classic protocol: a frozen encoder, a head trained on augmented views
+        result = trainers.finetune(
+            args.encoder,
+            train,
+            args.val,
+            args.out,
+            mode="head",
+            head=args.head,
+            epochs=args.epochs,
+            lr_head=args.lr,
+            batch_size=args.batch_size,
+            preset=args.preset,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            cpu=args.cpu,
+        )
+        print(f"{args.head} probe (augmented): top-1 {result['top1']:.2%}; {args.out}/results.json")
+        return
     result = trainers.linear_eval(
         args.encoder,
-        args.train,
+        train,
         args.val,
         args.out,
         epochs=args.epochs,
@@ -217,10 +241,11 @@ def _linear(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         device=_device(args.cpu),
+        head=args.head,
     )
     print(
-        f"linear probe: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} on {result['val_samples']} "
-        f"images; {args.out}/results.json, confusion.png"
+        f"{args.head} probe: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} on "
+        f"{result['val_samples']} images; {args.out}/results.json, confusion.png"
     )
 
 
@@ -412,7 +437,21 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--batch-size", type=int, default=256)
         p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
         if name == "linear":
-            p.add_argument("--epochs", type=int, default=300, help="full-batch steps of the probe")
+            p.add_argument(
+                "--mode",
+                default="cached",
+                choices=["cached", "augmented"],
+                help="cached: features extracted once (seconds); augmented: the classic protocol, "
+                "a head trained on augmented views of the frozen encoder",
+            )
+            p.add_argument("--head", default="linear", choices=["linear", "mlp2"])
+            p.add_argument("--preset", default="basic", help="augmented mode: train augmentations")
+            p.add_argument(
+                "--label-fraction", type=float, help="train on this stratified fraction of the labels"
+            )
+            p.add_argument(
+                "--epochs", type=int, default=300, help="cached: full-batch steps; augmented: epochs"
+            )
             p.add_argument("--lr", type=float, default=0.01)
             p.add_argument("--weight-decay", type=float, default=1e-4)
             p.add_argument("--seed", type=int, default=0)

@@ -215,9 +215,56 @@ def test_report_builds_its_table_and_figures_from_real_runs(run, tmp_path, run_c
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 3
     assert any("pretrain (kNN monitor)" in r for r in rows) and any(
-        "linear (cached features)" in r for r in rows
+        "linear probe (cached features)" in r for r in rows
     )
     for name in ("loss", "lr", "accuracy", "tsne"):
         assert (tmp_path / "report" / f"{name}.png").stat().st_size > 1000 and f"({name}.png)" in text
     code, _, err = run_cli("report", tmp_path / "nothing-here", "--out", tmp_path / "r2")
     assert code == 1 and "no such directory" in err
+
+
+def test_linear_command_label_fraction_mlp2_head_and_augmented_mode(run, tmp_path, run_cli):
+    code, out, err = run_cli(
+        "linear",
+        "--encoder",
+        run / "run",
+        "--train",
+        run / "train",
+        "--val",
+        run / "test",
+        "--out",
+        tmp_path / "lf",
+        "--label-fraction",
+        0.25,
+        "--head",
+        "mlp2",
+        "--epochs",
+        20,
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "lf" / "results.json").read_text())
+    assert result["train_samples"] == 16 and result["settings"]["head"] == "mlp2"  # 25% of 16 per class
+    assert shards.load_manifest(tmp_path / "lf" / "train-0.25")["subset"]["fraction"] == 0.25
+    code, out, err = run_cli(
+        "linear",
+        "--encoder",
+        run / "run",
+        "--train",
+        run / "train",
+        "--val",
+        run / "test",
+        "--out",
+        tmp_path / "aug",
+        "--mode",
+        "augmented",
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--cpu",
+    )
+    assert code == 0 and "linear probe (augmented)" in out, err
+    assert (
+        json.loads((tmp_path / "aug" / "results.json").read_text())["protocol"]
+        == "finetune (head, linear head)"
+    )

@@ -23,23 +23,8 @@ from torch import nn
 from encoders import build_classifier
 from pipelines import create_loader, shard_source
 from trainers._eval import EvalError, load_encoder, write_results
+from trainers._linear import make_head
 from trainers._tracking import MetricsLog
-
-HEADS = ("linear", "mlp2")
-
-
-def make_head(kind: str, in_dim: int, num_classes: int) -> nn.Module:
-    """`linear`, or `mlp2` (two layers, as in EXPERIMENTS.md C1)."""
-    if kind == "linear":
-        return nn.Linear(in_dim, num_classes)
-    if kind == "mlp2":
-        return nn.Sequential(
-            nn.Linear(in_dim, in_dim),
-            nn.BatchNorm1d(in_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(in_dim, num_classes),
-        )
-    raise EvalError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from encoders import build_encoder
 from pipelines import create_loader, shard_source
 from trainers._knn import extract_features, knn_predict
-from trainers._linear import fit_linear_probe
+from trainers._linear import fit_linear_probe, make_head
 
 
 class EvalError(Exception):
@@ -138,8 +138,9 @@ def linear_eval(
     batch_size: int = 256,
     seed: int = 0,
     device: str = "cpu",
+    head: str = "linear",
 ) -> dict:
-    """Linear probe on cached features: top-1, top-5, per-class accuracy and a confusion matrix PNG."""
+    """A `linear` or `mlp2` (C1) probe on cached features: top-1, top-5, per-class accuracy, confusion."""
     from sklearn.metrics import confusion_matrix
 
     started, device = time.time(), torch.device(device)
@@ -147,7 +148,16 @@ def linear_eval(
     train_x, train_y, train_manifest = _features(encoder, info, train, batch_size, device)
     val_x, val_y, val_manifest = _features(encoder, info, val, batch_size, device)
     num_classes = _classes(train_manifest, val_manifest, train, val)
-    probe = fit_linear_probe(train_x, train_y, num_classes, epochs, lr, weight_decay, seed)
+    probe = fit_linear_probe(
+        train_x,
+        train_y,
+        num_classes,
+        epochs,
+        lr,
+        weight_decay,
+        seed,
+        head=make_head(head, train_x.shape[1], num_classes),
+    )
     with torch.no_grad():
         logits = probe(val_x)
     top5 = logits.topk(min(5, num_classes), dim=1).indices
@@ -160,11 +170,17 @@ def linear_eval(
     return write_results(
         out,
         {
-            "protocol": "linear (cached features)",
+            "protocol": f"{head} probe (cached features)",
             "top1": float(matrix.trace() / matrix.sum()),
             "top5": (top5 == val_y[:, None]).any(1).float().mean().item(),
             "per_class": dict(zip(val_manifest["classes"], per_class, strict=True)),
-            "settings": {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed},
+            "settings": {
+                "epochs": epochs,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "seed": seed,
+                "head": head,
+            },
             "encoder": str(encoder_path),
             "encoder_sha256": info["sha256"],
             "train": str(train),

@@ -11,6 +11,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+HEADS = ("linear", "mlp2")
+
+
+def make_head(kind: str, in_dim: int, num_classes: int) -> nn.Module:
+    """`linear`, or `mlp2` (two layers, as in EXPERIMENTS.md C1)."""
+    if kind == "linear":
+        return nn.Linear(in_dim, num_classes)
+    if kind == "mlp2":
+        return nn.Sequential(
+            nn.Linear(in_dim, in_dim),
+            nn.BatchNorm1d(in_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(in_dim, num_classes),
+        )
+    raise ValueError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
+
 
 def fit_linear_probe(
     features: torch.Tensor,
@@ -20,11 +36,12 @@ def fit_linear_probe(
     lr: float = 0.01,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    head: nn.Module | None = None,
 ) -> nn.Module:
-    """Full-batch Adam on standardised features; returns standardisation + linear layer as one module."""
+    """Full-batch Adam on standardised features; returns standardisation + head (linear by default)."""
     torch.manual_seed(seed)
     mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
-    linear = nn.Linear(features.shape[1], num_classes).to(features.device)
+    linear = (head or nn.Linear(features.shape[1], num_classes)).to(features.device)
     optimizer = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
     inputs = (features - mean) / std
     for _ in range(epochs):
