@@ -227,6 +227,8 @@ def _linear(args: argparse.Namespace) -> None:
             weight_decay=args.weight_decay,
             seed=args.seed,
             cpu=args.cpu,
+            wandb=args.wandb,
+            tensorboard=args.tensorboard,
         )
         print(f"{args.head} probe (augmented): top-1 {result['top1']:.2%}; {args.out}/results.json")
         return
@@ -241,6 +243,8 @@ def _linear(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         device=_device(args.cpu),
+        wandb=args.wandb,
+        tensorboard=args.tensorboard,
         head=args.head,
     )
     print(
@@ -259,6 +263,8 @@ def _knn(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         batch_size=args.batch_size,
         device=_device(args.cpu),
+        wandb=args.wandb,
+        tensorboard=args.tensorboard,
     )
     print(
         f"weighted kNN (k {args.k}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
@@ -275,6 +281,8 @@ def _cluster(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         device=_device(args.cpu),
+        wandb=args.wandb,
+        tensorboard=args.tensorboard,
     )
     print(
         f"{args.method} on {result['on']}: accuracy {result['top1']:.2%} (Hungarian-matched) on "
@@ -297,6 +305,7 @@ def _add_cluster(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
+    _tracking_arguments(p)
     p.set_defaults(run=_cluster)
 
 
@@ -316,6 +325,8 @@ def _finetune(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay,
         seed=args.seed,
         cpu=args.cpu,
+        wandb=args.wandb,
+        tensorboard=args.tensorboard,
     )
     print(f"fine-tune ({args.mode}): top-1 {result['top1']:.2%}; {args.out}/results.json, metrics.jsonl")
 
@@ -339,6 +350,8 @@ def _supervised(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay,
         seed=args.seed,
         cpu=args.cpu,
+        wandb=args.wandb,
+        tensorboard=args.tensorboard,
     )
     print(
         f"supervised {args.model} ({result['parameters']:,} parameters): top-1 {result['top1']:.2%}; "
@@ -388,6 +401,12 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
+    _tracking_arguments(p)
+
+
+def _tracking_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wandb", action="store_true", help="log to Weights & Biases (offline without a login)")
+    p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard in the output folder")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -436,6 +455,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--out", required=True, help="folder for results.json")
         p.add_argument("--batch-size", type=int, default=256)
         p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
+        _tracking_arguments(p)
         if name == "linear":
             p.add_argument(
                 "--mode",

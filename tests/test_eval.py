@@ -268,3 +268,41 @@ def test_linear_command_label_fraction_mlp2_head_and_augmented_mode(run, tmp_pat
         json.loads((tmp_path / "aug" / "results.json").read_text())["protocol"]
         == "finetune (head, linear head)"
     )
+
+
+def test_evaluations_log_to_the_trackers(run, tmp_path, run_cli):
+    code, _, err = run_cli(
+        "knn",
+        "--encoder",
+        run / "run",
+        "--train",
+        run / "train",
+        "--val",
+        run / "test",
+        "--out",
+        tmp_path / "knn",
+        "--k",
+        5,
+        "--tensorboard",
+    )
+    assert code == 0, err
+    assert list((tmp_path / "knn").rglob("events.out.tfevents.*"))
+    code, _, err = run_cli(
+        "finetune",
+        "--encoder",
+        run / "run",
+        "--train",
+        run / "train",
+        "--val",
+        run / "test",
+        "--out",
+        tmp_path / "ft",
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--cpu",
+        "--tensorboard",
+    )
+    assert code == 0, err
+    assert list((tmp_path / "ft").rglob("events.out.tfevents.*"))

@@ -24,7 +24,7 @@ from encoders import build_classifier
 from pipelines import create_loader, shard_source
 from trainers._eval import EvalError, load_encoder, write_results
 from trainers._linear import make_head
-from trainers._tracking import MetricsLog
+from trainers._tracking import MetricsLog, eval_accelerator
 
 
 @torch.no_grad()
@@ -142,13 +142,25 @@ def finetune(
     weight_decay: float = 5e-4,
     seed: int = 0,
     cpu: bool = False,
+    wandb: bool = False,
+    tensorboard: bool = False,
 ) -> dict:
     """Fine-tune a pretrained encoder with a new head; mode `head` freezes the encoder, `full` trains all."""
     if mode not in ("head", "full"):
         raise EvalError(f"unknown fine-tune mode {mode!r}; choose head or full")
     started, out = time.time(), Path(out)
     torch.manual_seed(seed)
-    accelerator = Accelerator(cpu=cpu)
+    config = {
+        "encoder": str(encoder_path),
+        "mode": mode,
+        "head": head,
+        "epochs": epochs,
+        "lr_head": lr_head,
+        "lr_backbone": lr_backbone,
+        "train": str(train),
+        "val": str(val),
+    }
+    accelerator = eval_accelerator(out, out.name, config, wandb, tensorboard, cpu)
     encoder, info = load_encoder(encoder_path)
     train_loader, val_loader, manifest = _loaders(
         train, val, info["image_size"], batch_size, accelerator, info["in_chans"], preset, seed
@@ -193,6 +205,7 @@ def finetune(
             "val": str(val),
             "seconds": time.time() - started,
         },
+        accelerator,
     )
 
 
@@ -214,11 +227,23 @@ def supervised(
     weight_decay: float = 5e-4,
     seed: int = 0,
     cpu: bool = False,
+    wandb: bool = False,
+    tensorboard: bool = False,
 ) -> dict:
     """A timm model trained on labels only: the supervised baselines."""
     started, out = time.time(), Path(out)
     torch.manual_seed(seed)
-    accelerator = Accelerator(cpu=cpu)
+    config = {
+        "model": model_name,
+        "epochs": epochs,
+        "lr": lr,
+        "mixup": mixup,
+        "cutmix": cutmix,
+        "label_smoothing": label_smoothing,
+        "train": str(train),
+        "val": str(val),
+    }
+    accelerator = eval_accelerator(out, out.name, config, wandb, tensorboard, cpu)
     _, manifest = shard_source(train)
     channels = manifest["image"]["channels"]
     train_loader, val_loader, manifest = _loaders(
@@ -272,4 +297,5 @@ def supervised(
             "val": str(val),
             "seconds": time.time() - started,
         },
+        accelerator,
     )

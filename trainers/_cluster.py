@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pipelines import create_loader, shard_source
-from trainers._eval import EvalError, load_encoder, write_results
+from trainers._eval import EvalError, load_encoder, tracker, write_results
 from trainers._knn import extract_features
 
 METHODS = ("kmeans", "gmm")
@@ -52,6 +52,8 @@ def cluster_eval(
     batch_size: int = 256,
     seed: int = 0,
     device: str = "cpu",
+    wandb: bool = False,
+    tensorboard: bool = False,
 ) -> dict:
     """Cluster the shards in `data` on raw pixels (no encoder) or on an encoder's features."""
     started = time.time()
@@ -82,4 +84,5 @@ def cluster_eval(
             "seed": seed,
             "seconds": time.time() - started,
         },
+        tracker(out, wandb, tensorboard),
     )

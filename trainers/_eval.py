@@ -20,6 +20,7 @@ from encoders import build_encoder
 from pipelines import create_loader, shard_source
 from trainers._knn import extract_features, knn_predict
 from trainers._linear import fit_linear_probe, make_head
+from trainers._tracking import eval_accelerator
 
 
 class EvalError(Exception):
@@ -86,9 +87,23 @@ def _classes(train_manifest: dict, val_manifest: dict, train: str | Path, val: s
     return val_manifest["num_classes"]
 
 
-def write_results(out: Path, results: dict) -> dict:
+def tracker(out, wandb: bool, tensorboard: bool):
+    """An Accelerator that logs this evaluation to W&B / TensorBoard, or None when neither is asked."""
+    if not (wandb or tensorboard):
+        return None
+    return eval_accelerator(Path(out), Path(out).name, {}, wandb, tensorboard, cpu=True)
+
+
+def write_results(out: Path, results: dict, accelerator=None) -> dict:
+    """results.json; with an Accelerator, its scalar metrics go to the trackers too, which are then closed."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    if accelerator is not None:
+        scalars = {
+            k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        accelerator.log(scalars)
+        accelerator.end_training()
     return results
 
 
@@ -101,6 +116,8 @@ def knn_eval(
     temperature: float = 0.1,
     batch_size: int = 256,
     device: str = "cpu",
+    wandb: bool = False,
+    tensorboard: bool = False,
 ) -> dict:
     """Weighted kNN top-1 of the encoder: `train` is the labelled bank, `val` the queries."""
     started, device = time.time(), torch.device(device)
@@ -124,6 +141,7 @@ def knn_eval(
             "val_samples": len(labels),
             "seconds": time.time() - started,
         },
+        tracker(out, wandb, tensorboard),
     )
 
 
@@ -139,6 +157,8 @@ def linear_eval(
     seed: int = 0,
     device: str = "cpu",
     head: str = "linear",
+    wandb: bool = False,
+    tensorboard: bool = False,
 ) -> dict:
     """A `linear` or `mlp2` (C1) probe on cached features: top-1, top-5, per-class accuracy, confusion."""
     from sklearn.metrics import confusion_matrix
@@ -189,6 +209,7 @@ def linear_eval(
             "val_samples": len(val_y),
             "seconds": time.time() - started,
         },
+        tracker(out, wandb, tensorboard),
     )
 
 

@@ -58,3 +58,20 @@ def new_run_id() -> str:
     import secrets
 
     return secrets.token_hex(4)
+
+
+def eval_accelerator(
+    out: Path, name: str, config: dict, wandb: bool = False, tensorboard: bool = False, cpu: bool = False
+):
+    """An Accelerator whose trackers log an evaluation next to its results.json (project `fastclr`)."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=cpu, log_with=trackers(wandb, tensorboard) or None, project_dir=str(out))
+    if accelerator.log_with:
+        out.mkdir(parents=True, exist_ok=True)
+        accelerator.init_trackers(
+            "fastclr",
+            config={k: str(v) for k, v in config.items()},
+            init_kwargs=wandb_init_kwargs(out, name, ["eval"], new_run_id()),
+        )
+    return accelerator
