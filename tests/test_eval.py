@@ -44,6 +44,7 @@ def test_linear_eval_writes_results_and_a_confusion_matrix(run, tmp_path):
     assert result["val_samples"] == 30 and set(result["per_class"]) == {f"class_{c}" for c in range(4)}
     assert len(result["encoder_sha256"]) == 64
     assert (tmp_path / "lin" / "confusion.png").stat().st_size > 1000
+    assert (tmp_path / "lin" / "probe.safetensors").is_file()
 
 
 def test_knn_eval_from_the_encoder_file(run, tmp_path):
@@ -144,6 +145,7 @@ def test_head_only_fine_tuning_keeps_the_backbone_bit_identical_and_full_changes
     else:
         assert any("weight" in k for k in changed)
     assert (tmp_path / mode / "metrics.jsonl").read_text().count("val_top1") == 2
+    assert (tmp_path / mode / "model.safetensors").is_file()
 
 
 def test_supervised_baseline_with_cutmix_mixup_and_label_smoothing(run, tmp_path, run_cli):

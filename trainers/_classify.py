@@ -22,7 +22,7 @@ from torch import nn
 
 from encoders import build_classifier
 from pipelines import create_loader, shard_source
-from trainers._eval import EvalError, load_encoder, write_results
+from trainers._eval import EvalError, load_encoder, save_weights, write_results
 from trainers._linear import make_head
 from trainers._tracking import MetricsLog, eval_accelerator
 
@@ -184,6 +184,8 @@ def finetune(
         weight_decay,
         frozen=encoder if mode == "head" else None,
     )
+    if accelerator.is_main_process:
+        save_weights(model, out / "model.safetensors")
     return write_results(
         out,
         {
@@ -272,6 +274,8 @@ def supervised(
         cutmix,
         label_smoothing,
     )
+    if accelerator.is_main_process:
+        save_weights(model, out / "model.safetensors")
     return write_results(
         out,
         {

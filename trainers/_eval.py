@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from encoders import build_encoder
 from pipelines import create_loader, shard_source
@@ -85,6 +85,15 @@ def _classes(train_manifest: dict, val_manifest: dict, train: str | Path, val: s
             f"{val_manifest['num_classes']} (or other names); evaluate on splits of one dataset"
         )
     return val_manifest["num_classes"]
+
+
+def save_weights(module: torch.nn.Module, path: Path) -> Path:
+    """A trained classifier or probe as safetensors, written under a temporary name and renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp)
+    tmp.replace(path)
+    return path
 
 
 def tracker(out, wandb: bool, tensorboard: bool):
@@ -187,6 +196,7 @@ def linear_eval(
     per_class = (matrix.diagonal() / matrix.sum(1).clip(min=1)).tolist()
     out = Path(out)
     _plot_confusion(matrix, val_manifest["classes"], out / "confusion.png")
+    save_weights(probe, out / "probe.safetensors")
     return write_results(
         out,
         {
