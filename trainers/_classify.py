@@ -28,12 +28,15 @@ from trainers._tracking import MetricsLog, eval_accelerator
 
 
 @torch.no_grad()
-def top1(model: nn.Module, loader) -> float:
+def top1(model: nn.Module, loader, accelerator: Accelerator) -> float:
+    """Top-1 over every sample of every rank's share of the val loader (each sample counted once)."""
     model.eval()
-    correct = total = 0
+    counts = torch.zeros(2, device=accelerator.device)
     for images, labels in loader:
-        correct += (model(images).argmax(1) == labels).sum().item()
-        total += len(labels)
+        counts += torch.stack([(model(images).argmax(1) == labels).sum(), torch.tensor(len(labels))]).to(
+            counts
+        )
+    correct, total = accelerator.reduce(counts, reduction="sum").tolist()
     return correct / total
 
 
@@ -86,7 +89,7 @@ def fit(
             "step": epoch + 1,
             "epoch": epoch,
             "train_loss": (loss_sum / len(train_loader)).item(),
-            "val_top1": top1(model, val_loader),
+            "val_top1": top1(model, val_loader, accelerator),
         }
         log.write(record)
         accelerator.log(record, step=epoch + 1)
