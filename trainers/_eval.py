@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from encoders import build_encoder
 from pipelines import create_loader, shard_source
 from trainers._knn import extract_features, knn_predict
-from trainers._linear import fit_linear_probe, make_head
+from trainers._linear import fit_linear_probe
 from trainers._tracking import eval_accelerator
 
 
@@ -185,7 +185,7 @@ def linear_eval(
         lr,
         weight_decay,
         seed,
-        head=make_head(head, train_x.shape[1], num_classes),
+        head=head,
     )
     with torch.no_grad():
         logits = probe(val_x)

@@ -36,12 +36,15 @@ def fit_linear_probe(
     lr: float = 0.01,
     weight_decay: float = 1e-4,
     seed: int = 0,
-    head: nn.Module | None = None,
+    head: str = "linear",
 ) -> nn.Module:
-    """Full-batch Adam on standardised features; returns standardisation + head (linear by default)."""
+    """Full-batch Adam on standardised features; returns standardisation + head (`linear` or `mlp2`).
+
+    The head is made after seeding, so `seed` fixes its initialisation too.
+    """
     torch.manual_seed(seed)
     mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
-    linear = (head or nn.Linear(features.shape[1], num_classes)).to(features.device)
+    linear = make_head(head, features.shape[1], num_classes).to(features.device)
     optimizer = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
     inputs = (features - mean) / std
     for _ in range(epochs):
