@@ -404,6 +404,27 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     _tracking_arguments(p)
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    result = trainers.evaluate(args.model, args.val, args.out, batch_size=args.batch_size, cpu=args.cpu)
+    print(f"top-1 {result['top1']:.2%} on {args.val}; {args.out}/results.json")
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "evaluate",
+        help="top-1 of a saved finetune/supervised classifier on labelled shards",
+        description="Rebuild the classifier a finetune or supervised run saved and measure it.",
+    )
+    p.add_argument(
+        "--model", required=True, help="the --out folder of `fastclr finetune` or `fastclr supervised`"
+    )
+    p.add_argument("--val", required=True, help="labelled shards of the classes it was trained on")
+    p.add_argument("--out", required=True, help="folder for results.json")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
+    p.set_defaults(run=_evaluate)
+
+
 def _tracking_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases (offline without a login)")
     p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard in the output folder")
@@ -491,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_cluster(commands)
     _add_training(commands)
+    _add_evaluate(commands)
     _add_report(commands)
     _add_demo(commands)
     return parser

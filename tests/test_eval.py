@@ -308,3 +308,52 @@ def test_evaluations_log_to_the_trackers(run, tmp_path, run_cli):
     )
     assert code == 0, err
     assert list((tmp_path / "ft").rglob("events.out.tfevents.*"))
+
+
+def test_a_saved_classifier_is_evaluated_and_refuses_shards_of_other_classes(run, tmp_path, run_cli):
+    finetune(
+        run / "run",
+        run / "train",
+        run / "test",
+        tmp_path / "ft",
+        mode="full",
+        head="mlp2",
+        epochs=1,
+        batch_size=8,
+        cpu=True,
+    )
+    trained = json.loads((tmp_path / "ft" / "results.json").read_text())["top1"]
+    code, out, err = run_cli(
+        "evaluate", "--model", tmp_path / "ft", "--val", run / "test", "--out", tmp_path / "ev", "--cpu"
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["top1"] == pytest.approx(trained)
+    code, _, err = run_cli(
+        "evaluate", "--model", tmp_path / "ft", "--val", run / "other", "--out", tmp_path / "x"
+    )
+    assert code == 1 and "its head predicts 4 classes" in err and "has 3" in err
+    code, _, err = run_cli(
+        "supervised",
+        "--model",
+        "small_cnn",
+        "--size",
+        16,
+        "--train",
+        run / "train",
+        "--val",
+        run / "test",
+        "--out",
+        tmp_path / "sup",
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--cpu",
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        "evaluate", "--model", tmp_path / "sup", "--val", run / "test", "--out", tmp_path / "e2"
+    )
+    assert code == 0, err
+    code, _, err = run_cli("evaluate", "--model", tmp_path, "--val", run / "test", "--out", tmp_path / "e3")
+    assert code == 1 and "no model.json and model.safetensors" in err

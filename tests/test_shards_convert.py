@@ -231,7 +231,21 @@ def test_manifest_records_hashes_and_provenance(tmp_path, run_cli):
 
 def test_help_lists_every_command(run_cli):
     code, out, _ = run_cli("--help")
-    assert code == 0 and "shards" in out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()]
+    for command in [
+        "shards",
+        "pretrain",
+        "linear",
+        "knn",
+        "cluster",
+        "finetune",
+        "supervised",
+        "evaluate",
+        "report",
+        "demo",
+    ]:
+        assert command in listed, command
+    assert code == 0
     code, out, _ = run_cli("shards", "--help")
     for command in ["convert", "subset", "verify", "info"]:
         assert command in out

@@ -1,6 +1,6 @@
 """Training loops, losses, optimisers, checkpoints and tracking."""
 
-from trainers._classify import finetune, supervised
+from trainers._classify import evaluate, finetune, load_classifier, supervised
 from trainers._cluster import METHODS, cluster_accuracy, cluster_eval
 from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
 from trainers._eval import EvalError, knn_eval, linear_eval, load_encoder
@@ -27,11 +27,13 @@ __all__ = [
     "create_optimizer",
     "create_scheduler",
     "export_encoder",
+    "evaluate",
     "extract_features",
     "finetune",
     "knn_accuracy",
     "knn_eval",
     "linear_eval",
+    "load_classifier",
     "load_encoder",
     "knn_predict",
     "nt_xent",

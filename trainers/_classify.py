@@ -10,17 +10,19 @@ val pipeline, with the class count and normalisation of the target shards.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from safetensors.torch import load_file
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
-from encoders import build_classifier
+from encoders import build_classifier, build_encoder
 from pipelines import create_loader, shard_source
 from trainers._eval import EvalError, load_encoder, save_weights, write_results
 from trainers._linear import make_head
@@ -188,7 +190,18 @@ def finetune(
         frozen=encoder if mode == "head" else None,
     )
     if accelerator.is_main_process:
-        save_weights(model, out / "model.safetensors")
+        save_classifier(
+            model,
+            out,
+            {
+                "kind": "finetune",
+                "encoder": info,
+                "head": head,
+                "classes": manifest["classes"],
+                "size": info["image_size"],
+                "in_chans": info["in_chans"],
+            },
+        )
     return write_results(
         out,
         {
@@ -278,7 +291,18 @@ def supervised(
         label_smoothing,
     )
     if accelerator.is_main_process:
-        save_weights(model, out / "model.safetensors")
+        save_classifier(
+            model,
+            out,
+            {
+                "kind": "supervised",
+                "model": model_name,
+                "cifar_stem": cifar_stem,
+                "classes": manifest["classes"],
+                "size": size,
+                "in_chans": channels,
+            },
+        )
     return write_results(
         out,
         {
@@ -305,4 +329,71 @@ def supervised(
             "seconds": time.time() - started,
         },
         accelerator,
+    )
+
+
+def save_classifier(model: nn.Module, out: Path, description: dict) -> None:
+    """model.safetensors and model.json: what `evaluate` needs to rebuild the classifier."""
+    save_weights(model, out / "model.safetensors")
+    (out / "model.json").write_text(json.dumps(description, indent=1) + "\n")
+
+
+def load_classifier(folder: str | Path) -> tuple[nn.Module, dict]:
+    """The classifier a `finetune` or `supervised` run saved in `folder`, in eval mode."""
+    folder = Path(folder)
+    if not (folder / "model.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise EvalError(
+            f"{folder}: no model.json and model.safetensors; pass the --out folder of "
+            "`fastclr finetune` or `fastclr supervised`"
+        )
+    description = json.loads((folder / "model.json").read_text())
+    classes = len(description["classes"])
+    if description["kind"] == "finetune":
+        info = description["encoder"]
+        encoder = build_encoder(info["encoder"], info["cifar_stem"], in_chans=info["in_chans"])
+        model = nn.Sequential(encoder, make_head(description["head"], info["num_features"], classes))
+    else:
+        model = build_classifier(
+            description["model"],
+            classes,
+            cifar_stem=description["cifar_stem"],
+            in_chans=description["in_chans"],
+            img_size=description["size"],
+        )
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    return model.eval(), description
+
+
+def evaluate(model_dir, val, out, batch_size: int = 256, cpu: bool = False) -> dict:
+    """Top-1 of a saved classifier on labelled shards whose classes must be the ones it was trained on."""
+    started = time.time()
+    model, description = load_classifier(model_dir)
+    _, manifest = shard_source(val)
+    if manifest["classes"] != description["classes"]:
+        raise EvalError(
+            f"{model_dir}: its head predicts {len(description['classes'])} classes, {val} has "
+            f"{manifest['num_classes']} (or other names); evaluate on shards of the dataset it "
+            "was trained on, or fine-tune a new head"
+        )
+    accelerator = Accelerator(cpu=cpu)
+    loader = create_loader(
+        "val",
+        val,
+        batch_size=batch_size,
+        size=description["size"],
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        device=accelerator.device,
+        channels=description["in_chans"],
+    )
+    model = accelerator.prepare(model)
+    return write_results(
+        Path(out),
+        {
+            "protocol": f"evaluate ({description['kind']})",
+            "top1": top1(model, loader, accelerator),
+            "model": str(model_dir),
+            "val": str(val),
+            "seconds": time.time() - started,
+        },
     )
