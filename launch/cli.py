@@ -221,7 +221,7 @@ def _linear(args: argparse.Namespace) -> None:
             mode="head",
             head=args.head,
             epochs=args.epochs,
-            lr_head=args.lr,
+            lr_head=args.lr or 0.1,
             batch_size=args.batch_size,
             preset=args.preset,
             weight_decay=args.weight_decay,
@@ -238,7 +238,7 @@ def _linear(args: argparse.Namespace) -> None:
         args.val,
         args.out,
         epochs=args.epochs,
-        lr=args.lr,
+        lr=args.lr or 0.01,
         weight_decay=args.weight_decay,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -493,7 +493,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
             p.add_argument(
                 "--epochs", type=int, default=300, help="cached: full-batch steps; augmented: epochs"
             )
-            p.add_argument("--lr", type=float, default=0.01)
+            p.add_argument("--lr", type=float, help="default: 0.01 (cached, Adam), 0.1 (augmented, SGD)")
             p.add_argument("--weight-decay", type=float, default=1e-4)
             p.add_argument("--seed", type=int, default=0)
         else:

@@ -34,6 +34,8 @@ def shard_source(folder: str | Path) -> tuple[Source, dict]:
     folder = Path(folder)
     try:
         manifest = shards.load_manifest(folder)
+        if manifest["num_samples"] == 0 or not manifest["shards"]:
+            raise shards.ShardError(f"{folder}: the manifest lists no samples; nothing to read")
         for shard in manifest["shards"]:
             if not (folder / shard["tar"]).is_file():
                 raise shards.ShardError(

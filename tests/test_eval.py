@@ -146,6 +146,11 @@ def test_head_only_fine_tuning_keeps_the_backbone_bit_identical_and_full_changes
         assert any("weight" in k for k in changed)
     assert (tmp_path / mode / "metrics.jsonl").read_text().count("val_top1") == 2
     assert (tmp_path / mode / "model.safetensors").is_file()
+    assert (
+        result["top1"] == pytest.approx(result["history"][-1]["val_top1"])
+        and result["top5"] >= result["top1"]
+    )
+    assert len(result["per_class"]) == 4 and (tmp_path / mode / "confusion.png").is_file()
 
 
 def test_supervised_baseline_with_cutmix_mixup_and_label_smoothing(run, tmp_path, run_cli):
@@ -357,3 +362,19 @@ def test_a_saved_classifier_is_evaluated_and_refuses_shards_of_other_classes(run
     assert code == 0, err
     code, _, err = run_cli("evaluate", "--model", tmp_path, "--val", run / "test", "--out", tmp_path / "e3")
     assert code == 1 and "no model.json and model.safetensors" in err
+
+
+def test_an_empty_val_set_is_named(run, tmp_path, run_cli):
+    shutil.copytree(run / "test", tmp_path / "empty")
+    manifest = json.loads((tmp_path / "empty" / "manifest.json").read_text())
+    manifest["shards"], manifest["num_samples"] = [], 0
+    (tmp_path / "empty" / "manifest.json").write_text(json.dumps(manifest))
+    for tar in (tmp_path / "empty").glob("*.tar"):
+        tar.unlink()
+        tar.with_suffix(".idx").unlink()
+    for command in (
+        ["linear", "--encoder", run / "run", "--train", run / "train"],
+        ["finetune", "--encoder", run / "run", "--train", run / "train", "--cpu"],
+    ):
+        code, _, err = run_cli(*command, "--val", tmp_path / "empty", "--out", tmp_path / "o")
+        assert code == 1 and "empty: the manifest lists no samples" in err

@@ -24,7 +24,8 @@ from torch import nn
 
 from encoders import build_classifier, build_encoder
 from pipelines import create_loader, shard_source
-from trainers._eval import EvalError, load_encoder, save_weights, write_results
+from trainers._eval import EvalError, load_encoder, plot_confusion, save_weights, write_results
+from trainers._knn import gather_uneven
 from trainers._linear import make_head
 from trainers._tracking import MetricsLog, eval_accelerator
 
@@ -40,6 +41,31 @@ def top1(model: nn.Module, loader, accelerator: Accelerator) -> float:
         )
     correct, total = accelerator.reduce(counts, reduction="sum").tolist()
     return correct / total
+
+
+@torch.no_grad()
+def final_report(model: nn.Module, loader, accelerator: Accelerator, classes: list[str], out: Path) -> dict:
+    """Top-1, top-5 and per-class accuracy over every rank's val share, and confusion.png in `out`."""
+    from sklearn.metrics import confusion_matrix
+
+    model.eval()
+    top5, labels = [], []
+    for images, label in loader:
+        top5.append(model(images).topk(min(5, len(classes)), dim=1).indices)
+        labels.append(label)
+    top5, labels = gather_uneven(torch.cat(top5)), gather_uneven(torch.cat(labels))
+    matrix = confusion_matrix(
+        labels.cpu().numpy(), top5[:, 0].cpu().numpy(), labels=list(range(len(classes)))
+    )
+    if accelerator.is_main_process:
+        plot_confusion(matrix, classes, out / "confusion.png")
+    return {
+        "top1": float(matrix.trace() / matrix.sum()),
+        "top5": (top5 == labels[:, None]).any(1).float().mean().item(),
+        "per_class": dict(
+            zip(classes, (matrix.diagonal() / matrix.sum(1).clip(min=1)).tolist(), strict=True)
+        ),
+    }
 
 
 def fit(
@@ -206,7 +232,7 @@ def finetune(
         out,
         {
             "protocol": f"finetune ({mode}, {head} head)",
-            "top1": history[-1]["val_top1"],
+            **final_report(model, val_loader, accelerator, manifest["classes"], out),
             "history": history,
             "settings": {
                 "epochs": epochs,
@@ -308,7 +334,7 @@ def supervised(
         {
             "protocol": "supervised",
             "model": model_name,
-            "top1": history[-1]["val_top1"],
+            **final_report(model, val_loader, accelerator, manifest["classes"], out),
             "history": history,
             "parameters": sum(p.numel() for p in model.parameters()),
             "settings": {
@@ -391,7 +417,7 @@ def evaluate(model_dir, val, out, batch_size: int = 256, cpu: bool = False) -> d
         Path(out),
         {
             "protocol": f"evaluate ({description['kind']})",
-            "top1": top1(model, loader, accelerator),
+            **final_report(model, loader, accelerator, description["classes"], Path(out)),
             "model": str(model_dir),
             "val": str(val),
             "seconds": time.time() - started,

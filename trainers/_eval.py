@@ -62,8 +62,6 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 def _features(encoder, info: dict, folder: str | Path, batch_size: int, device: torch.device):
     _, manifest = shard_source(folder)
-    if manifest["num_samples"] == 0:
-        raise EvalError(f"{folder}: no samples to evaluate")
     if not manifest["labeled"]:
         raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
     loader = create_loader(
@@ -195,7 +193,7 @@ def linear_eval(
     )
     per_class = (matrix.diagonal() / matrix.sum(1).clip(min=1)).tolist()
     out = Path(out)
-    _plot_confusion(matrix, val_manifest["classes"], out / "confusion.png")
+    plot_confusion(matrix, val_manifest["classes"], out / "confusion.png")
     save_weights(probe, out / "probe.safetensors")
     return write_results(
         out,
@@ -223,7 +221,7 @@ def linear_eval(
     )
 
 
-def _plot_confusion(matrix, classes: list[str], path: Path) -> None:
+def plot_confusion(matrix, classes: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
