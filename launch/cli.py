@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -199,6 +200,12 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_demo)
 
 
+def say(text: str) -> None:
+    """Print once under torchrun / accelerate launch: from the process of rank 0 only."""
+    if os.environ.get("RANK", "0") == "0":
+        print(text)
+
+
 def _device(cpu: bool) -> str:
     import torch
 
@@ -230,7 +237,7 @@ def _linear(args: argparse.Namespace) -> None:
             wandb=args.wandb,
             tensorboard=args.tensorboard,
         )
-        print(f"{args.head} probe (augmented): top-1 {result['top1']:.2%}; {args.out}/results.json")
+        say(f"{args.head} probe (augmented): top-1 {result['top1']:.2%}; {args.out}/results.json")
         return
     result = trainers.linear_eval(
         args.encoder,
@@ -328,7 +335,7 @@ def _finetune(args: argparse.Namespace) -> None:
         wandb=args.wandb,
         tensorboard=args.tensorboard,
     )
-    print(f"fine-tune ({args.mode}): top-1 {result['top1']:.2%}; {args.out}/results.json, metrics.jsonl")
+    say(f"fine-tune ({args.mode}): top-1 {result['top1']:.2%}; {args.out}/results.json, metrics.jsonl")
 
 
 def _supervised(args: argparse.Namespace) -> None:
@@ -353,7 +360,7 @@ def _supervised(args: argparse.Namespace) -> None:
         wandb=args.wandb,
         tensorboard=args.tensorboard,
     )
-    print(
+    say(
         f"supervised {args.model} ({result['parameters']:,} parameters): top-1 {result['top1']:.2%}; "
         f"{args.out}/results.json, metrics.jsonl"
     )
@@ -406,7 +413,7 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     result = trainers.evaluate(args.model, args.val, args.out, batch_size=args.batch_size, cpu=args.cpu)
-    print(f"top-1 {result['top1']:.2%} on {args.val}; {args.out}/results.json")
+    say(f"top-1 {result['top1']:.2%} on {args.val}; {args.out}/results.json")
 
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
