@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 
 from pipelines._augment import Augment, PipelineError, create_augment
 from pipelines._graph import channel_stats
-from pipelines._loader import DTYPES, MODES, shard_source
+from pipelines._loader import check_loader_args, shard_source
 
 
 def transform(augment: Augment | None, size: int, mean, std, crop_fraction: float) -> v2.Compose:
@@ -89,8 +89,7 @@ class TorchvisionLoader:
         seed: int = 0,
         num_workers: int = 2,
     ):
-        if mode not in MODES:
-            raise PipelineError(f"unknown loader mode {mode!r}; choose one of: {', '.join(MODES)}")
+        check_loader_args(mode, dtype, rank, world_size)
         src, manifest = shard_source(folder)
         if len(src.tars) < world_size * max(num_workers, 1):
             raise PipelineError(
@@ -98,8 +97,6 @@ class TorchvisionLoader:
                 f"{num_workers} workers; reconvert with a smaller --shard-size"
             )
         self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
-        if dtype not in DTYPES:
-            raise PipelineError(f"unsupported dtype {dtype}; choose float32, float16 or bfloat16")
         out_channels = channels or src.channels
         if mode != "val" and augment is None:
             augment = create_augment("simclr" if mode == "pretrain" else "basic", size)

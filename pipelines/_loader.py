@@ -79,6 +79,16 @@ def train_steps(num_samples: int, batch_size: int, world_size: int) -> int:
     return (num_samples // world_size) // batch_size
 
 
+def check_loader_args(mode: str, dtype: torch.dtype, rank: int, world_size: int) -> None:
+    """The checks every loader makes of its arguments, before reading anything."""
+    if mode not in MODES:
+        raise PipelineError(f"unknown loader mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if dtype not in DTYPES:
+        raise PipelineError(f"unsupported dtype {dtype}; choose float32, float16 or bfloat16")
+    if not 0 <= rank < world_size:
+        raise PipelineError(f"rank {rank} outside a world of {world_size}")
+
+
 class DaliLoader:
     """Iterates one epoch of batches per `iter()`; see the module docstring."""
 
@@ -102,12 +112,7 @@ class DaliLoader:
         prefetch: int = 2,
         checkpoint: bytes | None = None,
     ):
-        if mode not in MODES:
-            raise PipelineError(f"unknown loader mode {mode!r}; choose one of: {', '.join(MODES)}")
-        if dtype not in DTYPES:
-            raise PipelineError(f"unsupported dtype {dtype}; choose float32, float16 or bfloat16")
-        if not 0 <= rank < world_size:
-            raise PipelineError(f"rank {rank} outside a world of {world_size}")
+        check_loader_args(mode, dtype, rank, world_size)
         self.folder, self.mode, self.batch_size = Path(folder), mode, batch_size
         self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
         src, self.manifest = shard_source(folder)

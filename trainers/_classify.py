@@ -24,7 +24,7 @@ from torch import nn
 
 from encoders import build_classifier, build_encoder
 from pipelines import create_loader, shard_source
-from trainers._eval import EvalError, load_encoder, plot_confusion, save_weights, write_results
+from trainers._eval import EvalError, load_encoder, plot_confusion, same_classes, save_weights, write_results
 from trainers._knn import gather_uneven
 from trainers._linear import make_head
 from trainers._tracking import MetricsLog, eval_accelerator
@@ -146,11 +146,7 @@ def _loaders(
     )
     _, train_manifest = shard_source(train)
     _, val_manifest = shard_source(val)
-    if train_manifest["classes"] != val_manifest["classes"]:
-        raise EvalError(
-            f"{train} has {train_manifest['num_classes']} classes and {val} has "
-            f"{val_manifest['num_classes']} (or other names); train and measure on one dataset"
-        )
+    same_classes(train_manifest, val_manifest, train, val)
     return (
         create_loader("train", train, preset=preset, **common),
         create_loader("val", val, **common),

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from encoders import build_encoder
-from pipelines import create_loader, shard_source
+from pipelines import create_loader
 from trainers._knn import extract_features, knn_predict
 from trainers._linear import fit_linear_probe
 from trainers._tracking import eval_accelerator
@@ -61,9 +61,6 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 
 def _features(encoder, info: dict, folder: str | Path, batch_size: int, device: torch.device):
-    _, manifest = shard_source(folder)
-    if not manifest["labeled"]:
-        raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
     loader = create_loader(
         "val",
         folder,
@@ -72,17 +69,28 @@ def _features(encoder, info: dict, folder: str | Path, batch_size: int, device: 
         device=device,
         channels=info["in_chans"],
     )
+    if not loader.manifest["labeled"]:
+        raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
     features, labels = extract_features(encoder.to(device), loader)
     return features, labels, loader.manifest
 
 
-def _classes(train_manifest: dict, val_manifest: dict, train: str | Path, val: str | Path) -> int:
+def labelled_pair(encoder_path, train, val, batch_size: int, device: torch.device):
+    """The frozen encoder's info, (features, labels) of `train` and of `val`, and their class names."""
+    encoder, info = load_encoder(encoder_path)
+    train_x, train_y, train_manifest = _features(encoder, info, train, batch_size, device)
+    val_x, val_y, val_manifest = _features(encoder, info, val, batch_size, device)
+    return info, (train_x, train_y), (val_x, val_y), same_classes(train_manifest, val_manifest, train, val)
+
+
+def same_classes(train_manifest: dict, val_manifest: dict, train: str | Path, val: str | Path) -> list[str]:
+    """The class names of two shard sets that must share them (names and order)."""
     if train_manifest["classes"] != val_manifest["classes"]:
         raise EvalError(
             f"{train} has {train_manifest['num_classes']} classes and {val} has "
             f"{val_manifest['num_classes']} (or other names); evaluate on splits of one dataset"
         )
-    return val_manifest["num_classes"]
+    return val_manifest["classes"]
 
 
 def save_weights(module: torch.nn.Module, path: Path) -> Path:
@@ -127,11 +135,11 @@ def knn_eval(
     tensorboard: bool = False,
 ) -> dict:
     """Weighted kNN top-1 of the encoder: `train` is the labelled bank, `val` the queries."""
-    started, device = time.time(), torch.device(device)
-    encoder, info = load_encoder(encoder_path)
-    bank, bank_labels, train_manifest = _features(encoder, info, train, batch_size, device)
-    queries, labels, val_manifest = _features(encoder, info, val, batch_size, device)
-    num_classes = _classes(train_manifest, val_manifest, train, val)
+    started = time.time()
+    info, (bank, bank_labels), (queries, labels), classes = labelled_pair(
+        encoder_path, train, val, batch_size, torch.device(device)
+    )
+    num_classes = len(classes)
     predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
     return write_results(
         Path(out),
@@ -170,11 +178,11 @@ def linear_eval(
     """A `linear` or `mlp2` (C1) probe on cached features: top-1, top-5, per-class accuracy, confusion."""
     from sklearn.metrics import confusion_matrix
 
-    started, device = time.time(), torch.device(device)
-    encoder, info = load_encoder(encoder_path)
-    train_x, train_y, train_manifest = _features(encoder, info, train, batch_size, device)
-    val_x, val_y, val_manifest = _features(encoder, info, val, batch_size, device)
-    num_classes = _classes(train_manifest, val_manifest, train, val)
+    started = time.time()
+    info, (train_x, train_y), (val_x, val_y), classes = labelled_pair(
+        encoder_path, train, val, batch_size, torch.device(device)
+    )
+    num_classes = len(classes)
     probe = fit_linear_probe(
         train_x,
         train_y,
@@ -193,7 +201,7 @@ def linear_eval(
     )
     per_class = (matrix.diagonal() / matrix.sum(1).clip(min=1)).tolist()
     out = Path(out)
-    plot_confusion(matrix, val_manifest["classes"], out / "confusion.png")
+    plot_confusion(matrix, classes, out / "confusion.png")
     save_weights(probe, out / "probe.safetensors")
     return write_results(
         out,
@@ -201,7 +209,7 @@ def linear_eval(
             "protocol": f"{head} probe (cached features)",
             "top1": float(matrix.trace() / matrix.sum()),
             "top5": (top5 == val_y[:, None]).any(1).float().mean().item(),
-            "per_class": dict(zip(val_manifest["classes"], per_class, strict=True)),
+            "per_class": dict(zip(classes, per_class, strict=True)),
             "settings": {
                 "epochs": epochs,
                 "lr": lr,
