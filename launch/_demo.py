@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -22,7 +23,8 @@ import shards
 from encoders import SmallCNN
 from pipelines import create_loader
 from trainers import PretrainConfig, extract_features, pretrain
-from trainers._linear import accuracy, evaluate, fit_linear_probe, train_supervised
+from trainers._classify import top1
+from trainers._linear import accuracy, fit_linear_probe, train_supervised
 
 SIZE = 16  # digits are 8x8: views are drawn at 16 px so crops and rotations keep detail
 
@@ -95,7 +97,7 @@ def run_demo(run_dir: Path, epochs: int = 150, supervised_epochs: int = 100, see
         train_supervised(
             baseline, loader("train", "train-10pct", batch_size=32, seed=seed), supervised_epochs
         )
-        supervised.append(evaluate(baseline, loader("val", "test")))
+        supervised.append(top1(baseline, loader("val", "test"), Accelerator(cpu=True)))
     return {
         "simclr_linear_probe": sum(probe) / seeds,
         "supervised": sum(supervised) / seeds,

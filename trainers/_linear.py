@@ -89,14 +89,3 @@ def train_supervised(
             optimizer.step()
             schedule.step()
     return model.eval()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader) -> float:
-    """Top-1 accuracy over every sample of a val loader."""
-    model.eval()
-    correct = total = 0
-    for images, labels in loader:
-        correct += (model(images).argmax(1) == labels).sum().item()
-        total += len(labels)
-    return correct / total
