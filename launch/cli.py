@@ -330,6 +330,7 @@ def _finetune(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         preset=args.preset,
         weight_decay=args.weight_decay,
+        decay_epochs=args.decay_epochs,
         seed=args.seed,
         cpu=args.cpu,
         wandb=args.wandb,
@@ -355,6 +356,7 @@ def _supervised(args: argparse.Namespace) -> None:
         label_smoothing=args.label_smoothing,
         preset=args.preset,
         weight_decay=args.weight_decay,
+        decay_epochs=args.decay_epochs,
         seed=args.seed,
         cpu=args.cpu,
         wandb=args.wandb,
@@ -406,6 +408,9 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--preset", default="basic", help="train augmentations (pipelines.PRESETS)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument(
+        "--decay-epochs", type=int, nargs="+", help="step decay x0.1 at these epochs (default: cosine)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
     _tracking_arguments(p)

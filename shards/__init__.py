@@ -5,7 +5,7 @@ Imports numpy, Pillow and webdataset only: never torch or DALI.
 
 from shards._convert import ENCODINGS, check_output, convert
 from shards._errors import ShardError
-from shards._format import MANIFEST, load_manifest, read_samples
+from shards._format import MANIFEST, load_manifest, read_samples, sha256_file
 from shards._sources import SOURCES, SPLITS, Source, open_source
 from shards._subset import subset
 from shards._verify import describe, rebuild_index, verify
@@ -23,6 +23,7 @@ __all__ = [
     "load_manifest",
     "open_source",
     "read_samples",
+    "sha256_file",
     "rebuild_index",
     "subset",
     "verify",

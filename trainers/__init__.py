@@ -6,13 +6,14 @@ from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfi
 from trainers._eval import EvalError, knn_eval, linear_eval, load_encoder
 from trainers._knn import extract_features, knn_accuracy, knn_predict
 from trainers._loss import GatherLayer, chance_loss, nt_xent
-from trainers._optim import LR_SCALING, OPTIMIZERS, create_optimizer, create_scheduler, scaled_lr
-from trainers._pretrain import TrainError, export_encoder, pretrain
+from trainers._optim import LR_SCALING, OPTIMIZERS, SCHEDULES, create_optimizer, create_scheduler, scaled_lr
+from trainers._pretrain import TrainError, export_encoder, import_encoder, pretrain
 
 __all__ = [
     "METHODS",
     "LR_SCALING",
     "OPTIMIZERS",
+    "SCHEDULES",
     "DataConfig",
     "EvalError",
     "GatherLayer",
@@ -27,6 +28,7 @@ __all__ = [
     "create_optimizer",
     "create_scheduler",
     "export_encoder",
+    "import_encoder",
     "evaluate",
     "extract_features",
     "finetune",

@@ -27,7 +27,7 @@ from pipelines import create_loader, shard_source
 from trainers._eval import EvalError, load_encoder, plot_confusion, same_classes, save_weights, write_results
 from trainers._knn import gather_uneven
 from trainers._linear import make_head
-from trainers._tracking import MetricsLog, eval_accelerator
+from trainers._tracking import MetricsLog, eval_accelerator, new_accelerator
 
 
 @torch.no_grad()
@@ -82,11 +82,17 @@ def fit(
     cutmix: float = 0.0,
     label_smoothing: float = 0.0,
     frozen: nn.Module | None = None,
+    decay_epochs: list[int] | None = None,
 ) -> list[dict]:
-    """SGD (momentum 0.9, nesterov) with cosine decay; Mixup/CutMix through timm; val top-1 per epoch."""
+    """SGD (momentum 0.9, nesterov) with cosine decay, or x0.1 at each of `decay_epochs`;
+    Mixup/CutMix through timm; val top-1 per epoch."""
     optimizer = torch.optim.SGD(param_groups, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(train_loader)))
+    steps = len(train_loader)
+    if decay_epochs:
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [e * steps for e in decay_epochs], 0.1)
+    else:
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * steps))
     mixer = (
         Mixup(
             mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes
@@ -167,6 +173,7 @@ def finetune(
     batch_size: int = 128,
     preset: str = "basic",
     weight_decay: float = 5e-4,
+    decay_epochs: list[int] | None = None,
     seed: int = 0,
     cpu: bool = False,
     wandb: bool = False,
@@ -184,6 +191,7 @@ def finetune(
         "epochs": epochs,
         "lr_head": lr_head,
         "lr_backbone": lr_backbone,
+        "decay_epochs": decay_epochs,
         "train": str(train),
         "val": str(val),
     }
@@ -210,6 +218,7 @@ def finetune(
         MetricsLog(out / "metrics.jsonl", accelerator.is_main_process),
         weight_decay,
         frozen=encoder if mode == "head" else None,
+        decay_epochs=decay_epochs,
     )
     if accelerator.is_main_process:
         save_classifier(
@@ -265,6 +274,7 @@ def supervised(
     label_smoothing: float = 0.0,
     preset: str = "basic",
     weight_decay: float = 5e-4,
+    decay_epochs: list[int] | None = None,
     seed: int = 0,
     cpu: bool = False,
     wandb: bool = False,
@@ -280,6 +290,7 @@ def supervised(
         "mixup": mixup,
         "cutmix": cutmix,
         "label_smoothing": label_smoothing,
+        "decay_epochs": decay_epochs,
         "train": str(train),
         "val": str(val),
     }
@@ -311,6 +322,7 @@ def supervised(
         mixup,
         cutmix,
         label_smoothing,
+        decay_epochs=decay_epochs,
     )
     if accelerator.is_main_process:
         save_classifier(
@@ -397,7 +409,7 @@ def evaluate(model_dir, val, out, batch_size: int = 256, cpu: bool = False) -> d
             f"{manifest['num_classes']} (or other names); evaluate on shards of the dataset it "
             "was trained on, or fine-tune a new head"
         )
-    accelerator = Accelerator(cpu=cpu)
+    accelerator = new_accelerator(cpu=cpu)
     loader = create_loader(
         "val",
         val,

@@ -13,6 +13,7 @@ from typing import Any
 @dataclass
 class DataConfig:
     train: str = "???"  # shard folder to pretrain on (labels unused)
+    fraction: float = 1.0  # data scale: pretrain on a stratified, seeded subset of this fraction of `train`
     knn_bank: str | None = None  # labelled shards the kNN monitor searches
     knn_val: str | None = None  # labelled held-out shards it classifies
     size: int = 32  # side of each view in pixels
@@ -39,8 +40,11 @@ class OptimConfig:
     lr_scaling: str = "linear"  # none | linear (lr * B/256) | sqrt (lr * sqrt(B)) of the global batch
     weight_decay: float = 1e-6  # never applied to norms and biases
     momentum: float = 0.9
-    warmup_epochs: float = 10.0  # linear warm-up, then cosine to min_lr
-    min_lr: float = 0.0
+    schedule: str = "cosine"  # cosine (to min_lr) | step (x decay_rate at each of decay_epochs)
+    warmup_epochs: float = 10.0  # linear warm-up from 0, then the schedule
+    min_lr: float = 0.0  # cosine: the final learning rate
+    decay_epochs: list[int] = field(default_factory=list)  # step: epochs where the rate drops; [] = constant
+    decay_rate: float = 0.1
 
 
 @dataclass

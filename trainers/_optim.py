@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 
 from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
+from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
 from torch import nn
 from torch.optim import Optimizer
 
 OPTIMIZERS = ("lars", "sgd", "adam", "adamw", "lamb")
 LR_SCALING = ("none", "linear", "sqrt")
+SCHEDULES = ("cosine", "step")
 
 
 def scaled_lr(lr: float, global_batch: int, rule: str) -> float:
@@ -45,14 +46,37 @@ def create_optimizer(
     )
 
 
-def create_scheduler(optimizer: Optimizer, total_steps: int, warmup_steps: int, min_lr: float):
-    """Linear warm-up from 0, then cosine to min_lr, stepped with `step_update(optimizer_steps)`."""
-    return CosineLRScheduler(
-        optimizer,
-        t_initial=max(1, total_steps - warmup_steps),
-        lr_min=min_lr,
-        warmup_t=warmup_steps,
-        warmup_lr_init=0.0,
-        warmup_prefix=True,
-        t_in_epochs=False,
-    )
+def create_scheduler(
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_steps: int,
+    min_lr: float,
+    schedule: str = "cosine",
+    decay_steps: list[int] | None = None,
+    decay_rate: float = 0.1,
+):
+    """Linear warm-up from 0, then cosine to min_lr or step decay; call `step_update(optimizer_steps)`.
+
+    `decay_steps` count from the start of the run, warm-up included (as "decay at epoch 150" means).
+    """
+    if schedule == "cosine":
+        return CosineLRScheduler(
+            optimizer,
+            t_initial=max(1, total_steps - warmup_steps),
+            lr_min=min_lr,
+            warmup_t=warmup_steps,
+            warmup_lr_init=0.0,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+    if schedule == "step":
+        return MultiStepLRScheduler(
+            optimizer,
+            decay_t=[t + 1 for t in decay_steps or []],  # timm decays at t == m - 1; ours from step m
+            decay_rate=decay_rate,
+            warmup_t=warmup_steps,
+            warmup_lr_init=0.0,
+            warmup_prefix=False,  # decay steps count from the start, not from the end of warm-up
+            t_in_epochs=False,
+        )
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")

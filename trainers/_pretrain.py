@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+import shards
 from encoders import SimCLRModel, build_encoder, build_head
 from pipelines import create_loader, shard_source, train_steps
 from trainers import _checkpoint as checkpoint
@@ -28,7 +29,7 @@ from trainers._config import PretrainConfig
 from trainers._knn import extract_features, knn_accuracy
 from trainers._loss import chance_loss, nt_xent
 from trainers._optim import create_optimizer, create_scheduler, scaled_lr
-from trainers._tracking import MetricsLog, new_run_id, trackers, wandb_init_kwargs
+from trainers._tracking import MetricsLog, new_accelerator, new_run_id, trackers, wandb_init_kwargs
 
 INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
@@ -74,14 +75,34 @@ def build_model(cfg: PretrainConfig, channels: int) -> SimCLRModel:
     return SimCLRModel(encoder, head)
 
 
+def _train_shards(cfg: PretrainConfig, run_dir: Path, accelerator: Accelerator) -> str:
+    """`data.train`, or for data.fraction < 1 its stratified subset, made once in the run directory."""
+    if cfg.data.fraction >= 1:
+        return cfg.data.train
+    folder = run_dir / f"train-{cfg.data.fraction:g}"
+    if accelerator.is_main_process:
+        if (folder / "manifest.json").is_file():  # made by an earlier start of this run: it must match
+            made = shards.load_manifest(folder)["subset"]
+            wanted = {
+                "parent_manifest_sha256": shards.sha256_file(Path(cfg.data.train) / "manifest.json"),
+                "fraction": cfg.data.fraction,
+                "seed": cfg.seed,
+            }
+            if any(made.get(k) != v for k, v in wanted.items()):
+                raise TrainError(
+                    f"{folder}: a subset of other data, fraction or seed than this config's; "
+                    "use a new run_dir for another data scale"
+                )
+        else:
+            shards.subset(cfg.data.train, folder, fraction=cfg.data.fraction, seed=cfg.seed, overwrite=True)
+    accelerator.wait_for_everyone()
+    return str(folder)
+
+
 def export_encoder(
     run_dir: Path, encoder: torch.nn.Module, cfg: PretrainConfig, manifest: dict, channels: int
 ) -> Path:
     """encoder.safetensors and encoder.json: what eval needs to rebuild and feed it."""
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    tmp = run_dir / ".encoder.safetensors.tmp"
-    save_file(state, tmp)
-    tmp.replace(run_dir / "encoder.safetensors")
     info = {
         "encoder": cfg.model.encoder,
         "cifar_stem": cfg.model.cifar_stem,
@@ -91,16 +112,44 @@ def export_encoder(
         "mean": manifest["mean"],
         "std": manifest["std"],
         "pretrained_on": cfg.data.train,
-        "sha256": hashlib.sha256((run_dir / "encoder.safetensors").read_bytes()).hexdigest(),
+        "data_fraction": cfg.data.fraction,
     }
-    (run_dir / "encoder.json").write_text(json.dumps(info, indent=1) + "\n")
-    return run_dir / "encoder.safetensors"
+    return _write_encoder(run_dir, encoder, info)
+
+
+def import_encoder(
+    name: str, weights_file: str, out: str | Path, size: int, cifar_stem: bool = False, in_chans: int = 3
+) -> tuple[Path, dict]:
+    """An encoder folder, as `fastclr pretrain` exports one, from a local torchvision/timm weights file:
+    ImageNet-supervised baselines then go through the same linear and fine-tune commands."""
+    encoder = build_encoder(name, cifar_stem, weights_file, in_chans=in_chans)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {
+        "encoder": name,
+        "cifar_stem": cifar_stem,
+        "in_chans": in_chans,
+        "num_features": encoder.num_features,
+        "image_size": size,
+        "pretrained_on": f"imported from {weights_file}",
+    }
+    return _write_encoder(out, encoder, info), encoder.load_report
+
+
+def _write_encoder(folder: Path, encoder: torch.nn.Module, info: dict) -> Path:
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    tmp = folder / ".encoder.safetensors.tmp"
+    save_file(state, tmp)
+    tmp.replace(folder / "encoder.safetensors")
+    info["sha256"] = hashlib.sha256((folder / "encoder.safetensors").read_bytes()).hexdigest()
+    (folder / "encoder.json").write_text(json.dumps(info, indent=1) + "\n")
+    return folder / "encoder.safetensors"
 
 
 def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     """Train (or resume) the run in `cfg.run_dir`; returns a summary of where it ended."""
     run_dir = Path(cfg.run_dir)
-    accelerator = Accelerator(
+    accelerator = new_accelerator(
         cpu=cfg.cpu,
         mixed_precision=ACCELERATE_PRECISION[cfg.precision],
         gradient_accumulation_steps=cfg.grad_accum,
@@ -133,12 +182,13 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
             **extra,
         )
 
-    _, manifest = shard_source(cfg.data.train)  # the model and schedule need these before the loader exists
+    train = _train_shards(cfg, run_dir, accelerator)
+    _, manifest = shard_source(train)  # the model and schedule need these before the loader exists
     channels = cfg.data.channels or manifest["image"]["channels"]
     steps_per_epoch = train_steps(manifest["num_samples"], cfg.batch_size, world) // cfg.grad_accum
     if steps_per_epoch == 0:
         raise TrainError(
-            f"{cfg.data.train}: {manifest['num_samples']} samples make no optimiser step of "
+            f"{train}: {manifest['num_samples']} samples make no optimiser step of "
             f"{cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation; lower batch_size"
         )
 
@@ -164,7 +214,13 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     model, optimizer = accelerator.prepare(model, optimizer)
     total_steps = cfg.epochs * steps_per_epoch
     scheduler = create_scheduler(
-        optimizer, total_steps, round(cfg.optim.warmup_epochs * steps_per_epoch), cfg.optim.min_lr
+        optimizer,
+        total_steps,
+        round(cfg.optim.warmup_epochs * steps_per_epoch),
+        cfg.optim.min_lr,
+        cfg.optim.schedule,
+        [e * steps_per_epoch for e in cfg.optim.decay_epochs],
+        cfg.optim.decay_rate,
     )
     forward = torch.compile(model) if cfg.compile else model
 
@@ -186,7 +242,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     state.tracker_id = state.tracker_id or new_run_id()
     loader = make_loader(
         "pretrain",
-        cfg.data.train,
+        train,
         preset=cfg.data.preset,
         augment_overrides=cfg.data.augment,
         checkpoint=loader_state,

@@ -60,13 +60,22 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
+def new_accelerator(**kwargs):
+    """A fresh Accelerator: Accelerate keeps one precision and device per process, but `fastclr run` and
+    sweeps chain runs of different settings in one process; the process group itself is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    return Accelerator(**kwargs)
+
+
 def eval_accelerator(
     out: Path, name: str, config: dict, wandb: bool = False, tensorboard: bool = False, cpu: bool = False
 ):
     """An Accelerator whose trackers log an evaluation next to its results.json (project `fastclr`)."""
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=cpu, log_with=trackers(wandb, tensorboard) or None, project_dir=str(out))
+    log_with = trackers(wandb, tensorboard) or None
+    accelerator = new_accelerator(cpu=cpu, log_with=log_with, project_dir=str(out))
     if accelerator.log_with:
         out.mkdir(parents=True, exist_ok=True)
         accelerator.init_trackers(
