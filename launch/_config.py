@@ -33,10 +33,13 @@ def _valid_keys(schema: type, dotted: str) -> str:
     return ", ".join(f.name for f in dataclasses.fields(node))
 
 
-def load_config(schema: type, path: str | None, overrides: list[str]):
-    """Merge the schema's defaults, the YAML file and the overrides; returns (object, resolved YAML)."""
+def load_config(
+    schema: type, path: str | None, overrides: list[str], base: dict | None = None, where: str = ""
+):
+    """Merge the schema's defaults, the YAML file (or `base`, a step of an experiment file named by
+    `where`) and the overrides; returns (object, resolved YAML)."""
     config = OmegaConf.structured(schema)
-    sources = []
+    sources = [] if base is None else [(where, lambda: OmegaConf.create(base))]
     if path is not None:
         if not Path(path).is_file():
             raise ConfigError(f"config {path}: no such file")
@@ -72,11 +75,15 @@ def _choice(name: str, value, valid) -> None:
         )
 
 
-def validate_pretrain(cfg: trainers.PretrainConfig) -> None:
-    """Check values, so a typo fails here and not an hour into a run."""
+def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) -> None:
+    """Check values, so a typo fails here and not an hour into a run.
+
+    check_paths=False leaves out what needs the files (checking configs on a machine without the data).
+    """
     _choice("precision", cfg.precision, ("bf16", "fp16", "fp32"))
     _choice("optim.name", cfg.optim.name, trainers.OPTIMIZERS)
     _choice("optim.lr_scaling", cfg.optim.lr_scaling, trainers.LR_SCALING)
+    _choice("optim.schedule", cfg.optim.schedule, trainers.SCHEDULES)
     _choice("model.head", cfg.model.head, encoders.HEADS)
     _choice("data.preset", cfg.data.preset, list(pipelines.PRESETS))
     if cfg.model.encoder not in encoders.encoder_names():
@@ -91,12 +98,21 @@ def validate_pretrain(cfg: trainers.PretrainConfig) -> None:
             raise ConfigError(f"config {name}={getattr(cfg, name)} must be at least 1")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"config optim.lr={cfg.optim.lr} must be positive")
+    if not 0 < cfg.data.fraction <= 1:
+        raise ConfigError(f"config data.fraction={cfg.data.fraction} must be in (0, 1]")
+    if cfg.optim.decay_epochs and cfg.optim.schedule != "step":
+        raise ConfigError("config optim.decay_epochs needs optim.schedule=step")
     if (cfg.data.knn_bank is None) != (cfg.data.knn_val is None):
         raise ConfigError("config data.knn_bank and data.knn_val go together: set both (or neither)")
+    try:
+        pipelines.create_augment(cfg.data.preset, cfg.data.size, **cfg.data.augment)
+    except pipelines.PipelineError as err:
+        raise ConfigError(str(err)) from None
+    if not check_paths:
+        return
     if cfg.model.pretrained_file and not Path(cfg.model.pretrained_file).is_file():
         raise ConfigError(f"config model.pretrained_file={cfg.model.pretrained_file}: no such file")
     try:
-        pipelines.create_augment(cfg.data.preset, cfg.data.size, **cfg.data.augment)
         for folder in filter(None, (cfg.data.train, cfg.data.knn_bank, cfg.data.knn_val)):
             pipelines.shard_source(folder)
     except pipelines.PipelineError as err:

@@ -55,8 +55,9 @@ def table(results: list[Path], pretrains: list[Path]) -> str:
     return "\n".join(rows)
 
 
-def curves(metric_files: list[Path], out: Path) -> list[Path]:
-    """loss.png, lr.png and accuracy.png: every run that logged the quantity, one line each."""
+def curves(metric_files: list[Path], out: Path, labels: dict[Path, str] | None = None) -> list[Path]:
+    """loss.png, lr.png and accuracy.png: every run that logged the quantity, one line each
+    (labelled by `labels`, default the run's folder name)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +76,10 @@ def curves(metric_files: list[Path], out: Path) -> list[Path]:
             for key in keys:
                 points = [(r["step"], r[key]) for r in records if key in r]
                 if points:
-                    axes.plot(*zip(*points, strict=True), label=f"{path.parent.name} {key}")
+                    axes.plot(
+                        *zip(*points, strict=True),
+                        label=f"{(labels or {}).get(path, path.parent.name)} {key}",
+                    )
                     drawn += 1
         if drawn:
             axes.set_xlabel("step")

@@ -12,6 +12,7 @@ import encoders
 import pipelines
 import shards
 import trainers
+from launch import _experiment as experiment
 from launch._config import ConfigError, load_config, validate_pretrain
 
 ERRORS = (
@@ -160,13 +161,99 @@ def _add_shards(commands: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    cfg, text = load_config(trainers.PretrainConfig, args.config, args.overrides)
-    validate_pretrain(cfg)
+    if experiment.is_experiment(args.config):  # the pretrain step of an experiment file
+        config = experiment.load_experiment(args.config, args.overrides)
+        steps = experiment.build_steps(config, build_parser())
+        pretrains = [s for s in steps if s.command == "pretrain"]
+        if len(pretrains) != 1:
+            raise ConfigError(f"{args.config}: {len(pretrains)} pretrain steps; run it with `fastclr run`")
+        cfg, text = pretrains[0].pretrain, pretrains[0].pretrain_yaml
+    else:
+        cfg, text = load_config(trainers.PretrainConfig, args.config, args.overrides)
+        validate_pretrain(cfg)
     summary = trainers.pretrain(cfg, text)
     if summary["stopped"] is None and summary["main_process"]:
         print(
             f"done: {summary['epoch']} epochs, {summary['global_step']} steps; encoder {summary['encoder']}"
         )
+
+
+def _run(args: argparse.Namespace) -> None:
+    config = experiment.load_experiment(args.config, args.overrides)
+    steps = experiment.build_steps(config, build_parser(), args.steps)
+    record = experiment.run_steps(config, steps, say)
+    if record is None:
+        raise SystemExit(130)  # stopped by a signal with a checkpoint saved; rerunning resumes
+    say(f"{record['name']}: done; {experiment.resolve(config)['runs']}/{experiment.RECORD}")
+    if record.get("reported"):
+        say(f"reported by the original experiment ({record.get('reproduces')}): {record['reported']}")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from launch._sweep import sweep
+
+    path = sweep(args.config, args.grid, args.eval, args.out, args.overrides, build_parser(), say)
+    say(f"wrote {path}")
+
+
+def _import_weights(args: argparse.Namespace) -> None:
+    path, report = trainers.import_encoder(
+        args.model, args.file, args.out, args.size, args.cifar_stem, args.channels
+    )
+    say(
+        f"{path}: {args.model} from {args.file}; {len(report['loaded'])} tensors loaded, not matched: "
+        f"{report['missing'] + report['shape_mismatch'] or 'none'}"
+    )
+
+
+def _add_experiments(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "run",
+        help="run an experiment file's steps in order (pretrain, evaluations), skipping finished ones",
+        description="Run the steps of an experiment (launch/configs/*.yaml). Overrides: top-level keys "
+        "(runs=DIR, data=DIR), a step's keys (linear.epochs=10) or pretrain keys (optim.lr=0.5).",
+    )
+    p.add_argument("--config", required=True, help="experiment YAML (launch/configs/...)")
+    p.add_argument("--step", action="append", dest="steps", help="run only this step (repeatable)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(run=_run)
+    p = commands.add_parser(
+        "sweep",
+        help="an experiment over a grid of settings: results.md and comparison plots",
+        description="Run an experiment at every point of a grid, each in OUT/<point>/, then write "
+        "OUT/results.md, results.json and plots. Rerunning skips finished points and steps.",
+    )
+    p.add_argument("--config", required=True, help="experiment YAML; its grid: section is the default grid")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=[A,B]",
+        help="e.g. 'model.head=[mlp_bn,linear]' (repeat for a product grid)",
+    )
+    p.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="an evaluation step of the config to run at each point, e.g. linear (repeatable)",
+    )
+    p.add_argument("--out", help="default: <runs>/sweep")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every point")
+    p.set_defaults(run=_sweep)
+    p = commands.add_parser(
+        "import-weights",
+        help="an encoder folder from a local torchvision/timm weights file (ImageNet baselines)",
+        description="Write encoder.safetensors + encoder.json from a local weights file, so `fastclr "
+        "linear` and `fastclr finetune` evaluate e.g. an ImageNet-supervised ResNet. Nothing is downloaded.",
+    )
+    p.add_argument("--model", required=True, help="resnet18, resnet34, resnet50, ... or small_cnn")
+    p.add_argument("--file", required=True, help="local .safetensors or .pth state dict")
+    p.add_argument("--size", type=int, required=True, help="image side the evaluations feed it")
+    p.add_argument("--cifar-stem", action="store_true", help="3x3 stride-1 first conv, no max-pool")
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--out", required=True, help="folder for encoder.safetensors and encoder.json")
+    p.set_defaults(run=_import_weights)
 
 
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
@@ -238,7 +325,7 @@ def _linear(args: argparse.Namespace) -> None:
             tensorboard=args.tensorboard,
         )
         say(f"{args.head} probe (augmented): top-1 {result['top1']:.2%}; {args.out}/results.json")
-        return
+        return result
     result = trainers.linear_eval(
         args.encoder,
         train,
@@ -258,6 +345,7 @@ def _linear(args: argparse.Namespace) -> None:
         f"{args.head} probe: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} on "
         f"{result['val_samples']} images; {args.out}/results.json, confusion.png"
     )
+    return result
 
 
 def _knn(args: argparse.Namespace) -> None:
@@ -277,6 +365,7 @@ def _knn(args: argparse.Namespace) -> None:
         f"weighted kNN (k {args.k}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
         f"{args.out}/results.json"
     )
+    return result
 
 
 def _cluster(args: argparse.Namespace) -> None:
@@ -295,6 +384,7 @@ def _cluster(args: argparse.Namespace) -> None:
         f"{args.method} on {result['on']}: accuracy {result['top1']:.2%} (Hungarian-matched) on "
         f"{result['samples']} images; {args.out}/results.json"
     )
+    return result
 
 
 def _add_cluster(commands: argparse._SubParsersAction) -> None:
@@ -337,6 +427,7 @@ def _finetune(args: argparse.Namespace) -> None:
         tensorboard=args.tensorboard,
     )
     say(f"fine-tune ({args.mode}): top-1 {result['top1']:.2%}; {args.out}/results.json, metrics.jsonl")
+    return result
 
 
 def _supervised(args: argparse.Namespace) -> None:
@@ -366,6 +457,7 @@ def _supervised(args: argparse.Namespace) -> None:
         f"supervised {args.model} ({result['parameters']:,} parameters): top-1 {result['top1']:.2%}; "
         f"{args.out}/results.json, metrics.jsonl"
     )
+    return result
 
 
 def _add_training(commands: argparse._SubParsersAction) -> None:
@@ -419,6 +511,7 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     result = trainers.evaluate(args.model, args.val, args.out, batch_size=args.batch_size, cpu=args.cpu)
     say(f"top-1 {result['top1']:.2%} on {args.val}; {args.out}/results.json")
+    return result
 
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
@@ -521,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_shards(commands)
     _add_pretrain(commands)
+    _add_experiments(commands)
     _add_eval(commands)
     _add_cluster(commands)
     _add_training(commands)

@@ -103,6 +103,7 @@ def fit(
     soft = SoftTargetCrossEntropy()
     history = []
     for epoch in range(epochs):
+        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts at (the first group's)
         model.train()
         if frozen is not None:
             frozen.eval()  # a frozen backbone keeps its BN statistics
@@ -122,6 +123,7 @@ def fit(
         record = {
             "step": epoch + 1,
             "epoch": epoch,
+            "lr": lr,
             "train_loss": (loss_sum / len(train_loader)).item(),
             "val_top1": top1(model, val_loader, accelerator),
         }

@@ -230,6 +230,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
         "optim.name": cfg.optim.name,
         "batch_size": cfg.batch_size,
         "grad_accum": cfg.grad_accum,
+        "data.fraction": cfg.data.fraction,
     }
     state, loader_state = checkpoint.TrainState(world_size=world, fixed=fixed), None
     last = checkpoint.latest(run_dir / "checkpoints")

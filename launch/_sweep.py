@@ -1,0 +1,174 @@
+"""`fastclr sweep`: an experiment at every point of a grid, one results table, comparison plots.
+
+Each point is the experiment with the grid's values set, run in its own folder
+`OUT/<key=value,...>/`; a point's experiment.json records its finished steps, so
+a rerun (after a crash, or with more --eval steps) only runs what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from launch._config import ConfigError
+from launch._experiment import _split, build_steps, resolve, run_steps, set_values, target
+
+
+def parse_grid(config: DictConfig, grid_args: list[str]) -> dict[str, list]:
+    """The config's `grid:` with each `--grid key=[a,b,c]` added or replacing it; key order kept."""
+    grid = {key: list(values) for key, values in OmegaConf.to_container(config.grid).items()}
+    for text in grid_args:
+        key, values = _split(text)
+        grid[key] = (
+            list(values) if isinstance(values, list | tuple) or OmegaConf.is_list(values) else [values]
+        )
+    if not grid:
+        raise ConfigError("no grid: give --grid 'key=[a,b]' or put a grid: section in the config")
+    for key, values in grid.items():
+        target(config, key)  # a key that lands nowhere fails before the first point runs
+        if not values:
+            raise ConfigError(f"--grid {key}: no values")
+    return grid
+
+
+def point_label(values: dict) -> str:
+    """`model.head=linear,temperature=0.2`: readable, and safe as a folder name."""
+    text = ",".join(f"{key}={value}" for key, value in values.items())
+    return re.sub(r"[^\w.=,+-]", "_", text)
+
+
+def sweep(
+    path: str,
+    grid_args: list[str],
+    evals: list[str],
+    out: str | None,
+    overrides: list[str],
+    parser: argparse.ArgumentParser,
+    say=print,
+) -> Path:
+    from launch._experiment import load_experiment
+
+    base = load_experiment(path, overrides)
+    grid = parse_grid(base, grid_args)
+    out = Path(out or f"{resolve(base)['runs']}/sweep")
+    names = list(base.steps)
+    pretrains = [n for n in names if (base.steps[n] or {}).get("command", n) == "pretrain"]
+    only = pretrains + list(evals) if pretrains or evals else None
+    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    # Every point is parsed and validated before the first one trains.
+    prepared = []
+    for values in points:
+        config = copy.deepcopy(base)
+        config.runs = str(out / point_label(values))
+        set_values(config, values)
+        prepared.append((values, config, build_steps(config, parser, only)))
+    say(f"sweep of {len(points)} points over {', '.join(grid)} into {out}")
+    rows = []
+    for number, (values, config, steps) in enumerate(prepared, 1):
+        say(f"== point {number}/{len(points)}: {point_label(values)}")
+        record = run_steps(config, steps, say)
+        if record is None:
+            say("stopped; run the same sweep again to resume")
+            raise SystemExit(130)
+        rows.append((values, record, config))
+    if os.environ.get("RANK", "0") == "0":
+        write_results(out, path, grid, rows, [s.name for s in prepared[0][2]])
+    return out / "results.md"
+
+
+def write_results(out: Path, path: str, grid: dict, rows: list, step_names: list[str]) -> None:
+    """results.md (one row per point), results.json, and plots comparing the points."""
+    out.mkdir(parents=True, exist_ok=True)
+    columns = []  # (header, step, key)
+    for name in step_names:
+        results = [record["steps"][name]["result"] for _, record, _ in rows]
+        for key, header in (("loss", "loss"), ("knn", "kNN"), ("top1", "top-1")):
+            if any(r.get(key) is not None for r in results):
+                columns.append((f"{name} {header}", name, key))
+        columns.append((f"{name} time", name, "seconds"))
+    lines = [
+        f"# Sweep of `{path}`",
+        "",
+        f"Grid: {', '.join(f'`{k}` in {v}' for k, v in grid.items())}. Each point's folder holds its runs; "
+        "rerunning the sweep skips finished steps.",
+        "",
+        f"Measured on {_device()}, {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| " + " | ".join([*grid, *(c[0] for c in columns)]) + " |",
+        "|" + "---|" * (len(grid) + len(columns)),
+    ]
+    table = []
+    for values, record, _ in rows:
+        cells = [str(v) for v in values.values()]
+        figures = {}
+        for header, name, key in columns:
+            value = record["steps"][name]["result"].get(key)
+            figures[header] = value
+            cells.append(_cell(key, value))
+        lines.append("| " + " | ".join(cells) + " |")
+        table.append({"point": values, "figures": figures, "folder": point_label(values)})
+    figures = _plots(out, rows, columns)
+    lines += ["", *(f"![{p.stem}]({p.name})" for p in figures), ""]
+    (out / "results.md").write_text("\n".join(lines))
+    (out / "results.json").write_text(json.dumps({"config": path, "grid": grid, "points": table}, indent=1))
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()}"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "n/a"
+    if key in ("top1", "knn"):
+        return f"{value:.2%}"
+    if key == "seconds":
+        return f"{value:.0f} s"
+    return f"{value:.4f}"
+
+
+def _plots(out: Path, rows: list, columns: list) -> list[Path]:
+    """sweep.png: every accuracy column as bars per point; plus the loss/accuracy curves of each point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from launch._report import curves
+
+    made = []
+    accuracy = [c for c in columns if c[2] in ("top1", "knn")]
+    labels = [point_label(values) for values, _, _ in rows]
+    if accuracy:
+        figure, axes = plt.subplots(figsize=(max(5, 1.2 * len(rows) * len(accuracy)), 4))
+        width = 0.8 / len(accuracy)
+        for i, (header, name, key) in enumerate(accuracy):
+            heights = [100 * (record["steps"][name]["result"].get(key) or 0) for _, record, _ in rows]
+            axes.bar([p + i * width for p in range(len(rows))], heights, width, label=header)
+        axes.set_xticks([p + width * (len(accuracy) - 1) / 2 for p in range(len(rows))], labels, fontsize=7)
+        axes.set_ylabel("accuracy (%)")
+        axes.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / "sweep.png", dpi=100)
+        plt.close(figure)
+        made.append(out / "sweep.png")
+    metric_files = {}
+    for label, (_, _, config) in zip(labels, rows, strict=True):
+        for name, step in resolve(config)["steps"].items():
+            folder = step.get("run_dir") or step.get("out")
+            if folder and (Path(folder) / "metrics.jsonl").is_file():
+                metric_files[Path(folder) / "metrics.jsonl"] = f"{label} {name}"
+    made += curves(list(metric_files), out, labels=metric_files)
+    return made
