@@ -165,6 +165,8 @@ def build_steps(
         if command == "pretrain":
             cfg, text = load_config(trainers.PretrainConfig, None, [], base=settings, where=f"step {name}")
             validate_pretrain(cfg, check_paths=check_paths)
+            if cfg.track.name is None:  # W&B names runs by folder: every step's would be "pretrain"
+                cfg.track.name = f"{Path(resolved['runs']).name}-{name}"
             steps.append(Step(name, command, settings, None, cfg, text))
         else:
             steps.append(Step(name, command, settings, _parse(parser, name, command, settings), None))

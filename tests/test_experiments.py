@@ -179,6 +179,8 @@ def test_two_point_sweep_writes_results_and_resumes_without_recomputing(data, tm
         assert set(record["steps"]) == {"pretrain", "linear"}
         assert record["steps"]["pretrain"]["settings"]["model"]["head"] == head
         assert json.loads((point / "pretrain" / "encoder.json").read_text())["encoder"] == "small_cnn"
+    steps = experiment.build_steps(experiment.load_experiment(str(config), [f"runs={out}/x"]), build_parser())
+    assert steps[0].pretrain.track.name == "x-pretrain"  # tracker runs named per point, not all "pretrain"
     figures = json.loads((out / "results.json").read_text())["points"]
     assert figures[0]["figures"]["linear top-1"] == pytest.approx(
         json.loads((out / "model.head=mlp_bn" / "linear" / "results.json").read_text())["top1"]

@@ -258,7 +258,8 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     metrics = MetricsLog(run_dir / "metrics.jsonl", main, resume_step=state.global_step if last else None)
     accelerator.print(
         f"{world} process(es) x batch {cfg.batch_size} x accumulation {cfg.grad_accum} = global batch "
-        f"{global_batch}: {2 * global_batch - 2} negatives per anchor; lr {lr:.4g} "
+        # Accumulated micro-batches never meet in one NT-Xent: only processes add negatives.
+        f"{global_batch}: {2 * cfg.batch_size * world - 2} negatives per anchor; lr {lr:.4g} "
         f"({cfg.optim.lr} scaled {cfg.optim.lr_scaling}); {steps_per_epoch} steps per epoch"
     )
 
