@@ -55,6 +55,31 @@ def table(results: list[Path], pretrains: list[Path]) -> str:
     return "\n".join(rows)
 
 
+def experiments_table(dirs: list[Path]) -> str:
+    """One row per experiment run (`fastclr run` / a sweep point): the reported figure beside ours."""
+    records = sorted({p for folder in dirs for p in folder.rglob("experiment.json")})
+    if not records:
+        return ""
+    rows = ["| experiment | reproduces | reported | measured |", "|---|---|---|---|"]
+    for path in records:
+        record = json.loads(path.read_text())
+        measured = [
+            f"{name} {figures[key]:.2%}"
+            for name, step in record["steps"].items()
+            for figures in [step["result"]]
+            for key in ("top1", "knn")
+            if figures.get(key) is not None
+        ]
+        name = record.get("name") or path.parent.name
+        if path.parent.name != name:  # a sweep point: its folder says which
+            name = f"{name} ({path.parent.name})"
+        rows.append(
+            f"| {name} | {record.get('reproduces', '')} | {record.get('reported', '')} | "
+            f"{'; '.join(measured) or 'n/a'} |"
+        )
+    return "\n".join(rows)
+
+
 def curves(metric_files: list[Path], out: Path, labels: dict[Path, str] | None = None) -> list[Path]:
     """loss.png, lr.png and accuracy.png: every run that logged the quantity, one line each
     (labelled by `labels`, default the run's folder name)."""
@@ -137,7 +162,10 @@ def report(
     figures = curves(metric_files, out)
     if tsne_encoder is not None and tsne_data is not None:
         figures.append(tsne_map(tsne_encoder, tsne_data, out))
-    text = "# fastclr report\n\n" + table(results, pretrains) + "\n\n"
+    text = "# fastclr report\n\n"
+    if experiments := experiments_table(dirs):
+        text += "## Experiments\n\n" + experiments + "\n\n## Runs\n\n"
+    text += table(results, pretrains) + "\n\n"
     text += "".join(f"![{p.stem}]({p.name})\n\n" for p in figures)
     (out / "results.md").write_text(text)
     return out / "results.md"

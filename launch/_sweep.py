@@ -85,7 +85,7 @@ def sweep(
 
 
 def write_results(out: Path, path: str, grid: dict, rows: list, step_names: list[str]) -> None:
-    """results.md (one row per point), results.json, and plots comparing the points."""
+    """results.md (one row per point), sweep.json (the same as data), and plots comparing the points."""
     out.mkdir(parents=True, exist_ok=True)
     columns = []  # (header, step, key)
     for name in step_names:
@@ -118,7 +118,7 @@ def write_results(out: Path, path: str, grid: dict, rows: list, step_names: list
     figures = _plots(out, rows, columns)
     lines += ["", *(f"![{p.stem}]({p.name})" for p in figures), ""]
     (out / "results.md").write_text("\n".join(lines))
-    (out / "results.json").write_text(json.dumps({"config": path, "grid": grid, "points": table}, indent=1))
+    (out / "sweep.json").write_text(json.dumps({"config": path, "grid": grid, "points": table}, indent=1))
 
 
 def _device() -> str:

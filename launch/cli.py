@@ -221,7 +221,7 @@ def _add_experiments(commands: argparse._SubParsersAction) -> None:
         "sweep",
         help="an experiment over a grid of settings: results.md and comparison plots",
         description="Run an experiment at every point of a grid, each in OUT/<point>/, then write "
-        "OUT/results.md, results.json and plots. Rerunning skips finished points and steps.",
+        "OUT/results.md, sweep.json and plots. Rerunning skips finished points and steps.",
     )
     p.add_argument("--config", required=True, help="experiment YAML; its grid: section is the default grid")
     p.add_argument(

@@ -181,10 +181,15 @@ def test_two_point_sweep_writes_results_and_resumes_without_recomputing(data, tm
         assert json.loads((point / "pretrain" / "encoder.json").read_text())["encoder"] == "small_cnn"
     steps = experiment.build_steps(experiment.load_experiment(str(config), [f"runs={out}/x"]), build_parser())
     assert steps[0].pretrain.track.name == "x-pretrain"  # tracker runs named per point, not all "pretrain"
-    figures = json.loads((out / "results.json").read_text())["points"]
+    figures = json.loads((out / "sweep.json").read_text())["points"]
     assert figures[0]["figures"]["linear top-1"] == pytest.approx(
         json.loads((out / "model.head=mlp_bn" / "linear" / "results.json").read_text())["top1"]
     )
+
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "results.md").read_text()
+    top1 = figures[0]["figures"]["linear top-1"]
+    assert f"| tiny (model.head=mlp_bn) | test | n/a | linear {top1:.2%} |" in report
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished point was recomputed")
