@@ -153,7 +153,7 @@ steps:
     optim: {{name: adam, lr: 1.0e-3, lr_scaling: none, warmup_epochs: 0}}
     track: {{progress: false, log_every: 1}}
   linear:
-    encoder: ${{runs}}/pretrain
+    encoder: ${{steps.pretrain.run_dir}}
     train: ${{data}}/train
     val: ${{data}}/test
     out: ${{runs}}/linear
