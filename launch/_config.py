@@ -97,7 +97,17 @@ def validate_pretrain(cfg: trainers.PretrainConfig) -> None:
         raise ConfigError(f"config model.pretrained_file={cfg.model.pretrained_file}: no such file")
     try:
         pipelines.create_augment(cfg.data.preset, cfg.data.size, **cfg.data.augment)
-        for folder in filter(None, (cfg.data.train, cfg.data.knn_bank, cfg.data.knn_val)):
-            pipelines.shard_source(folder)
+        manifests = {
+            folder: pipelines.shard_source(folder)[1]
+            for folder in filter(None, (cfg.data.train, cfg.data.knn_bank, cfg.data.knn_val))
+        }
     except pipelines.PipelineError as err:
         raise ConfigError(str(err)) from None
+    if (
+        cfg.data.knn_bank
+        and manifests[cfg.data.knn_bank]["classes"] != manifests[cfg.data.knn_val]["classes"]
+    ):
+        raise ConfigError(
+            f"config data.knn_bank={cfg.data.knn_bank} and data.knn_val={cfg.data.knn_val} hold other "
+            "classes (shards of two datasets?); give the kNN monitor two splits of one dataset"
+        )
