@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
@@ -53,6 +54,9 @@ def load_config(schema: type, path: str | None, overrides: list[str]):
             raise ConfigError(
                 f"unknown config key {key!r} in {where}; valid keys here: {_valid_keys(schema, key)}"
             ) from None
+        except yaml.YAMLError as err:  # also what a !!python/... tag gets: it is never constructed
+            message = str(err).splitlines()[0]
+            raise ConfigError(f"config {where}: not plain YAML ({message})") from None
         except OmegaConfBaseException as err:
             message = str(err).splitlines()[0]
             raise ConfigError(f"config {getattr(err, 'full_key', '') or ''} in {where}: {message}") from None
