@@ -188,6 +188,35 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(
     assert_same_as(run, reference)
 
 
+def test_a_full_disk_while_logging_is_one_line_naming_the_file(data, tmp_path, run_cli, monkeypatch):
+    import trainers._tracking as tracking
+
+    write, lines = tracking.MetricsLog.write, []
+
+    def fill_up_at_step_8(self, record):
+        lines.append(record)
+        if len(lines) == 8:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        write(self, record)
+
+    monkeypatch.setattr(tracking.MetricsLog, "write", fill_up_at_step_8)
+    code, _, err = run_cli(*pretrain_args(data, tmp_path / "run"))
+    line = one_line_error(code, err)
+    assert "metrics.jsonl: cannot write (No space left on device)" in line and "step-00000006" in line
+
+
+def test_recover_puts_back_a_checkpoint_set_aside_and_drops_unfinished_ones(tmp_path):
+    """A crash between setting aside step N (saved again) and renaming its replacement in."""
+    folder = tmp_path / "checkpoints"
+    for name in (".step-00000006.old", ".step-00000012.tmp", "step-00000003"):
+        (folder / name).mkdir(parents=True)
+    (folder / ".step-00000006.old" / "state.json").write_text("{}")
+    (folder / "step-00000003" / "model.safetensors").write_text("half deleted: state.json went first")
+    checkpoint.recover(folder)
+    assert [p.name for p in folder.iterdir()] == ["step-00000006"]
+    assert checkpoint.latest(folder) == folder / "step-00000006"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any permission bits")
 def test_a_read_only_checkpoint_folder_is_one_line_and_keeps_the_previous_one(data, tmp_path, run_cli):
     run = tmp_path / "run"
