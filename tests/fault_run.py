@@ -6,7 +6,7 @@ The kill comes from inside, at a precise point, the way a power cut or the OOM
 killer would end the run; nothing in fastclr knows about it. Moments (N counts
 calls from 1):
   step        inside the Nth loss computation (mid-step: batch taken, no optimiser step yet)
-  batch       while the Nth batch is copied out of DALI (mid-epoch, DALI threads running)
+  batch       while the Nth batch is taken out of DALI (mid-epoch, DALI threads running)
   checkpoint  the Nth checkpoint's model.safetensors half written
   rename      the Nth checkpoint complete in its temp folder, not yet renamed into place
   prune       half way through deleting the Nth old checkpoint
@@ -56,15 +56,14 @@ def arm(moment: str, n: int) -> None:
 
         pretrain.nt_xent = loss
     elif moment == "batch":
-        n = 3 * n - 1  # three outputs a batch (view1, view2, label): die at the Nth batch's second
-        to_torch = loader.DaliLoader._to_torch
+        labels = loader.DaliLoader._labels
 
-        def copy(self, tensor_list):
+        def take(self, padded):  # once a batch, its views already copied out of DALI
             if self.mode == "pretrain" and hit():
                 die()
-            return to_torch(self, tensor_list)
+            return labels(self, padded)
 
-        loader.DaliLoader._to_torch = copy
+        loader.DaliLoader._labels = take
     elif moment in ("checkpoint", "export"):
         module = checkpoint if moment == "checkpoint" else pretrain
         save_file = module.save_file
