@@ -9,6 +9,8 @@ no classifier. Nothing is downloaded: ImageNet weights come from a local file.
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,8 +90,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a global: running it could run any code
+        raise EncoderError(
+            f"pretrained file {path}: holds pickled Python objects besides tensors; refusing to load "
+            "them (convert it to .safetensors where you trust it)"
+        ) from None
     except Exception as err:  # noqa: BLE001 - any failure means "not a weights file we can read safely"
-        raise EncoderError(f"pretrained file {path}: not a readable state dict ({str(err)[:200]})") from None
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
+        raise EncoderError(
+            f"pretrained file {path}: not a readable state dict ({(reason or ['?'])[0][:200]})"
+        ) from None
     for key in ("state_dict", "model", "module"):  # common checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
@@ -33,6 +34,16 @@ def _valid_keys(schema: type, dotted: str) -> str:
     return ", ".join(f.name for f in dataclasses.fields(node))
 
 
+def read_yaml(path: str):
+    """A YAML file as OmegaConf reads it; a missing file or anything but plain YAML is one line."""
+    if not Path(path).is_file():
+        raise ConfigError(f"config {path}: no such file")
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as err:  # also what a !!python/... tag gets: it is never constructed
+        raise ConfigError(f"config {path}: not plain YAML ({str(err).splitlines()[0]})") from None
+
+
 def load_config(
     schema: type, path: str | None, overrides: list[str], base: dict | None = None, where: str = ""
 ):
@@ -43,7 +54,7 @@ def load_config(
     if path is not None:
         if not Path(path).is_file():
             raise ConfigError(f"config {path}: no such file")
-        sources.append((path, lambda: OmegaConf.load(path)))
+        sources.append((path, lambda: read_yaml(path)))
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override {bad[0]!r} is not key=value (e.g. optim.lr=0.5)")
@@ -56,6 +67,9 @@ def load_config(
             raise ConfigError(
                 f"unknown config key {key!r} in {where}; valid keys here: {_valid_keys(schema, key)}"
             ) from None
+        except yaml.YAMLError as err:  # also what a !!python/... tag gets: it is never constructed
+            message = str(err).splitlines()[0]
+            raise ConfigError(f"config {where}: not plain YAML ({message})") from None
         except OmegaConfBaseException as err:
             message = str(err).splitlines()[0]
             raise ConfigError(f"config {getattr(err, 'full_key', '') or ''} in {where}: {message}") from None
@@ -113,7 +127,17 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
     if cfg.model.pretrained_file and not Path(cfg.model.pretrained_file).is_file():
         raise ConfigError(f"config model.pretrained_file={cfg.model.pretrained_file}: no such file")
     try:
-        for folder in filter(None, (cfg.data.train, cfg.data.knn_bank, cfg.data.knn_val)):
-            pipelines.shard_source(folder)
+        manifests = {
+            folder: pipelines.shard_source(folder)[1]
+            for folder in filter(None, (cfg.data.train, cfg.data.knn_bank, cfg.data.knn_val))
+        }
     except pipelines.PipelineError as err:
         raise ConfigError(str(err)) from None
+    if (
+        cfg.data.knn_bank
+        and manifests[cfg.data.knn_bank]["classes"] != manifests[cfg.data.knn_val]["classes"]
+    ):
+        raise ConfigError(
+            f"config data.knn_bank={cfg.data.knn_bank} and data.knn_val={cfg.data.knn_val} hold other "
+            "classes (shards of two datasets?); give the kNN monitor two splits of one dataset"
+        )

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import trainers
-from launch._config import ConfigError, load_config, validate_pretrain
+from launch._config import ConfigError, load_config, read_yaml, validate_pretrain
 
 STEP_COMMANDS = (
     "pretrain",
@@ -72,7 +72,7 @@ def is_experiment(path: str | None) -> bool:
     """An experiment file (has `steps:`) rather than a plain pretrain config."""
     if path is None or not Path(path).is_file():
         return False
-    loaded = OmegaConf.load(path)
+    loaded = read_yaml(path)
     return isinstance(loaded, DictConfig) and "steps" in loaded
 
 
@@ -96,10 +96,9 @@ def target(config: DictConfig, key: str) -> str:
 
 def load_experiment(path: str, overrides: list[str] = ()) -> DictConfig:
     """The experiment file merged over its schema, with `key=value` overrides applied (unresolved)."""
-    if not Path(path).is_file():
-        raise ConfigError(f"config {path}: no such file")
+    loaded = read_yaml(path)
     try:
-        config = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.load(path))
+        config = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), loaded)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", "") or ""
         raise ConfigError(

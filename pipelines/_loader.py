@@ -30,7 +30,11 @@ DTYPES = {torch.float32: False, torch.float16: True, torch.bfloat16: True}
 
 
 def shard_source(folder: str | Path) -> tuple[Source, dict]:
-    """The graph's view of a shard folder; a missing index file is rebuilt from its tar."""
+    """The graph's view of a shard folder; a missing index file is rebuilt from its tar.
+
+    The folder must pass `shards.check` first: DALI reads whatever bytes the index points
+    at, so a changed, cut or foreign tar would otherwise train silently.
+    """
     folder = Path(folder)
     try:
         manifest = shards.load_manifest(folder)
@@ -43,6 +47,7 @@ def shard_source(folder: str | Path) -> tuple[Source, dict]:
                 )
             if not (folder / shard["index"]).is_file():
                 shards.rebuild_index(folder, shard)
+        shards.check(folder, manifest)
     except shards.ShardError as err:
         raise PipelineError(str(err)) from None
     image = manifest["image"]
@@ -168,7 +173,9 @@ class DaliLoader:
         try:
             return step()
         except RuntimeError as err:
-            raise PipelineError(explain_failure(self.folder, err)) from None
+            raise PipelineError(
+                explain_failure(self.folder, f"the DALI pipeline failed ({dali_reason(err)})")
+            ) from None
 
     def _to_torch(self, tensor_list) -> torch.Tensor:
         """Copy one output batch into a fresh tensor on the device (DALI reuses its buffers)."""
@@ -193,21 +200,37 @@ class DaliLoader:
         """The epoch's batches from `start` on (a resumed run starts mid-epoch)."""
         for step in range(start, self.steps):
             outputs = self._guard(self.pipe.run)
-            *images, label = [self._to_torch(o) for o in outputs]
-            images, label = [self._image(x) for x in images], parse_labels(label)
+            *images, label = outputs
+            images = [self._image(self._to_torch(x)) for x in images]
+            label = self._labels(label)
             if self.mode == "val" and step == self.steps - 1:
                 keep = self.rank_samples - step * self.batch_size  # drop the reader's padding
                 images, label = [x[:keep] for x in images], label[:keep]
             yield (*images, label)
 
+    def _labels(self, padded) -> torch.Tensor:
+        """Parse on the CPU, where checking costs no device sync; a label outside the classes is refused."""
+        tensor = padded.as_tensor()
+        labels = parse_labels(feed_ndarray(tensor, torch.empty(tensor.shape(), dtype=torch.uint8)))
+        classes = self.manifest["num_classes"] if self.manifest["labeled"] else 0
+        low, high = (0, classes - 1) if classes else (-1, -1)
+        bad = labels[(labels < low) | (labels > high)]
+        if bad.numel():
+            raise PipelineError(
+                explain_failure(
+                    self.folder, f"label {int(bad[0])} outside {low}..{high}, the manifest's classes"
+                )
+            )
+        return labels.to(self.device, non_blocking=True)
 
-def explain_failure(folder: Path, err: Exception) -> str:
-    """Find the faulty sample with `shards.verify`; else the first line of DALI's message."""
+
+def explain_failure(folder: Path, reason: str) -> str:
+    """Find the faulty sample with `shards.verify`; else say what went wrong (`reason`)."""
     try:
         shards.verify(folder)
     except shards.ShardError as fault:
         return str(fault)
-    return f"{folder}: the DALI pipeline failed ({dali_reason(err)}); the shards verify clean"
+    return f"{folder}: {reason}; the shards verify clean"
 
 
 def dali_reason(err: Exception) -> str:

@@ -8,7 +8,7 @@ from shards._errors import ShardError
 from shards._format import MANIFEST, load_manifest, read_samples, sha256_file
 from shards._sources import SOURCES, SPLITS, Source, open_source
 from shards._subset import subset
-from shards._verify import describe, rebuild_index, verify
+from shards._verify import check, describe, rebuild_index, verify
 
 __all__ = [
     "ENCODINGS",
@@ -17,6 +17,7 @@ __all__ = [
     "SPLITS",
     "ShardError",
     "Source",
+    "check",
     "check_output",
     "convert",
     "describe",

@@ -1,4 +1,5 @@
-"""`verify`: prove a shard folder is exactly what its manifest says; `describe`: a short summary."""
+"""`verify`: prove a shard folder is exactly what its manifest says; `check`: the part of it every
+loader can afford before reading; `describe`: a short summary."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from shards._format import (
 )
 
 RAW_EXT = IMAGE_EXT["raw"]
+# Hashing this many bytes of tars takes about a second: below it every loader checks the hashes.
+FULL_CHECK_BYTES = 1 << 30
+TAR_BLOCK = 512
 
 
 def _locate_change(tar: Path, shard: dict) -> str:
@@ -31,6 +35,11 @@ def _locate_change(tar: Path, shard: dict) -> str:
     expected = shard["sample_crc32"]
     with open(tar, "rb") as f:
         for n, (key, members) in enumerate(samples):
+            if n >= shard["num_samples"]:
+                return (
+                    f"{tar}: member {members[0].name} is none of the {shard['num_samples']} samples "
+                    "converted into it (added later?); reconvert the shards"
+                )
             if sample_crc(f, members) != expected[8 * n : 8 * n + 8]:
                 return f"{tar}: sample {key} changed since conversion (sha256 mismatch)"
     if len(samples) < shard["num_samples"]:
@@ -75,6 +84,64 @@ def _check_sample(tar: Path, key: str, parts: dict[str, bytes], manifest: dict) 
             raise ShardError(f"{where}: {name or 'label'} {label} outside {expect}")
 
 
+def check(folder: str | Path, manifest: dict) -> None:
+    """Refuse a shard folder that is not what its manifest says, before any of it is read.
+
+    Up to FULL_CHECK_BYTES of tars this is `verify(decode=False)`: no unlisted file, every hash,
+    index and sample count. Above, it checks what costs no scan: no unlisted file, each index's
+    hash, and each tar's ends (its first member where the index says, nothing cut off, nothing
+    appended); `fastclr shards verify` proves the rest.
+    """
+    folder = Path(folder)
+    sizes = [(folder / s["tar"]).stat().st_size for s in manifest["shards"] if (folder / s["tar"]).is_file()]
+    if sum(sizes) <= FULL_CHECK_BYTES:
+        verify(folder, decode=False)
+        return
+    _check_unlisted(folder, manifest)
+    for shard, tar, idx in iter_shard_paths(folder, manifest):
+        if sha256_file(idx) != shard["sha256"]["index"]:
+            raise ShardError(f"{idx}: sha256 mismatch; the index changed since conversion")
+        _check_tar_ends(tar, idx.read_text().splitlines())
+
+
+def _check_tar_ends(tar: Path, index: list[str]) -> None:
+    """The index's first member sits where it says and the bytes after its last are the tar's zero end."""
+    fields = index[1].split() if len(index) > 1 else []
+    if not fields:
+        raise ShardError(f"{tar}: its index lists no samples; reconvert the shards")
+    first_offset, first_name = int(fields[1]), fields[3]
+    ends = [int(f[i + 1]) + int(f[i + 2]) for f in map(str.split, index[1:]) for i in range(0, len(f), 4)]
+    end = max(ends)  # each member is "ext offset size name"
+    size = tar.stat().st_size
+    with open(tar, "rb") as f:
+        f.seek(max(first_offset - TAR_BLOCK, 0))
+        header = f.read(TAR_BLOCK)
+        f.seek(min(end, size))
+        tail = f.read()
+    if header[:100].rstrip(b"\0") != first_name.encode():
+        raise ShardError(
+            f"{tar}: its first member is not the {first_name} its index names (another tar?); reconvert"
+        )
+    if size < end + 2 * TAR_BLOCK:
+        raise ShardError(
+            f"{tar}: truncated ({size} bytes; its index reaches byte {end}); reconvert the shards"
+        )
+    if tail.strip(b"\0"):
+        raise ShardError(
+            f"{tar}: holds members its index does not list after byte {end}; reconvert the shards"
+        )
+
+
+def _check_unlisted(folder: Path, manifest: dict) -> None:
+    listed = {name for s in manifest["shards"] for name in (s["tar"], s["index"])}
+    for path in sorted(folder.iterdir()):
+        if path.name not in listed and path.name != MANIFEST:
+            raise ShardError(
+                f"{path}: not listed in {folder / MANIFEST}; remove it (shards of "
+                "another conversion must not be mixed in)"
+            )
+
+
 def verify(folder: str | Path, decode: bool = True) -> dict:
     """Check hashes, index against tar, every sample's members, decoding and labels.
 
@@ -83,13 +150,7 @@ def verify(folder: str | Path, decode: bool = True) -> dict:
     """
     folder = Path(folder)
     manifest = load_manifest(folder)
-    listed = {name for s in manifest["shards"] for name in (s["tar"], s["index"])}
-    for path in sorted(folder.iterdir()):
-        if path.name not in listed and path.name != MANIFEST:
-            raise ShardError(
-                f"{path}: not listed in {folder / MANIFEST}; remove it (shards of "
-                "another conversion must not be mixed in)"
-            )
+    _check_unlisted(folder, manifest)
     total = 0
     for shard, tar, idx in iter_shard_paths(folder, manifest):
         for path in (tar, idx):
@@ -109,9 +170,8 @@ def verify(folder: str | Path, decode: bool = True) -> dict:
             raise ShardError(f"{idx}: {what} disagrees with {tar.name}; reconvert the shards")
         if len(samples) != shard["num_samples"]:
             raise ShardError(f"{tar}: holds {len(samples)} samples, manifest says {shard['num_samples']}")
-        for key, parts in read_samples(tar):
-            if decode:
-                _check_sample(tar, key, parts, manifest)
+        for key, parts in read_samples(tar) if decode else ():
+            _check_sample(tar, key, parts, manifest)
         total += len(samples)
     if total != manifest["num_samples"]:
         raise ShardError(f"{folder}: {total} samples in shards, manifest says {manifest['num_samples']}")

@@ -280,3 +280,13 @@ def test_import_weights_makes_an_encoder_the_evaluations_load(tmp_path):
     for key, value in source.state_dict().items():
         assert torch.equal(saved[key], value), key
     assert torch.equal(encoder.state_dict()["conv1.weight"], source.state_dict()["conv1.weight"])
+
+
+def test_an_experiment_file_with_a_python_tag_is_refused_unconstructed(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\nsteps: {{}}\n')
+    for command in ("run", "sweep", "pretrain"):
+        assert main([command, "--config", str(path)]) == 1
+        assert "not plain YAML" in capsys.readouterr().err
+    assert not marker.exists()

@@ -5,7 +5,10 @@ with `torch.load(weights_only=True)`), state.json (epoch, step, schedule,
 scaler, tracker run id) and per rank rank-<r>.json plus rng-<r>.safetensors
 (RNG streams and the DALI loader's position). Everything is written into a
 hidden `.step-...tmp` folder that is renamed once complete, so a crash mid-write
-leaves only the previous checkpoint; the newest `keep` are kept.
+leaves only the previous checkpoint; the newest `keep` are kept. `recover` tidies
+what a crash left (half-written folders, a replaced checkpoint set aside) before
+a run looks for the newest one. Any OSError while saving (full disk, no
+permission) becomes a CheckpointError after the unfinished folder is removed.
 """
 
 from __future__ import annotations
@@ -37,10 +40,40 @@ class TrainState:
     fixed: dict | None = None  # settings a resumed run must share (model, optimiser, batch)
 
 
+class CheckpointError(Exception):
+    """A checkpoint could not be written; the previous ones are untouched."""
+
+
 def latest(folder: Path) -> Path | None:
     """The newest complete checkpoint in `folder`, if any (unfinished `.tmp` ones are ignored)."""
     done = sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir() and (p / "state.json").is_file())
     return done[-1] if done else None
+
+
+def recover(folder: Path) -> None:
+    """Undo what a crash mid-save left: drop unfinished `.tmp` folders; put back a set-aside `.old` one.
+
+    Run on the main process before any rank calls `latest`.
+    """
+    if not folder.is_dir():
+        return
+    for path in folder.glob(f".{PREFIX}*.old"):
+        final = folder / path.name[1 : -len(".old")]
+        if final.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:  # killed between setting the old one aside and renaming its replacement into place
+            os.replace(path, final)
+    for path in folder.glob(f".{PREFIX}*.tmp"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in folder.glob(f"{PREFIX}*"):
+        if path.is_dir() and not (path / "state.json").is_file():  # killed while pruning it
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint so that no crash mid-way leaves it looking complete: state.json goes first."""
+    (path / "state.json").unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
@@ -79,9 +112,30 @@ def save(
 ) -> Path:
     """Write a checkpoint of every rank into `folder/step-<global_step>`; returns its path."""
     name = f"{PREFIX}{state.global_step:08d}"
-    final, tmp = folder / name, folder / f".{name}.tmp"
+    final, tmp, old = folder / name, folder / f".{name}.tmp", folder / f".{name}.old"
+    try:
+        _write(tmp, accelerator, model, optimizer, scheduler, state, loader_state)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot write checkpoint {final} ({err.strerror or err})") from None
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        folder.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # the same step saved again: set the old one aside until the new one is in place
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        for stale in sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir())[:-keep]:
+            _remove(stale)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _write(
+    tmp: Path, accelerator, model, optimizer, scheduler, state: TrainState, loader_state: bytes
+) -> None:
+    """Every rank's files into `tmp`; the main process writes state.json last, marking it complete."""
+    if accelerator.is_main_process:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     accelerator.wait_for_everyone()
@@ -90,22 +144,14 @@ def save(
     _write_json(tmp / f"rank-{rank}.json", {**meta, "loader": base64.b64encode(loader_state).decode()})
     save_file(tensors, tmp / f"rng-{rank}.safetensors")
     model_state = accelerator.get_state_dict(model)  # collective under some distributed modes
+    accelerator.wait_for_everyone()  # every rank's files are in before state.json says complete
     if accelerator.is_main_process:
         save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
         _write_json(
             tmp / "state.json", {"train": vars(state), "scheduler": scheduler.state_dict(), "scaler": scaler}
-        )  # written last: marks the folder complete
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+        )
 
 
 class ResumeError(Exception):

@@ -41,7 +41,10 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise EvalError(
             f"{info_path}: missing; the encoder's architecture is recorded there by `fastclr pretrain`"
         )
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError as err:
+        raise EvalError(f"{info_path}: not valid JSON ({err}); export the encoder again") from None
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     if info.get("sha256") not in (None, digest):
         raise EvalError(

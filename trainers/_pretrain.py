@@ -4,6 +4,9 @@ Run directory: config.yaml, metrics.jsonl, checkpoints/, encoder.safetensors +
 encoder.json, and the trackers' folders. Starting a run whose directory holds a
 checkpoint resumes it exactly: epoch, step, optimiser, schedule, RNG and the
 loader's position. SIGTERM or SIGINT saves a checkpoint at the next step and exits.
+A crash at any moment costs at most the steps since the last checkpoint; a full
+disk or a dead peer process ends the run with one line naming that checkpoint
+(RELIABILITY.md, tests/test_faults.py).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -140,9 +144,11 @@ def _write_encoder(folder: Path, encoder: torch.nn.Module, info: dict) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     tmp = folder / ".encoder.safetensors.tmp"
     save_file(state, tmp)
-    tmp.replace(folder / "encoder.safetensors")
+    os.replace(tmp, folder / "encoder.safetensors")
     info["sha256"] = hashlib.sha256((folder / "encoder.safetensors").read_bytes()).hexdigest()
-    (folder / "encoder.json").write_text(json.dumps(info, indent=1) + "\n")
+    tmp = folder / ".encoder.json.tmp"  # a reader sees the old description or the new, never half
+    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    os.replace(tmp, folder / "encoder.json")
     return folder / "encoder.safetensors"
 
 
@@ -158,9 +164,6 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     )
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config_yaml)
     set_seed(cfg.seed)
     gpu = accelerator.device.type == "cuda"
     dtype = INPUT_DTYPE[cfg.precision] if gpu else torch.float32
@@ -233,6 +236,13 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
         "data.fraction": cfg.data.fraction,
     }
     state, loader_state = checkpoint.TrainState(world_size=world, fixed=fixed), None
+    if main:  # bad data or a bad model file has been refused by now: nothing of the run is touched
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.recover(run_dir / "checkpoints")
+        except OSError as err:
+            raise TrainError(f"run_dir {run_dir}: cannot write there ({err.strerror or err})") from None
+    accelerator.wait_for_everyone()  # every rank looks for the newest checkpoint after recover()
     last = checkpoint.latest(run_dir / "checkpoints")
     if last is not None:
         try:
@@ -240,6 +250,11 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
         except checkpoint.ResumeError as err:
             raise TrainError(str(err)) from None
         accelerator.print(f"resuming {last} at epoch {state.epoch}, step {state.global_step}")
+    if main:  # only once the checkpoint (if any) accepted this config
+        try:
+            (run_dir / "config.yaml").write_text(config_yaml)
+        except OSError as err:
+            raise TrainError(f"run_dir {run_dir}: cannot write there ({err.strerror or err})") from None
     state.tracker_id = state.tracker_id or new_run_id()
     loader = make_loader(
         "pretrain",
@@ -255,7 +270,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
             config=_flat(dataclasses.asdict(cfg)),
             init_kwargs=wandb_init_kwargs(run_dir, name, cfg.track.tags, state.tracker_id),
         )
-    metrics = MetricsLog(run_dir / "metrics.jsonl", main, resume_step=state.global_step if last else None)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", main, resume_step=state.global_step)
     accelerator.print(
         f"{world} process(es) x batch {cfg.batch_size} x accumulation {cfg.grad_accum} = global batch "
         # Accumulated micro-batches never meet in one NT-Xent: only processes add negatives.
@@ -268,121 +283,143 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
     def save() -> Path:
-        return checkpoint.save(
-            run_dir / "checkpoints",
-            accelerator,
-            model,
-            optimizer,
-            scheduler,
-            state,
-            loader.state(),
-            cfg.keep_checkpoints,
-        )
+        previous = checkpoint.latest(run_dir / "checkpoints")
+        try:
+            return checkpoint.save(
+                run_dir / "checkpoints",
+                accelerator,
+                model,
+                optimizer,
+                scheduler,
+                state,
+                loader.state(),
+                cfg.keep_checkpoints,
+            )
+        except checkpoint.CheckpointError as err:
+            raise TrainError(
+                f"{err}; the previous checkpoint {previous or '(none yet)'} is intact; free space "
+                "or make run_dir writable, then run the same command again to resume"
+            ) from None
 
     stopped = None
-    with StopFlag() as stop:
-        while state.epoch < cfg.epochs and stopped is None:
-            model.train()
-            loss_sum = torch.zeros((), device=accelerator.device)
-            window = {
-                "loss": torch.zeros((), device=accelerator.device),
-                "n": 0,
-                "wait": 0.0,
-                "start": time.perf_counter(),
-                "images": 0,
-            }
-            epoch_loss_n, epoch_start = 0, time.perf_counter()
-            bar = tqdm(
-                total=len(loader),
-                initial=state.step_in_epoch,
-                desc=f"epoch {state.epoch}",
-                disable=not (main and cfg.track.progress),
-                leave=False,
-            )
-            batches = loader.batches(state.step_in_epoch)
-            while True:
-                waited = time.perf_counter()
-                batch = next(batches, None)
-                window["wait"] += time.perf_counter() - waited
-                if batch is None:
-                    break
-                view1, view2, _ = batch
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        _, z = forward(
-                            torch.cat([view1, view2])
-                        )  # both views in one pass: one set of BN stats
-                    loss = nt_xent(*z.chunk(2), temperature=cfg.temperature)
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                state.step_in_epoch += 1
-                loss = loss.detach()
-                loss_sum += loss
-                window["loss"] += loss
-                window["n"] += 1
-                window["images"] += view1.shape[0] * world
-                epoch_loss_n += 1
-                bar.update()
-                if not accelerator.sync_gradients:
-                    continue
-                state.global_step += 1
-                scheduler.step_update(state.global_step)
-                if state.global_step % cfg.track.log_every == 0:
-                    record = _window_record(window, state, optimizer, gpu)
-                    _check_finite(record["loss"], state, run_dir)
-                    log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}")
-                    window.update(
-                        loss=torch.zeros_like(window["loss"]),
-                        n=0,
-                        wait=0.0,
-                        images=0,
-                        start=time.perf_counter(),
-                    )
-                    if state.global_step == 2 * round(cfg.optim.warmup_epochs * steps_per_epoch) and record[
-                        "loss"
-                    ] > 0.98 * chance_loss(global_batch):
-                        accelerator.print(
-                            f"warning: loss {record['loss']:.3f} is still at chance level "
-                            f"(ln(2N-1) = {chance_loss(global_batch):.3f}) after warm-up: are "
-                            "the positives paired right?"
-                        )
-                done = cfg.max_steps is not None and state.global_step >= cfg.max_steps
-                if _agree(accelerator, stop.raised) or done:
-                    stopped = "signal" if stop.raised else "max_steps"
-                    break
-            bar.close()
-            epoch_loss = (loss_sum / max(epoch_loss_n, 1)).item()
-            _check_finite(epoch_loss, state, run_dir)
-            if stopped is None:
-                record = {
-                    "step": state.global_step,
-                    "epoch": state.epoch,
-                    "epoch_loss": epoch_loss,
-                    "epoch_seconds": time.perf_counter() - epoch_start,
+    try:
+        with StopFlag() as stop:
+            while state.epoch < cfg.epochs and stopped is None:
+                model.train()
+                loss_sum = torch.zeros((), device=accelerator.device)
+                window = {
+                    "loss": torch.zeros((), device=accelerator.device),
+                    "n": 0,
+                    "wait": 0.0,
+                    "start": time.perf_counter(),
+                    "images": 0,
                 }
-                if cfg.data.knn_bank and cfg.data.knn_val and (state.epoch + 1) % cfg.knn_every == 0:
-                    record["knn_accuracy"] = _knn(cfg, accelerator, model, make_loader)
-                state.epoch += 1
-                state.step_in_epoch = 0
-                log(record)
-                if cfg.track.progress:
-                    accelerator.print(
-                        ", ".join(
-                            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+                epoch_loss_n, epoch_start = 0, time.perf_counter()
+                bar = tqdm(
+                    total=len(loader),
+                    initial=state.step_in_epoch,
+                    desc=f"epoch {state.epoch}",
+                    disable=not (main and cfg.track.progress),
+                    leave=False,
+                )
+                batches = loader.batches(state.step_in_epoch)
+                while True:
+                    waited = time.perf_counter()
+                    batch = next(batches, None)
+                    window["wait"] += time.perf_counter() - waited
+                    if batch is None:
+                        break
+                    view1, view2, _ = batch
+                    with accelerator.accumulate(model):
+                        with accelerator.autocast():
+                            _, z = forward(
+                                torch.cat([view1, view2])
+                            )  # both views in one pass: one set of BN stats
+                        loss = nt_xent(*z.chunk(2), temperature=cfg.temperature)
+                        accelerator.backward(loss)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    state.step_in_epoch += 1
+                    loss = loss.detach()
+                    loss_sum += loss
+                    window["loss"] += loss
+                    window["n"] += 1
+                    window["images"] += view1.shape[0] * world
+                    epoch_loss_n += 1
+                    bar.update()
+                    if not accelerator.sync_gradients:
+                        continue
+                    state.global_step += 1
+                    scheduler.step_update(state.global_step)
+                    if state.global_step % cfg.track.log_every == 0:
+                        record = _window_record(window, state, optimizer, gpu)
+                        _check_finite(record["loss"], state, run_dir)
+                        log(record)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}")
+                        window.update(
+                            loss=torch.zeros_like(window["loss"]),
+                            n=0,
+                            wait=0.0,
+                            images=0,
+                            start=time.perf_counter(),
                         )
-                    )
-                if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
-                    save()
-        if stopped is not None:
-            path = save()
-            accelerator.print(
-                f"stopped ({stopped}) at step {state.global_step}; checkpoint {path}; "
-                "run the same command again to resume"
-            )
-    if stopped is None and main:
-        export_encoder(run_dir, accelerator.unwrap_model(model).encoder, cfg, manifest, channels)
+                        if state.global_step == 2 * round(
+                            cfg.optim.warmup_epochs * steps_per_epoch
+                        ) and record["loss"] > 0.98 * chance_loss(global_batch):
+                            accelerator.print(
+                                f"warning: loss {record['loss']:.3f} is still at chance level "
+                                f"(ln(2N-1) = {chance_loss(global_batch):.3f}) after warm-up: are "
+                                "the positives paired right?"
+                            )
+                    done = cfg.max_steps is not None and state.global_step >= cfg.max_steps
+                    if _agree(accelerator, stop.raised) or done:
+                        stopped = "signal" if stop.raised else "max_steps"
+                        break
+                bar.close()
+                epoch_loss = (loss_sum / max(epoch_loss_n, 1)).item()
+                _check_finite(epoch_loss, state, run_dir)
+                if stopped is None:
+                    record = {
+                        "step": state.global_step,
+                        "epoch": state.epoch,
+                        "epoch_loss": epoch_loss,
+                        "epoch_seconds": time.perf_counter() - epoch_start,
+                    }
+                    if cfg.data.knn_bank and cfg.data.knn_val and (state.epoch + 1) % cfg.knn_every == 0:
+                        record["knn_accuracy"] = _knn(cfg, accelerator, model, make_loader)
+                    state.epoch += 1
+                    state.step_in_epoch = 0
+                    log(record)
+                    if cfg.track.progress:
+                        accelerator.print(
+                            ", ".join(
+                                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in record.items()
+                            )
+                        )
+                    if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
+                        save()
+            if stopped is not None:
+                path = save()
+                accelerator.print(
+                    f"stopped ({stopped}) at step {state.global_step}; checkpoint {path}; "
+                    "run the same command again to resume"
+                )
+        if stopped is None and main:
+            export_encoder(run_dir, accelerator.unwrap_model(model).encoder, cfg, manifest, channels)
+    except OSError as err:  # metrics or the encoder (checkpoint writes raise TrainError themselves)
+        raise TrainError(
+            f"{err.filename or run_dir}: cannot write ({err.strerror or err}); last checkpoint: "
+            f"{checkpoint.latest(run_dir / 'checkpoints') or 'none'}; free space, then run the same command"
+        ) from None
+    except RuntimeError as err:
+        if world == 1 or not _peer_lost(err):
+            raise
+        raise TrainError(
+            f"process {rank} of {world}: another process stopped, so a collective failed "
+            f"({_first_line(err)}); last checkpoint: {checkpoint.latest(run_dir / 'checkpoints') or 'none'}; "
+            "run the same command again to resume from it"
+        ) from None
     summary = {
         "run_dir": str(run_dir),
         "global_step": state.global_step,
@@ -394,6 +431,18 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def _peer_lost(err: RuntimeError) -> bool:
+    """A collective failed because a peer process died or stopped answering (gloo, NCCL, the store)."""
+    text = str(err)
+    return isinstance(err, torch.distributed.DistError) or any(
+        mark in text for mark in ("gloo", "NCCL", "Connection reset", "Connection closed", "Broken pipe")
+    )
+
+
+def _first_line(err: Exception) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)[:200]
 
 
 def _window_record(window: dict, state, optimizer, gpu: bool) -> dict:

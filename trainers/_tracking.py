@@ -14,18 +14,25 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, resume_step: int | None = None):
         self.path, self.enabled = path, enabled
         if enabled and resume_step is not None and path.is_file():
-            # Lines logged after the checkpoint we resume from would appear twice: drop them.
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line and json.loads(line).get("step", 0) <= resume_step
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
+            # Lines logged after the checkpoint we start from would appear twice, and a line torn
+            # by a crash mid-write is unreadable: keep only whole lines up to that step.
+            kept = [line for line in path.read_text().splitlines() if _step(line) <= resume_step]
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
 
     def write(self, record: dict) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _step(line: str) -> float:
+    """The step a metrics line was logged at; infinite (dropped) for a torn or empty line."""
+    try:
+        return json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return float("inf")
 
 
 def wandb_logged_in() -> bool:

@@ -1,0 +1,121 @@
+"""Run `fastclr ARGS...` and SIGKILL this process at one chosen moment (for tests/test_faults.py).
+
+    python tests/fault_run.py MOMENT N fastclr-args...
+
+The kill comes from inside, at a precise point, the way a power cut or the OOM
+killer would end the run; nothing in fastclr knows about it. Moments (N counts
+calls from 1):
+  step        inside the Nth loss computation (mid-step: batch taken, no optimiser step yet)
+  batch       while the Nth batch is taken out of DALI (mid-epoch, DALI threads running)
+  checkpoint  the Nth checkpoint's model.safetensors half written
+  rename      the Nth checkpoint complete in its temp folder, not yet renamed into place
+  prune       half way through deleting the Nth old checkpoint
+  metrics     the Nth metrics.jsonl line half written
+  export      encoder.safetensors half written (N is ignored)
+With FAULT_RANK set, only the torchrun process of that RANK arms the kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tear(path: str | Path) -> None:
+    """Cut a file in half, as a crash mid-write leaves it."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def arm(moment: str, n: int) -> None:
+    import pipelines._loader as loader
+    import trainers._checkpoint as checkpoint
+    import trainers._pretrain as pretrain
+    import trainers._tracking as tracking
+
+    calls = {"n": 0}
+
+    def hit() -> bool:
+        calls["n"] += 1
+        return calls["n"] == n
+
+    if moment == "step":
+        nt_xent = pretrain.nt_xent
+
+        def loss(*args, **kwargs):
+            if hit():
+                die()
+            return nt_xent(*args, **kwargs)
+
+        pretrain.nt_xent = loss
+    elif moment == "batch":
+        labels = loader.DaliLoader._labels
+
+        def take(self, padded):  # once a batch, its views already copied out of DALI
+            if self.mode == "pretrain" and hit():
+                die()
+            return labels(self, padded)
+
+        loader.DaliLoader._labels = take
+    elif moment in ("checkpoint", "export"):
+        module = checkpoint if moment == "checkpoint" else pretrain
+        save_file = module.save_file
+
+        def save(tensors, path, *args, **kwargs):
+            save_file(tensors, path, *args, **kwargs)
+            wanted = Path(path).name == "model.safetensors" if moment == "checkpoint" else True
+            if wanted and (moment == "export" or hit()):
+                tear(path)
+                die()
+
+        module.save_file = save
+    elif moment == "rename":
+        replace = os.replace
+
+        def rename(src, dst):
+            if Path(src).name.endswith(".tmp") and Path(src).name.startswith(".step-") and hit():
+                die()
+            replace(src, dst)
+
+        checkpoint.os.replace = rename
+    elif moment == "prune":
+        remove = checkpoint._remove
+
+        def half_remove(path: Path) -> None:
+            if hit():
+                (path / "state.json").unlink()
+                (path / "model.safetensors").unlink()
+                die()
+            remove(path)
+
+        checkpoint._remove = half_remove
+    elif moment == "metrics":
+        write = tracking.MetricsLog.write
+
+        def torn_write(self, record):
+            if self.enabled and hit():
+                line = tracking.json.dumps(record) + "\n"
+                with open(self.path, "a") as f:
+                    f.write(line[: len(line) // 2])
+                die()
+            write(self, record)
+
+        tracking.MetricsLog.write = torn_write
+    else:
+        raise SystemExit(f"fault_run: unknown moment {moment!r}")
+
+
+if __name__ == "__main__":
+    moment, count, *argv = sys.argv[1:]
+    if os.environ.get("FAULT_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):
+        arm(moment, int(count))
+    from launch.cli import main
+
+    sys.exit(main(argv))

@@ -1,0 +1,268 @@
+"""Crashes, signals, full disks and peers that die: a rerun ends exactly where an uninterrupted run does.
+
+Every row of RELIABILITY.md's crash and disk table is a test here. Kills come
+from tests/fault_run.py, which SIGKILLs the pretrain process at a chosen moment.
+"""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_pretrain import losses
+from test_shards_bad_input import one_line_error
+
+import shards
+from launch.cli import main
+from trainers import _checkpoint as checkpoint
+from trainers import load_encoder
+
+FAULT_RUN = str(Path(__file__).parent / "fault_run.py")
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    source = shards.open_source("synthetic", None, "train", num=96, size=16, classes=4, seed=5)
+    shards.convert(source, root / "train", shard_size=32, progress=False)
+    return root / "train"
+
+
+def pretrain_args(data: Path, run: Path, *extra: str) -> list[str]:
+    """2 epochs of 6 steps, a checkpoint at steps 6 and 12, only the newest kept."""
+    return [
+        "pretrain",
+        f"data.train={data}",
+        f"run_dir={run}",
+        "epochs=2",
+        "batch_size=16",
+        "keep_checkpoints=1",
+        "precision=fp32",
+        "cpu=true",
+        "data.size=16",
+        "data.num_threads=1",
+        "model.encoder=small_cnn",
+        "model.hidden_dim=32",
+        "model.out_dim=16",
+        "optim.name=adam",
+        "optim.lr=0.001",
+        "optim.lr_scaling=none",
+        "optim.warmup_epochs=1",
+        "track.log_every=1",
+        "track.progress=false",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The uninterrupted run every interrupted one must end equal to."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    assert main(pretrain_args(data, run)) == 0
+    return run
+
+
+def epoch_losses(run: Path) -> list[float]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [m["epoch_loss"] for m in lines if "epoch_loss" in m]
+
+
+def assert_same_as(run: Path, reference: Path) -> None:
+    """Same loss sequence, same encoder bit for bit, a readable export, no leftovers of the crash."""
+    assert losses(run) == losses(reference) and len(losses(run)) == 12
+    assert epoch_losses(run) == epoch_losses(reference)
+    want = load_file(reference / "encoder.safetensors")
+    got = load_file(run / "encoder.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    load_encoder(run)  # encoder.json parses and its sha256 matches the weights
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000012"]
+    assert [p.name for p in run.rglob(".*")] == []  # no temp file or folder left anywhere
+
+
+def step_of(path: Path | None) -> int | None:
+    return None if path is None else int(path.name.removeprefix(checkpoint.PREFIX))
+
+
+KILLS = [  # moment, N (see fault_run.py), the checkpoint the rerun must resume from (None: from scratch)
+    ("step", 4, None),  # mid-step in epoch 1, before any checkpoint exists
+    ("batch", 9, 6),  # mid-epoch 2, while DALI prefetches
+    ("checkpoint", 2, 6),  # step 12's model.safetensors half written
+    ("rename", 2, 6),  # step 12 complete in its temp folder, not renamed into place
+    ("prune", 1, 12),  # half way through deleting step 6 once step 12 is in place
+    ("metrics", 8, 6),  # a metrics line torn in half
+    ("export", 1, 12),  # encoder.safetensors half written after the last checkpoint
+]
+
+
+@pytest.mark.parametrize("moment, n, resumes_from", KILLS, ids=[k[0] for k in KILLS])
+def test_kill_9_then_rerun_ends_equal_to_an_uninterrupted_run(
+    data, reference, tmp_path, run_cli, moment, n, resumes_from
+):
+    run = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, FAULT_RUN, moment, str(n), *pretrain_args(data, run)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert step_of(checkpoint.latest(run / "checkpoints")) == resumes_from
+    assert not (run / "encoder.safetensors").exists()  # never a half-written encoder under its real name
+
+    code, out, err = run_cli(*pretrain_args(data, run))
+    assert code == 0, err
+    if resumes_from is None:
+        assert "resuming" not in out
+    else:
+        assert f"at epoch {resumes_from // 6}, step {resumes_from}" in out
+    assert_same_as(run, reference)
+
+
+def test_another_seed_gives_other_losses(data, reference, tmp_path, run_cli):
+    """The other half of determinism (the kills above show same seed -> same losses, across processes)."""
+    code, _, err = run_cli(*pretrain_args(data, tmp_path / "run", "seed=1", "max_steps=3"))
+    assert code == 0, err
+    assert [s for s, _ in losses(tmp_path / "run")] == [1, 2, 3]
+    assert losses(tmp_path / "run") != losses(reference)[:3]
+
+
+def wait_for_metrics(run: Path, proc: subprocess.Popen, lines: int = 2) -> None:
+    deadline = time.time() + 120
+    path = run / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if path.is_file() and len(path.read_text().splitlines()) >= lines:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the run never logged {lines} lines (exit code {proc.poll()})")
+
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_path, run_cli):
+    run = tmp_path / "run"
+    args = pretrain_args(data, run, "epochs=200")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launch", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    wait_for_metrics(run, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped (signal)" in out and "Traceback" not in out
+    stopped_at = step_of(checkpoint.latest(run / "checkpoints"))
+    assert stopped_at == losses(run)[-1][0]
+    code, out, err = run_cli(*args, f"max_steps={stopped_at + 2}")
+    assert code == 0, err
+    assert f"step {stopped_at}" in out and losses(run)[-1][0] == stopped_at + 2
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EACCES], ids=["disk-full", "no-permission"])
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(
+    data, reference, tmp_path, run_cli, monkeypatch, error
+):
+    run = tmp_path / "run"
+    save_file, written = checkpoint.save_file, []
+
+    def fail_the_second_model(tensors, path, *args, **kwargs):
+        if Path(path).name == "model.safetensors":
+            written.append(path)
+            if len(written) == 2:
+                raise OSError(error, os.strerror(error), str(path))
+        save_file(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", fail_the_second_model)
+    code, _, err = run_cli(*pretrain_args(data, run))
+    line = one_line_error(code, err)
+    assert f"cannot write checkpoint {run / 'checkpoints' / 'step-00000012'} ({os.strerror(error)})" in line
+    assert f"the previous checkpoint {run / 'checkpoints' / 'step-00000006'} is intact" in line
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000006"]  # no half folder
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    code, out, err = run_cli(*pretrain_args(data, run))
+    assert code == 0 and "at epoch 1, step 6" in out, err
+    assert_same_as(run, reference)
+
+
+def test_a_full_disk_while_logging_is_one_line_naming_the_file(data, tmp_path, run_cli, monkeypatch):
+    import trainers._tracking as tracking
+
+    write, lines = tracking.MetricsLog.write, []
+
+    def fill_up_at_step_8(self, record):
+        lines.append(record)
+        if len(lines) == 8:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        write(self, record)
+
+    monkeypatch.setattr(tracking.MetricsLog, "write", fill_up_at_step_8)
+    code, _, err = run_cli(*pretrain_args(data, tmp_path / "run"))
+    line = one_line_error(code, err)
+    assert "metrics.jsonl: cannot write (No space left on device)" in line and "step-00000006" in line
+
+
+def test_recover_puts_back_a_checkpoint_set_aside_and_drops_unfinished_ones(tmp_path):
+    """A crash between setting aside step N (saved again) and renaming its replacement in."""
+    folder = tmp_path / "checkpoints"
+    for name in (".step-00000006.old", ".step-00000012.tmp", "step-00000003"):
+        (folder / name).mkdir(parents=True)
+    (folder / ".step-00000006.old" / "state.json").write_text("{}")
+    (folder / "step-00000003" / "model.safetensors").write_text("half deleted: state.json went first")
+    checkpoint.recover(folder)
+    assert [p.name for p in folder.iterdir()] == ["step-00000006"]
+    assert checkpoint.latest(folder) == folder / "step-00000006"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any permission bits")
+def test_a_read_only_checkpoint_folder_is_one_line_and_keeps_the_previous_one(data, tmp_path, run_cli):
+    run = tmp_path / "run"
+    assert run_cli(*pretrain_args(data, run, "epochs=1"))[0] == 0
+    folder = run / "checkpoints"
+    folder.chmod(0o555)
+    try:
+        code, _, err = run_cli(*pretrain_args(data, run, "epochs=2"))
+    finally:
+        folder.chmod(0o755)
+    assert "Permission denied" in one_line_error(code, err)
+    assert [p.name for p in folder.iterdir()] == ["step-00000006"]
+
+
+def test_a_run_dir_that_cannot_be_made_is_one_line(data, tmp_path, run_cli):
+    (tmp_path / "file").write_text("a file where the run folder's parent should be")
+    code, _, err = run_cli(*pretrain_args(data, tmp_path / "file" / "run"))
+    assert "cannot write there" in one_line_error(code, err)
+
+
+def test_a_checkpoints_path_that_is_a_file_is_one_line(data, tmp_path, run_cli):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("not a folder")
+    code, _, err = run_cli(*pretrain_args(data, tmp_path / "run"))
+    assert "cannot write checkpoint" in one_line_error(code, err)
+    assert (tmp_path / "run" / "checkpoints").read_text() == "not a folder"
+
+
+@pytest.mark.multiproc
+def test_a_rank_killed_mid_run_stops_the_other_with_a_clear_error_and_the_rerun_resumes(data, tmp_path):
+    run = tmp_path / "run"
+    args = [*pretrain_args(data, run, "batch_size=8")]  # 2 ranks x 8: 6 steps per epoch again
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FAULT_RANK": "1"}
+    launch = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29543"]
+    started = time.time()
+    killed = subprocess.run(
+        [*launch, FAULT_RUN, "step", "9", *args], capture_output=True, text=True, env=env, timeout=180
+    )
+    out = killed.stdout + killed.stderr
+    assert killed.returncode != 0 and time.time() - started < 120, out
+    assert "[rank0]: Traceback" not in out, out  # rank 0 explains itself in one line, not a trace
+    assert "fastclr: error: process 0 of 2: another process stopped" in out, out
+    assert "last checkpoint: " + str(run / "checkpoints" / "step-00000006") in out, out
+    second = subprocess.run(
+        [*launch, "-m", "launch", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "at epoch 1, step 6" in second.stdout and "done: 2 epochs, 12 steps" in second.stdout
+    assert [step for step, _ in losses(run)] == list(range(1, 13))
