@@ -84,7 +84,7 @@ def target(config: DictConfig, key: str) -> str:
         return key  # `data=DIR` is the shard root; `data.preset` below is the pretrain step's
     if first in config.steps:
         return f"steps.{key}"
-    pretrains = [name for name, step in config.steps.items() if _command(name, step) == "pretrain"]
+    pretrains = [name for name, step in config.steps.items() if step_command(name, step) == "pretrain"]
     if len(pretrains) == 1 and first in trainers.PretrainConfig.__dataclass_fields__:
         return f"steps.{pretrains[0]}.{key}"
     raise ConfigError(
@@ -112,20 +112,20 @@ def load_experiment(path: str, overrides: list[str] = ()) -> DictConfig:
 
 
 def set_values(config: DictConfig, overrides: list[str] | dict) -> None:
-    pairs = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    pairs = overrides.items() if isinstance(overrides, dict) else [split_override(o) for o in overrides]
     for key, value in pairs:
         where = target(config, key)
         OmegaConf.update(config, where, value, merge=False, force_add=where.startswith("steps."))
 
 
-def _split(override: str) -> tuple[str, Any]:
+def split_override(override: str) -> tuple[str, Any]:
     if "=" not in override:
         raise ConfigError(f"override {override!r} is not key=value (e.g. optim.lr=0.5)")
     key, text = override.split("=", 1)
     return key, OmegaConf.from_dotlist([f"v={text}"]).v  # YAML typing: 0.5 float, [a,b] list, true bool
 
 
-def _command(name: str, step: Any) -> str:
+def step_command(name: str, step: Any) -> str:
     command = step.get("command", name) if isinstance(step, dict | DictConfig) else name
     if command not in STEP_COMMANDS:
         raise ConfigError(
@@ -159,7 +159,7 @@ def build_steps(
         if only is not None and name not in only:
             continue
         settings = dict(resolved["steps"][name] or {})
-        command = _command(name, settings)
+        command = step_command(name, settings)
         settings.pop("command", None)
         if command == "pretrain":
             cfg, text = load_config(trainers.PretrainConfig, None, [], base=settings, where=f"step {name}")

@@ -19,14 +19,23 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from launch._config import ConfigError
-from launch._experiment import _split, build_steps, resolve, run_steps, set_values, target
+from launch._experiment import (
+    build_steps,
+    load_experiment,
+    resolve,
+    run_steps,
+    set_values,
+    split_override,
+    step_command,
+    target,
+)
 
 
 def parse_grid(config: DictConfig, grid_args: list[str]) -> dict[str, list]:
     """The config's `grid:` with each `--grid key=[a,b,c]` added or replacing it; key order kept."""
     grid = {key: list(values) for key, values in OmegaConf.to_container(config.grid).items()}
     for text in grid_args:
-        key, values = _split(text)
+        key, values = split_override(text)
         grid[key] = (
             list(values) if isinstance(values, list | tuple) or OmegaConf.is_list(values) else [values]
         )
@@ -54,13 +63,10 @@ def sweep(
     parser: argparse.ArgumentParser,
     say=print,
 ) -> Path:
-    from launch._experiment import load_experiment
-
     base = load_experiment(path, overrides)
     grid = parse_grid(base, grid_args)
     out = Path(out or f"{resolve(base)['runs']}/sweep")
-    names = list(base.steps)
-    pretrains = [n for n in names if (base.steps[n] or {}).get("command", n) == "pretrain"]
+    pretrains = [n for n in base.steps if step_command(n, base.steps[n]) == "pretrain"]
     only = pretrains + list(evals) if pretrains or evals else None
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
     # Every point is parsed and validated before the first one trains.
