@@ -325,7 +325,8 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
             bar.close()
             epoch_loss = (loss_sum / max(epoch_loss_n, 1)).item()
             _check_finite(epoch_loss, state, run_dir)
-            if stopped is None:
+            # A stop on the epoch's last step still closes the epoch: a resumed run would log an empty one.
+            if state.step_in_epoch == len(loader):
                 record = {
                     "step": state.global_step,
                     "epoch": state.epoch,
@@ -343,7 +344,9 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
                             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
                         )
                     )
-                if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
+                if state.epoch == cfg.epochs:
+                    stopped = None  # nothing is left to resume: finish as a full run does
+                if stopped is None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs):
                     save()
         if stopped is not None:
             path = save()
