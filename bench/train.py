@@ -18,12 +18,15 @@ workers, compilation), then times --steps steps between two synchronisations;
 data wait is the time spent blocked in `next(loader)`. Reported: medians of
 images/s (one image = its two views), efficiency = dali / model, speedup =
 dali / torchvision, data-wait fraction, peak GPU memory, and the epoch time
-those speeds give on the shard set.
+those speeds give on the shard set. On CUDA every timed step runs under
+`torch.cuda.set_sync_debug_mode("error")` (--no-sync-check turns it off): a step
+that made the host wait for the GPU fails the run instead of being measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
 import json
@@ -68,7 +71,20 @@ def pretrain_config(args: argparse.Namespace, model: str, size: int, batch_size:
     return cfg
 
 
-def timed_steps(step, batches, steps: int, warmup: int, cuda: bool) -> dict:
+@contextlib.contextmanager
+def no_host_sync(check: bool):
+    """With `check`, any CUDA sync torch makes inside raises: a step must never wait for the GPU."""
+    if not check:
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def timed_steps(step, batches, steps: int, warmup: int, cuda: bool, sync_check: bool = False) -> dict:
     """Run `warmup` untimed steps, then `steps` timed ones; the only syncs are at the window's ends."""
     for _ in range(warmup):
         loss = step(next(batches))
@@ -81,7 +97,8 @@ def timed_steps(step, batches, steps: int, warmup: int, cuda: bool) -> dict:
         asked = time.perf_counter()
         batch = next(batches)
         wait += time.perf_counter() - asked
-        loss = step(batch)
+        with no_host_sync(sync_check):
+            loss = step(batch)
         images += batch[0].shape[0]
     if cuda:
         torch.cuda.synchronize()
@@ -142,7 +159,9 @@ def measure_config(args, accelerator, folder: Path, size: int, model_name: str, 
         for mode in args.modes:
             loader = None if mode == "model" else makers[mode]()
             batches = itertools.cycle(cached) if loader is None else batches_forever(loader)
-            runs[mode].append(timed_steps(step, batches, args.steps, args.warmup, cuda))
+            runs[mode].append(
+                timed_steps(step, batches, args.steps, args.warmup, cuda, args.sync_check and cuda)
+            )
             del batches, loader
             gc.collect()
     del cached, step
@@ -203,6 +222,12 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--dali-threads", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers")
+    parser.add_argument(
+        "--sync-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on CUDA, fail if a timed step makes torch sync the host (set_sync_debug_mode('error'))",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=ACCELERATE_PRECISION[args.precision])
@@ -221,6 +246,7 @@ def main() -> None:
             "warmup": args.warmup,
             "repeats": args.repeats,
             "dali_threads": args.dali_threads,
+            "host_sync_check": bool(cuda and args.sync_check),  # true: no timed step synced the host
             "rows": [],
         }
         for name in args.datasets:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from datasets import write_imagefolder
 
 
@@ -111,3 +112,17 @@ def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
     assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3, 4, 5, 6]  # the second chunk resumed
     assert (tmp_path / "tta.png").stat().st_size > 0 and (tmp_path / "run" / "encoder.safetensors").is_file()
     assert "| 6 | 2.0 |" in run_bench("bench.table", tmp_path / "tta.json").stdout
+
+
+@pytest.mark.gpu
+def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
+    write_imagefolder(tmp_path / "src" / "cifar10" / "train", per_class=24, size=32)
+    run_bench(
+        "bench.train",
+        *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 16),
+        *("--device", "cuda", "--precision", "bf16", "--channels-last", "--datasets", "cifar10-raw"),
+        *("--batch-size", 64, "--steps", 3, "--warmup", 2, "--repeats", 1, "--json", tmp_path / "gpu.json"),
+    )
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert result["host_sync_check"] and result["device"] != "cpu"  # a sync in a step fails the run
+    assert all(mode["peak_memory_gb"] > 0 for mode in result["rows"][0]["modes"].values())
