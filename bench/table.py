@@ -103,12 +103,27 @@ def time_to_accuracy_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def loss_table(result: dict) -> str:
+    lines = [
+        f"NT-Xent forward + backward, projections {result['dim']} wide ({_where(result)}; "
+        f"torch {result['torch']}):",
+        "",
+        "| batch | ms (median) | runs |",
+        "|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(f"| {row['batch_size']} | {row['ms']} | {', '.join(map(str, row['runs']))} |")
+    return "\n".join(lines)
+
+
 def render(result: dict) -> str:
     """The table for whichever benchmark wrote `result`."""
     if "speed" in result:
         return convert_table(result)
     if "curve" in result:
         return time_to_accuracy_table(result)
+    if result["rows"] and "ms" in result["rows"][0]:
+        return loss_table(result)
     if result["rows"] and "modes" in result["rows"][0]:
         return train_table(result)
     return pipeline_table(result)

@@ -114,6 +114,16 @@ def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
     assert "| 6 | 2.0 |" in run_bench("bench.table", tmp_path / "tta.json").stdout
 
 
+def test_loss_benchmark_times_every_batch_size(tmp_path):
+    run_bench(
+        "bench.loss", "--batch-sizes", 8, 16, "--calls", 2, "--repeats", 2, "--json", tmp_path / "loss.json"
+    )
+    result = json.loads((tmp_path / "loss.json").read_text())
+    assert [r["batch_size"] for r in result["rows"]] == [8, 16]
+    assert all(len(r["runs"]) == 2 and r["ms"] > 0 for r in result["rows"])
+    assert "| 16 |" in run_bench("bench.table", tmp_path / "loss.json").stdout
+
+
 @pytest.mark.gpu
 def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
     write_imagefolder(tmp_path / "src" / "cifar10" / "train", per_class=24, size=32)
