@@ -53,8 +53,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on shared cores, spinning threads can cost 20x
     cuda = args.device.startswith("cuda")
     results = {
         "command": " ".join(["python -m bench.loss", *sys.argv[1:]]),

@@ -222,6 +222,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--dali-threads", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers")
+    parser.add_argument("--torch-threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--sync-check",
         action=argparse.BooleanOptionalAction,
@@ -230,6 +231,8 @@ def main() -> None:
     )
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)  # on CPU: leave the loader's threads a core of their own
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=ACCELERATE_PRECISION[args.precision])
     cuda = accelerator.device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
@@ -246,6 +249,7 @@ def main() -> None:
             "warmup": args.warmup,
             "repeats": args.repeats,
             "dali_threads": args.dali_threads,
+            "torch_threads": torch.get_num_threads(),
             "host_sync_check": bool(cuda and args.sync_check),  # true: no timed step synced the host
             "rows": [],
         }
