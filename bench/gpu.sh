@@ -15,19 +15,20 @@
 # yet measured). The full matrix does not fit one call: while the machine stays
 # warm, later calls run the other stages and continue the time-to-accuracy run
 # (its run and shards stay in /tmp; a fresh machine starts it over):
-#   tests          GPU-marked tests, incl. the no-host-sync check          <= 90 s
+#   tests          GPU-marked tests, incl. the no-host-sync check          <= 100 s
 #   train          bench/train.py, the two targets: ResNet-18 at 32 px, batch 512, and
-#                  ResNet-50 at 224 px, batch 128; bf16, channels_last, compile off and on   <= 340 s
+#                  ResNet-50 at 224 px, batch 128; bf16, channels_last, compile off and on   <= 320 s
 #   tta            time to accuracy, CIFAR-10 ResNet-18 recipe, chunks of 5 epochs, about
-#                  60 s of training per call; rerun to continue the curve         <= 110 s
+#                  40 s of training (and a chunk more) per call; rerun to continue  <= 130 s
 #   matrix32       bench/train.py, ResNet-18/34/50 at 32 px, compile off and on <= 420 s
 #   matrix224      bench/train.py, ResNet-18/34/50 at 224 px, compile off and on <= 420 s
 #   convert        the shard converter on all cores                            <= 150 s
 #   pipeline       DALI on the GPU vs the DataLoader, input pipeline alone     <= 240 s
 #   pretrain       a short `fastclr pretrain` (images/s, data wait, memory)    <= 240 s
 # e.g. a second call: `bash bench/gpu.sh matrix32`, a third: `bash bench/gpu.sh tta matrix224`.
-# Results land in $OUT: JSON per benchmark, logs, nvidia-smi. Copy the JSON to
-# bench/results/ and render the tables into BENCHMARKS.md with `python -m bench.table`.
+# Results land in $OUT: JSON per benchmark (bench/train.py's saved row by row), logs,
+# nvidia-smi. Copy the JSON to bench/results/ and render the tables into BENCHMARKS.md
+# with `python -m bench.table`.
 set -uo pipefail
 OUT=${OUT:-/tmp/fastclr-out}
 mkdir -p "$OUT"
@@ -69,11 +70,11 @@ for stage in $stages; do
   case $stage in
   tests)
     step "GPU tests"
-    timeout 90 python3 -m pytest -q -m gpu tests/ -p no:cacheprovider 2>&1 | tail -30 | tee "$OUT/pytest-gpu.txt" ;;
+    timeout 100 python3 -m pytest -q -m gpu tests/ -p no:cacheprovider 2>&1 | tail -30 | tee "$OUT/pytest-gpu.txt" ;;
   train)
     step "training throughput, the two targets: model alone vs DALI vs DataLoader"
     train train-targets-r18-32 150 --datasets cifar10-raw --models resnet18 --compile off on
-    train train-targets-r50-224 190 --datasets synthetic224-jpeg --models resnet50 --compile off on ;;
+    train train-targets-r50-224 170 --datasets synthetic224-jpeg --models resnet50 --compile off on ;;
   matrix32)
     step "training throughput, ResNet-18/34/50 at 32 px"
     train train-matrix-32 420 --datasets cifar10-raw --models resnet18 resnet34 resnet50 --compile off on ;;
@@ -82,10 +83,11 @@ for stage in $stages; do
     train train-matrix-224 420 --datasets synthetic224-jpeg --models resnet18 resnet34 resnet50 --compile off on ;;
   tta)
     step "time to accuracy, CIFAR-10 ResNet-18 (continues /tmp/tta-r18 if there)"
-    timeout 110 python3 -m bench.time_to_accuracy "${tta_config[@]}" --src "$SRC" --data "$DATA" \
-      --run-dir /tmp/tta-r18 --chunk-epochs 5 --budget-seconds 60 data.num_threads=4 \
+    timeout 130 python3 -m bench.time_to_accuracy "${tta_config[@]}" --src "$SRC" --data "$DATA" \
+      --run-dir /tmp/tta-r18 --chunk-epochs 5 --budget-seconds 40 data.num_threads=4 \
       --json "$OUT/tta-r18.json" --plot "$OUT/tta-r18.png" 2>"$OUT/tta.err" | grep '^{"global_step"' \
-      || tail -5 "$OUT/tta.err" ;;
+      || tail -5 "$OUT/tta.err"
+    cp /tmp/tta-r18/time_to_accuracy.json "$OUT/tta-r18-curve.json" 2>/dev/null ;;  # kept even on a timeout
   convert)
     step "converter on $(nproc) cores"
     timeout 150 python3 -m bench.convert --src "$SRC" --repeats 1 --workers 1 "$(nproc)" \

@@ -5,7 +5,8 @@
 
 The run is the config's, with its full schedule (`epochs`), on CIFAR-10 train
 shards (raw bytes: no decoding) made from --src; `key=value` overrides follow the
-config, as for `fastclr pretrain`. Each chunk raises `max_steps` by
+config, as for `fastclr pretrain`. The trainer's own kNN monitor is off
+(`data.knn_bank=null`) so that training seconds are training alone. Each chunk raises `max_steps` by
 --chunk-epochs worth of steps and calls the trainer, which resumes from the
 run's last checkpoint and stops there with a new one; the encoder of that
 checkpoint is then evaluated on the CIFAR-10 test split (weighted kNN and a
@@ -126,7 +127,7 @@ def main() -> None:
     parser.add_argument("--eval-batch-size", type=int, default=512)
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--plot", help="PNG of the curve")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come before and after the options
     with tempfile.TemporaryDirectory() as tmp:
         train, test = cifar_shards(Path(args.src), Path(args.data or tmp))
         fixed = [f"data.train={train}", f"run_dir={args.run_dir}", "data.knn_bank=null", "data.knn_val=null"]

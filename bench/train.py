@@ -30,6 +30,7 @@ import contextlib
 import gc
 import itertools
 import json
+import math
 import os
 import statistics
 import sys
@@ -104,8 +105,8 @@ def timed_steps(step, batches, steps: int, warmup: int, cuda: bool, sync_check: 
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     final_loss = loss.item()  # after the window: a non-finite loss would void the figure
-    if final_loss != final_loss:
-        raise RuntimeError("the loss became NaN while benchmarking; the figures would be meaningless")
+    if not math.isfinite(final_loss):
+        raise RuntimeError(f"the loss became {final_loss} while benchmarking; the figures would be void")
     return {
         "images_per_s": images / seconds,
         "data_wait": wait / seconds,
@@ -260,6 +261,9 @@ def main() -> None:
                     row = measure_config(args, accelerator, folder, size, model_name, compile_flag == "on")
                     results["rows"].append(row)
                     print(json.dumps(row), flush=True)
+                    if args.json:  # kept row by row: a run cut short by a timeout keeps what it measured
+                        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     write_results(results, args.json)
 
 
