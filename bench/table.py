@@ -1,6 +1,6 @@
 """Markdown tables from the benchmarks' JSON, for BENCHMARKS.md.
 
-python -m bench.table bench/results/convert.json bench/results/pipeline-cpu.json
+python -m bench.table bench/results/convert.json bench/results/pipeline-cpu.json bench/results/train-cpu.json
 """
 
 from __future__ import annotations
@@ -57,10 +57,81 @@ def pipeline_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _memory(mode: dict) -> str:
+    return "-" if mode.get("peak_memory_gb") is None else f"{mode['peak_memory_gb']:.2f}"
+
+
+def train_table(result: dict) -> str:
+    lines = [
+        f"Training images/s (two views each), {result['precision']}, channels_last "
+        f"{result['channels_last']}; median of {result['repeats']} x {result['steps']} steps after "
+        f"{result['warmup']} ({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
+        "",
+        "| shards | side | model | batch | compile | model alone | DALI | DataLoader | efficiency "
+        "(DALI / model) | speedup (DALI / DataLoader) | data wait (DALI; DataLoader) | peak GiB "
+        "(model; DALI; DataLoader) | epoch s (DALI; DataLoader) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        m = row["modes"]
+        a, b, c = m.get("model", {}), m.get("dali", {}), m.get("torchvision", {})
+        lines.append(
+            f"| {row['dataset']} | {row['size']} | {row['model']} | {row['batch_size']} | "
+            f"{'on' if row['compile'] else 'off'} | {a.get('images_per_s', '-')} | "
+            f"{b.get('images_per_s', '-')} | {c.get('images_per_s', '-')} | "
+            f"{row.get('efficiency', '-')} | {row.get('speedup', '-')} | "
+            f"{b.get('data_wait', '-')}; {c.get('data_wait', '-')} | "
+            f"{_memory(a)}; {_memory(b)}; {_memory(c)} | "
+            f"{b.get('epoch_seconds', '-')}; {c.get('epoch_seconds', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def time_to_accuracy_table(result: dict) -> str:
+    lines = [
+        f"Time to accuracy, config `{result['config']}` {' '.join(result['overrides'])} "
+        f"({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
+        "",
+        "| step | epoch | training seconds | kNN top-1 | linear top-1 |",
+        "|---|---|---|---|---|",
+    ]
+    for p in result["curve"]:
+        lines.append(
+            f"| {p['global_step']} | {p['epoch']} | {p['train_seconds']} | {100 * p['knn']:.2f}% | "
+            f"{100 * p['linear']:.2f}% |"
+        )
+    return "\n".join(lines)
+
+
+def loss_table(result: dict) -> str:
+    lines = [
+        f"NT-Xent forward + backward, projections {result['dim']} wide ({_where(result)}; "
+        f"torch {result['torch']}):",
+        "",
+        "| batch | ms (median) | runs |",
+        "|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(f"| {row['batch_size']} | {row['ms']} | {', '.join(map(str, row['runs']))} |")
+    return "\n".join(lines)
+
+
+def render(result: dict) -> str:
+    """The table for whichever benchmark wrote `result`."""
+    if "speed" in result:
+        return convert_table(result)
+    if "curve" in result:
+        return time_to_accuracy_table(result)
+    if result["rows"] and "ms" in result["rows"][0]:
+        return loss_table(result)
+    if result["rows"] and "modes" in result["rows"][0]:
+        return train_table(result)
+    return pipeline_table(result)
+
+
 def main() -> None:
     for path in sys.argv[1:]:
-        result = json.loads(Path(path).read_text())
-        print(convert_table(result) if "speed" in result else pipeline_table(result))
+        print(render(json.loads(Path(path).read_text())))
         print()
 
 

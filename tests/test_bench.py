@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from datasets import write_imagefolder
 
 
@@ -51,3 +52,87 @@ def test_convert_and_pipeline_benchmarks_write_their_json(tmp_path):
     assert all(r["dali_images_per_s"] > 0 and r["torchvision_images_per_s"] > 0 for r in pipeline["rows"])
     table = run_bench("bench.table", tmp_path / "convert.json", tmp_path / "pipeline.json").stdout
     assert "| 1 |" in table and "synthetic224-jpeg" in table
+
+
+def test_train_benchmark_measures_every_mode_and_derives_its_ratios(tmp_path):
+    for split in ("train", "test"):
+        write_imagefolder(tmp_path / "src" / "cifar10" / split, per_class=12, size=32)
+    run_bench(
+        "bench.train",
+        *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 32),
+        *("--models", "small_cnn", "--batch-size", 8, "--batch-size-224", 4),
+        *("--steps", 2, "--warmup", 1, "--repeats", 2, "--dali-threads", 1, "--workers", 2),
+        *("--json", tmp_path / "train.json"),
+    )
+    result = json.loads((tmp_path / "train.json").read_text())
+    assert result["device"] == "cpu" and result["commit"] and "bench.train" in result["command"]
+    assert [(r["dataset"], r["size"]) for r in result["rows"]] == [
+        ("cifar10-raw", 32),
+        ("synthetic224-jpeg", 224),
+    ]
+    for row in result["rows"]:
+        modes = row["modes"]
+        assert set(modes) == {"model", "dali", "torchvision"}
+        for mode in modes.values():
+            assert len(mode["runs"]) == 2 and mode["images_per_s"] > 0 and 0 <= mode["data_wait"] <= 1
+            assert mode["epoch_seconds"] == round(row["epoch_images"] / mode["images_per_s"], 1)
+        assert row["efficiency"] == round(modes["dali"]["images_per_s"] / modes["model"]["images_per_s"], 3)
+        assert row["speedup"] == round(
+            modes["dali"]["images_per_s"] / modes["torchvision"]["images_per_s"], 2
+        )
+    table = run_bench("bench.table", tmp_path / "train.json").stdout
+    assert "| synthetic224-jpeg | 224 | small_cnn | 4 | off |" in table
+
+
+def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
+    for split in ("train", "test"):
+        write_imagefolder(tmp_path / "src" / "cifar10" / split, per_class=8, size=32)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "epochs: 2\nbatch_size: 8\nprecision: fp32\ncpu: true\ndata: {num_threads: 1}\n"
+        "model: {encoder: small_cnn, hidden_dim: 32, out_dim: 16}\n"
+        "optim: {name: lars, lr: 0.3, warmup_epochs: 1}\n"
+    )
+    common = (
+        *("--config", config, "--src", tmp_path / "src", "--data", tmp_path / "data"),
+        *("--run-dir", tmp_path / "run", "--chunk-epochs", 1, "--probe-epochs", 5, "--knn-k", 5),
+        *("--eval-batch-size", 16, "--json", tmp_path / "tta.json"),
+    )
+    run_bench("bench.time_to_accuracy", *common, "--budget-seconds", 0.001, "track.log_every=1")
+    first = json.loads((tmp_path / "tta.json").read_text())
+    assert [p["global_step"] for p in first["curve"]] == [3] and not first["finished"]
+    run_bench("bench.time_to_accuracy", *common, "--plot", tmp_path / "tta.png", "track.log_every=1")
+    result = json.loads((tmp_path / "tta.json").read_text())
+    curve = result["curve"]
+    assert result["finished"] and result["total_steps"] == 6 and curve[0] == first["curve"][0]
+    assert [p["global_step"] for p in curve] == [3, 6] and [p["epoch"] for p in curve] == [1.0, 2.0]
+    assert curve[1]["train_seconds"] > curve[0]["train_seconds"] > 0
+    assert all(0 <= p["knn"] <= 1 and 0 <= p["linear"] <= 1 for p in curve)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3, 4, 5, 6]  # the second chunk resumed
+    assert (tmp_path / "tta.png").stat().st_size > 0 and (tmp_path / "run" / "encoder.safetensors").is_file()
+    assert "| 6 | 2.0 |" in run_bench("bench.table", tmp_path / "tta.json").stdout
+
+
+def test_loss_benchmark_times_every_batch_size(tmp_path):
+    run_bench(
+        "bench.loss", "--batch-sizes", 8, 16, "--calls", 2, "--repeats", 2, "--json", tmp_path / "loss.json"
+    )
+    result = json.loads((tmp_path / "loss.json").read_text())
+    assert [r["batch_size"] for r in result["rows"]] == [8, 16]
+    assert all(len(r["runs"]) == 2 and r["ms"] > 0 for r in result["rows"])
+    assert "| 16 |" in run_bench("bench.table", tmp_path / "loss.json").stdout
+
+
+@pytest.mark.gpu
+def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
+    write_imagefolder(tmp_path / "src" / "cifar10" / "train", per_class=24, size=32)
+    run_bench(
+        "bench.train",
+        *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 16),
+        *("--device", "cuda", "--precision", "bf16", "--channels-last", "--datasets", "cifar10-raw"),
+        *("--batch-size", 64, "--steps", 3, "--warmup", 2, "--repeats", 1, "--json", tmp_path / "gpu.json"),
+    )
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert result["host_sync_check"] and result["device"] != "cpu"  # a sync in a step fails the run
+    assert all(mode["peak_memory_gb"] > 0 for mode in result["rows"][0]["modes"].values())

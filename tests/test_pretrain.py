@@ -92,9 +92,22 @@ def test_an_interrupted_run_resumes_to_the_same_losses(data, tmp_path, stop_afte
     resumed = pretrain(config(data, tmp_path / "resumed", epochs=3), "")
     assert resumed["global_step"] == straight["global_step"] == 18
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    epochs = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in epochs if "epoch_loss" in r]  # one record per epoch, none of them empty
+    assert [r["epoch"] for r in epochs] == [0, 1, 2] and all(r["epoch_loss"] > 1 for r in epochs)
     same = load_file(tmp_path / "straight" / "encoder.safetensors")
     for key, value in load_file(tmp_path / "resumed" / "encoder.safetensors").items():
         torch.testing.assert_close(value, same[key])
+
+
+def test_max_steps_at_the_schedules_end_finishes_the_run(data, tmp_path):
+    summary = pretrain(config(data, tmp_path / "run", epochs=2, max_steps=12), "")
+    assert summary["stopped"] is None and summary["epoch"] == 2
+    assert (tmp_path / "run" / "encoder.safetensors").is_file()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step-00000006",
+        "step-00000012",
+    ]
 
 
 def test_only_the_newest_checkpoints_are_kept(data, tmp_path):

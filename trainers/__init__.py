@@ -7,9 +7,20 @@ from trainers._eval import EvalError, knn_eval, linear_eval, load_encoder
 from trainers._knn import extract_features, knn_accuracy, knn_predict
 from trainers._loss import GatherLayer, chance_loss, nt_xent
 from trainers._optim import LR_SCALING, OPTIMIZERS, SCHEDULES, create_optimizer, create_scheduler, scaled_lr
-from trainers._pretrain import TrainError, export_encoder, import_encoder, pretrain
+from trainers._pretrain import (
+    ACCELERATE_PRECISION,
+    INPUT_DTYPE,
+    TrainError,
+    build_training,
+    export_encoder,
+    import_encoder,
+    pretrain,
+    train_step,
+)
 
 __all__ = [
+    "ACCELERATE_PRECISION",
+    "INPUT_DTYPE",
     "METHODS",
     "LR_SCALING",
     "OPTIMIZERS",
@@ -25,6 +36,7 @@ __all__ = [
     "chance_loss",
     "cluster_accuracy",
     "cluster_eval",
+    "build_training",
     "create_optimizer",
     "create_scheduler",
     "export_encoder",
@@ -42,4 +54,5 @@ __all__ = [
     "pretrain",
     "scaled_lr",
     "supervised",
+    "train_step",
 ]

@@ -54,10 +54,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     everyone = GatherLayer.apply(z) if world_size > 1 else z  # 2BW x d, rank-major
     logits = (z @ everyone.T) / temperature  # 2B x 2BW, one matmul
     rows = z.shape[0]
-    batch = rows // 2
-    own = torch.arange(rows, device=z.device) + rank * rows  # column of each row's own projection
-    logits = logits.masked_fill(F.one_hot(own, logits.shape[1]).bool(), torch.finfo(logits.dtype).min)
-    positive = own + torch.where(torch.arange(rows, device=z.device) < batch, batch, -batch)
+    # Self-similarity: the diagonal of the rank's own block, masked in place (no 2B x 2BW mask to build).
+    logits[:, rank * rows : (rank + 1) * rows].fill_diagonal_(torch.finfo(logits.dtype).min)
+    positive = torch.arange(rows, device=z.device).roll(rows // 2) + rank * rows  # the other view
     return F.cross_entropy(logits, positive)
 
 

@@ -103,6 +103,61 @@ def _train_shards(cfg: PretrainConfig, run_dir: Path, accelerator: Accelerator) 
     return str(folder)
 
 
+def build_training(
+    cfg: PretrainConfig, accelerator: Accelerator, channels: int
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.nn.Module]:
+    """The model (SyncBN across GPUs, channels_last) and its optimiser at the batch-scaled lr, prepared.
+
+    Returns (model, optimizer, forward): `forward` is the compiled model when
+    `cfg.compile`, else the model itself. The pretrain loop and bench/train.py share it.
+    """
+    world = accelerator.num_processes
+    model = build_model(cfg, channels)
+    if model.encoder.load_report and accelerator.is_main_process:
+        report = model.encoder.load_report
+        accelerator.print(
+            f"pretrained weights: {len(report['loaded'])} tensors loaded; not matched: "
+            f"{report['missing'] + report['shape_mismatch'] or 'none'}"
+        )
+    if cfg.sync_bn and world > 1:
+        # per-rank BN statistics would let each GPU's small batch cheat (PITFALLS 5)
+        if accelerator.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            accelerator.print(
+                "note: SyncBatchNorm needs GPUs; on CPU processes each keep their own BN statistics"
+            )
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    lr = scaled_lr(cfg.optim.lr, cfg.batch_size * world * cfg.grad_accum, cfg.optim.lr_scaling)
+    optimizer = create_optimizer(model, cfg.optim.name, lr, cfg.optim.weight_decay, cfg.optim.momentum)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return model, optimizer, torch.compile(model) if cfg.compile else model
+
+
+def train_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    forward: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    view1: torch.Tensor,
+    view2: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """One SimCLR step: both views in one forward, NT-Xent, backward, optimiser step.
+
+    Returns the detached loss, still on the device: reading it would sync the host.
+    """
+    with accelerator.accumulate(model):
+        with accelerator.autocast():
+            _, z = forward(torch.cat([view1, view2]))  # both views in one pass: one set of BN stats
+        loss = nt_xent(*z.chunk(2), temperature=temperature)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def export_encoder(
     run_dir: Path, encoder: torch.nn.Module, cfg: PretrainConfig, manifest: dict, channels: int
 ) -> Path:
@@ -195,26 +250,9 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
             f"{cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation; lower batch_size"
         )
 
-    model = build_model(cfg, channels)
-    if model.encoder.load_report and main:
-        report = model.encoder.load_report
-        accelerator.print(
-            f"pretrained weights: {len(report['loaded'])} tensors loaded; not matched: "
-            f"{report['missing'] + report['shape_mismatch'] or 'none'}"
-        )
-    if cfg.sync_bn and world > 1:
-        if gpu:  # per-rank BN statistics would let each GPU's small batch cheat (PITFALLS 5)
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            accelerator.print(
-                "note: SyncBatchNorm needs GPUs; on CPU processes each keep their own BN statistics"
-            )
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, optimizer, forward = build_training(cfg, accelerator, channels)
     global_batch = cfg.batch_size * world * cfg.grad_accum
-    lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)
-    optimizer = create_optimizer(model, cfg.optim.name, lr, cfg.optim.weight_decay, cfg.optim.momentum)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)  # as build_training set it
     total_steps = cfg.epochs * steps_per_epoch
     scheduler = create_scheduler(
         optimizer,
@@ -225,7 +263,6 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
         [e * steps_per_epoch for e in cfg.optim.decay_epochs],
         cfg.optim.decay_rate,
     )
-    forward = torch.compile(model) if cfg.compile else model
 
     # What a checkpoint only fits (the init file does not matter once training has started).
     fixed = {
@@ -330,17 +367,8 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
                     if batch is None:
                         break
                     view1, view2, _ = batch
-                    with accelerator.accumulate(model):
-                        with accelerator.autocast():
-                            _, z = forward(
-                                torch.cat([view1, view2])
-                            )  # both views in one pass: one set of BN stats
-                        loss = nt_xent(*z.chunk(2), temperature=cfg.temperature)
-                        accelerator.backward(loss)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
+                    loss = train_step(accelerator, model, forward, optimizer, view1, view2, cfg.temperature)
                     state.step_in_epoch += 1
-                    loss = loss.detach()
                     loss_sum += loss
                     window["loss"] += loss
                     window["n"] += 1
@@ -378,7 +406,8 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
                 bar.close()
                 epoch_loss = (loss_sum / max(epoch_loss_n, 1)).item()
                 _check_finite(epoch_loss, state, run_dir)
-                if stopped is None:
+                # A stop on an epoch's last step still closes the epoch (else a resume logs an empty one).
+                if state.step_in_epoch == len(loader):
                     record = {
                         "step": state.global_step,
                         "epoch": state.epoch,
@@ -397,7 +426,11 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
                                 for k, v in record.items()
                             )
                         )
-                    if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
+                    if state.epoch == cfg.epochs:
+                        stopped = None  # nothing is left to resume: finish as a full run does
+                    if stopped is None and (
+                        state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs
+                    ):
                         save()
             if stopped is not None:
                 path = save()

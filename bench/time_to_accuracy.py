@@ -1,0 +1,187 @@
+"""kNN and linear-probe accuracy against training wall-clock time, pretraining in chunks that resume.
+
+    python -m bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \\
+        --run-dir runs/tta-r18 --chunk-epochs 10 --json bench/results/tta-gpu.json --plot tta.png
+
+The run is the config's, with its full schedule (`epochs`), on CIFAR-10 train
+shards (raw bytes: no decoding) made from --src; `key=value` overrides follow the
+config, as for `fastclr pretrain`. The trainer's own kNN monitor is off
+(`data.knn_bank=null`) so that training seconds are training alone. Each chunk raises `max_steps` by
+--chunk-epochs worth of steps and calls the trainer, which resumes from the
+run's last checkpoint and stops there with a new one; the encoder of that
+checkpoint is then evaluated on the CIFAR-10 test split (weighted kNN and a
+linear probe on cached features, both fitted on the train split). Training
+seconds count only the trainer calls (start-up and checkpoints included;
+evaluations excluded). The curve is kept in RUN_DIR/time_to_accuracy.json, so
+running the same command again continues it (e.g. in the next call of a GPU
+machine lent for a few minutes at a time), until the schedule ends or
+--budget-seconds of training are spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nvidia.dali
+import torch
+from safetensors.torch import load_file
+
+import shards
+import trainers
+from bench.convert import environment, unpack, write_results
+from encoders import build_encoder
+from launch._config import load_config, validate_pretrain
+from pipelines import shard_source, train_steps
+from trainers import _checkpoint as checkpoint
+
+CURVE = "time_to_accuracy.json"
+
+
+def cifar_shards(src: Path, data: Path) -> tuple[Path, Path]:
+    """CIFAR-10 train and test as raw shards in `data` (reused when already there)."""
+    folders = {"train": data / "cifar10-raw", "test": data / "cifar10-test-raw"}
+    if not all(f.is_dir() for f in folders.values()):
+        root = unpack(src, data)
+        for split, folder in folders.items():
+            source = shards.open_source("imagefolder", root / split, split)
+            shards.convert(
+                source, folder, encoding="raw", workers=os.cpu_count(), overwrite=True, progress=False
+            )
+    return folders["train"], folders["test"]
+
+
+def export_checkpoint_encoder(cfg: trainers.PretrainConfig, out: Path) -> Path:
+    """The encoder of the run's newest checkpoint as encoder.safetensors + encoder.json in `out`."""
+    last = checkpoint.latest(Path(cfg.run_dir) / "checkpoints")
+    state = load_file(last / "model.safetensors")
+    _, manifest = shard_source(cfg.data.train)
+    channels = cfg.data.channels or manifest["image"]["channels"]
+    encoder = build_encoder(cfg.model.encoder, cfg.model.cifar_stem, in_chans=channels)
+    encoder.load_state_dict(
+        {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    trainers.export_encoder(out, encoder, cfg, manifest, channels)
+    return out
+
+
+def evaluate(encoder: Path, train: Path, test: Path, args, device: str) -> dict:
+    """kNN and linear-probe top-1 of the encoder on the test split, bank and probe fitted on train."""
+    started = time.perf_counter()
+    knn = trainers.knn_eval(
+        encoder, train, test, encoder / "knn", k=args.knn_k, batch_size=args.eval_batch_size, device=device
+    )
+    linear = trainers.linear_eval(
+        encoder,
+        train,
+        test,
+        encoder / "linear",
+        epochs=args.probe_epochs,
+        batch_size=args.eval_batch_size,
+        device=device,
+    )
+    return {"knn": knn["top1"], "linear": linear["top1"], "eval_seconds": time.perf_counter() - started}
+
+
+def plot(curve: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [p["train_seconds"] / 60 for p in curve]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(minutes, [100 * p["linear"] for p in curve], "o-", label="linear probe")
+    axes.plot(minutes, [100 * p["knn"] for p in curve], "s--", label="kNN (k=200)")
+    axes.set_xlabel("training wall-clock (minutes)")
+    axes.set_ylabel("test top-1 (%)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="pretrain YAML (launch/configs/...)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="after the config, as in pretrain")
+    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz", help="CIFAR-10 ImageFolder")
+    parser.add_argument("--data", help="folder to keep the shards in between runs (default: temporary)")
+    parser.add_argument("--run-dir", required=True, help="the run; its curve file makes reruns continue")
+    parser.add_argument("--chunk-epochs", type=float, default=10.0, help="training between evaluations")
+    parser.add_argument(
+        "--budget-seconds", type=float, help="start no chunk once this much training is spent"
+    )
+    parser.add_argument("--knn-k", type=int, default=200)
+    parser.add_argument("--probe-epochs", type=int, default=300, help="full-batch Adam epochs of the probe")
+    parser.add_argument("--eval-batch-size", type=int, default=512)
+    parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--plot", help="PNG of the curve")
+    args = parser.parse_intermixed_args()  # overrides may come before and after the options
+    with tempfile.TemporaryDirectory() as tmp:
+        train, test = cifar_shards(Path(args.src), Path(args.data or tmp))
+        fixed = [f"data.train={train}", f"run_dir={args.run_dir}", "data.knn_bank=null", "data.knn_val=null"]
+        cfg, text = load_config(
+            trainers.PretrainConfig, args.config, ["track.progress=false", *fixed, *args.overrides]
+        )
+        validate_pretrain(cfg)
+        run_dir = Path(cfg.run_dir)
+        curve_file = run_dir / CURVE
+        curve = json.loads(curve_file.read_text())["curve"] if curve_file.is_file() else []
+        steps_per_epoch = (
+            train_steps(shard_source(train)[1]["num_samples"], cfg.batch_size, 1) // cfg.grad_accum
+        )
+        total = cfg.epochs * steps_per_epoch
+        device = "cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu"
+        spent = curve[-1]["train_seconds"] if curve else 0.0
+        step = curve[-1]["global_step"] if curve else 0
+        while step < total and (args.budget_seconds is None or spent < args.budget_seconds):
+            target = min(total, step + max(1, math.ceil(args.chunk_epochs * steps_per_epoch)))
+            cfg.max_steps = target  # the trainer resumes from the run's checkpoint and stops here with one
+            started = time.perf_counter()
+            summary = trainers.pretrain(cfg, text)
+            spent += time.perf_counter() - started
+            step = summary["global_step"]
+            encoder = export_checkpoint_encoder(cfg, run_dir / "tta" / f"step-{step:08d}")
+            point = {
+                "global_step": step,
+                "epoch": round(step / steps_per_epoch, 2),
+                "train_seconds": round(spent, 1),
+                **evaluate(encoder, train, test, args, device),
+            }
+            curve.append(point)
+            curve_file.write_text(json.dumps({"curve": curve}, indent=1) + "\n")
+            print(json.dumps(point), flush=True)
+        reached = next((p["train_seconds"] for p in curve if p["linear"] >= 0.85), None)
+        results = {
+            "command": " ".join(["python -m bench.time_to_accuracy", *sys.argv[1:]]),
+            **environment(),
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "dali": nvidia.dali.__version__,
+            "config": args.config,
+            "overrides": args.overrides,
+            "resolved_config": text,
+            "steps_per_epoch": steps_per_epoch,
+            "total_steps": total,
+            "finished": step >= total,
+            "seconds_to_85_linear": reached,
+            "curve": curve,
+        }
+    if args.plot and curve:
+        plot(curve, Path(args.plot), f"{cfg.model.encoder}, batch {cfg.batch_size}, {results['device']}")
+    write_results(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Training images per second: the model alone, end to end through DALI, and through the DataLoader.
+
+    python -m bench.train --json bench/results/train-cpu.json                  # a tiny CPU matrix
+    python -m bench.train --device cuda --precision bf16 --channels-last --compile off on \\
+        --models resnet18 resnet34 resnet50 --json bench/results/train-gpu.json
+
+For each (shard set, model, compile) one model and optimiser are built with
+`trainers.build_training` and driven by `trainers.train_step`, the pretrain
+loop's own step (both views in one forward, NT-Xent, backward, LARS step, plus
+the schedule's update), fed three ways in alternation, --repeats times:
+
+  model        a few batches already on the device, cycled: the model's own speed
+  dali         the DALI loader reading the shards (what `fastclr pretrain` uses)
+  torchvision  the torchvision DataLoader baseline on the same shards and augmentations
+
+Each measurement builds its loader fresh, runs --warmup steps (pipeline fill,
+workers, compilation), then times --steps steps between two synchronisations;
+data wait is the time spent blocked in `next(loader)`. Reported: medians of
+images/s (one image = its two views), efficiency = dali / model, speedup =
+dali / torchvision, data-wait fraction, peak GPU memory, and the epoch time
+those speeds give on the shard set. On CUDA every timed step runs under
+`torch.cuda.set_sync_debug_mode("error")` (--no-sync-check turns it off): a step
+that made the host wait for the GPU fails the run instead of being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import itertools
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nvidia.dali
+import torch
+from accelerate import Accelerator
+
+from bench.convert import environment, write_results
+from bench.pipeline import batches_forever, make_shards
+from pipelines import TorchvisionLoader, create_loader, shard_source, train_steps
+from trainers import (
+    ACCELERATE_PRECISION,
+    INPUT_DTYPE,
+    PretrainConfig,
+    build_training,
+    create_scheduler,
+    train_step,
+)
+
+MODES = ("model", "dali", "torchvision")
+DATASETS = ("cifar10-raw", "cifar10-jpeg", "synthetic224-jpeg")
+
+
+def pretrain_config(args: argparse.Namespace, model: str, size: int, batch_size: int, compile_on: bool):
+    """The recipe being measured, as the trainer's own config (LARS, mlp_bn head, CIFAR stem at 32 px)."""
+    cfg = PretrainConfig(
+        batch_size=batch_size,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=compile_on,
+        cpu=args.device == "cpu",
+    )
+    cfg.data.size = size
+    cfg.model.encoder, cfg.model.cifar_stem = model, size <= 64
+    return cfg
+
+
+@contextlib.contextmanager
+def no_host_sync(check: bool):
+    """With `check`, any CUDA sync torch makes inside raises: a step must never wait for the GPU."""
+    if not check:
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def timed_steps(step, batches, steps: int, warmup: int, cuda: bool, sync_check: bool = False) -> dict:
+    """Run `warmup` untimed steps, then `steps` timed ones; the only syncs are at the window's ends."""
+    for _ in range(warmup):
+        loss = step(next(batches))
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    images, wait = 0, 0.0
+    started = time.perf_counter()
+    for _ in range(steps):
+        asked = time.perf_counter()
+        batch = next(batches)
+        wait += time.perf_counter() - asked
+        with no_host_sync(sync_check):
+            loss = step(batch)
+        images += batch[0].shape[0]
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    final_loss = loss.item()  # after the window: a non-finite loss would void the figure
+    if not math.isfinite(final_loss):
+        raise RuntimeError(f"the loss became {final_loss} while benchmarking; the figures would be void")
+    return {
+        "images_per_s": images / seconds,
+        "data_wait": wait / seconds,
+        "seconds": seconds,
+        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+    }
+
+
+def make_step(cfg: PretrainConfig, accelerator: Accelerator, channels: int):
+    """batch -> loss: the pretrain loop's step on a fresh model and optimiser, with the schedule's update."""
+    model, optimizer, forward = build_training(cfg, accelerator, channels)
+    model.train()
+    scheduler = create_scheduler(optimizer, 10**6, 0, 0.0)  # the lr update is host-side, as in the loop
+    counter = itertools.count(1)
+
+    def step(batch):
+        loss = train_step(accelerator, model, forward, optimizer, batch[0], batch[1], cfg.temperature)
+        scheduler.step_update(next(counter))
+        return loss
+
+    return step
+
+
+def measure_config(args, accelerator, folder: Path, size: int, model_name: str, compile_on: bool) -> dict:
+    """One row: every mode --repeats times, alternating, on one model and optimiser."""
+    cuda = accelerator.device.type == "cuda"
+    dtype = INPUT_DTYPE[args.precision] if cuda else torch.float32
+    batch_size = args.batch_size if size <= 64 else args.batch_size_224
+    cfg = pretrain_config(args, model_name, size, batch_size, compile_on)
+    _, manifest = shard_source(folder)
+    channels = manifest["image"]["channels"]
+    step = make_step(cfg, accelerator, channels)
+    common = dict(
+        batch_size=batch_size,
+        size=size,
+        device=accelerator.device,
+        dtype=dtype,
+        channels_last=cfg.channels_last,
+    )
+    workers = min(args.workers, len(manifest["shards"]))  # the DataLoader needs a tar per worker
+    makers = {
+        "dali": lambda: create_loader("pretrain", folder, num_threads=args.dali_threads, **common),
+        "torchvision": lambda: TorchvisionLoader("pretrain", folder, num_workers=workers, **common),
+    }
+    first = create_loader("pretrain", folder, num_threads=args.dali_threads, **common)
+    # (a) reads real augmented batches, made once, kept on the device and cycled
+    cached = [tuple(x.clone() for x in batch[:2]) for batch in itertools.islice(batches_forever(first), 4)]
+    del first
+    runs = {mode: [] for mode in args.modes}
+    for _ in range(args.repeats):  # alternate, so machine noise hits every mode alike
+        for mode in args.modes:
+            loader = None if mode == "model" else makers[mode]()
+            batches = itertools.cycle(cached) if loader is None else batches_forever(loader)
+            runs[mode].append(
+                timed_steps(step, batches, args.steps, args.warmup, cuda, args.sync_check and cuda)
+            )
+            del batches, loader
+            gc.collect()
+    del cached, step
+    accelerator.free_memory()
+    epoch_images = train_steps(manifest["num_samples"], batch_size, 1) * batch_size
+    row = {
+        "dataset": folder.name,
+        "size": size,
+        "model": model_name,
+        "batch_size": batch_size,
+        "compile": compile_on,
+        "epoch_images": epoch_images,
+        "workers": workers,
+        "modes": {},
+    }
+    for mode, measured in runs.items():
+        speed = round(statistics.median(m["images_per_s"] for m in measured), 2)  # derived figures use this
+        memory = [m["peak_memory_gb"] for m in measured if m["peak_memory_gb"] is not None]
+        row["modes"][mode] = {
+            "images_per_s": speed,
+            "data_wait": round(statistics.median(m["data_wait"] for m in measured), 4),
+            "peak_memory_gb": round(max(memory), 2) if memory else None,
+            "epoch_seconds": round(epoch_images / speed, 1),
+            "runs": [round(m["images_per_s"], 2) for m in measured],
+        }
+    row.update(ratios(row["modes"]))
+    return row
+
+
+def ratios(modes: dict) -> dict:
+    """efficiency = DALI / model alone (1.0: the GPU never waits); speedup = DALI / DataLoader."""
+    out = {}
+    if "dali" in modes and "model" in modes:
+        out["efficiency"] = round(modes["dali"]["images_per_s"] / modes["model"]["images_per_s"], 3)
+    if "dali" in modes and "torchvision" in modes:
+        out["speedup"] = round(modes["dali"]["images_per_s"] / modes["torchvision"]["images_per_s"], 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz", help="CIFAR-10 ImageFolder")
+    parser.add_argument("--data", help="folder to keep the shards in between runs (default: temporary)")
+    parser.add_argument(
+        "--datasets", nargs="+", choices=DATASETS, default=["cifar10-raw", "synthetic224-jpeg"]
+    )
+    parser.add_argument("--synthetic", type=int, default=2048, help="number of 224 px images")
+    parser.add_argument("--models", nargs="+", default=["resnet18"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=sorted(ACCELERATE_PRECISION), default="fp32")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"])
+    parser.add_argument("--batch-size", type=int, default=32, help="per step at 32 px")
+    parser.add_argument("--batch-size-224", type=int, default=8, help="per step at 224 px")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--dali-threads", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers")
+    parser.add_argument("--torch-threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--sync-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on CUDA, fail if a timed step makes torch sync the host (set_sync_debug_mode('error'))",
+    )
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)  # on CPU: leave the loader's threads a core of their own
+    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=ACCELERATE_PRECISION[args.precision])
+    cuda = accelerator.device.type == "cuda"
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = make_shards(Path(args.src), Path(args.data or tmp), args.synthetic)
+        results = {
+            "command": " ".join(["python -m bench.train", *sys.argv[1:]]),
+            **environment(),
+            "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "torch": torch.__version__,
+            "dali": nvidia.dali.__version__,
+            "precision": args.precision,
+            "channels_last": args.channels_last,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "dali_threads": args.dali_threads,
+            "torch_threads": torch.get_num_threads(),
+            "host_sync_check": bool(cuda and args.sync_check),  # true: no timed step synced the host
+            "rows": [],
+        }
+        for name in args.datasets:
+            folder, size = folders[name]
+            for model_name in args.models:
+                for compile_flag in args.compile:
+                    row = measure_config(args, accelerator, folder, size, model_name, compile_flag == "on")
+                    results["rows"].append(row)
+                    print(json.dumps(row), flush=True)
+                    if args.json:  # kept row by row: a run cut short by a timeout keeps what it measured
+                        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    write_results(results, args.json)
+
+
+if __name__ == "__main__":
+    main()
