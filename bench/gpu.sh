@@ -61,10 +61,7 @@ train() {  # NAME TIMEOUT ARGS...
     --repeats 3 --workers "$(nproc)" "$@" --json "$OUT/$name.json" 2>"$OUT/$name.err" | grep '^{"dataset"' \
     || tail -5 "$OUT/$name.err"
 }
-recipe=launch/configs/simclr_cifar10_resnet18.yaml
-if [ -f "$recipe" ]; then tta_config=(--config "$recipe"); else  # until the recipe lands: its settings
-  tta_config=(epochs=100 batch_size=512 precision=bf16 channels_last=true model.encoder=resnet18
-    model.cifar_stem=true optim.name=lars optim.lr=0.3 optim.warmup_epochs=5); fi
+tta_config=(--config launch/configs/simclr_cifar10_resnet18.yaml)  # our recipe
 
 for stage in $stages; do
   case $stage in

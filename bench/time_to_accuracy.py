@@ -37,7 +37,7 @@ import shards
 import trainers
 from bench.convert import environment, unpack, write_results
 from encoders import build_encoder
-from launch._config import load_config, validate_pretrain
+from launch._experiment import load_pretrain
 from pipelines import shard_source, train_steps
 from trainers import _checkpoint as checkpoint
 
@@ -113,7 +113,7 @@ def plot(curve: list[dict], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="pretrain YAML (launch/configs/...)")
+    parser.add_argument("--config", help="pretrain or experiment YAML (launch/configs/...)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="after the config, as in pretrain")
     parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz", help="CIFAR-10 ImageFolder")
     parser.add_argument("--data", help="folder to keep the shards in between runs (default: temporary)")
@@ -131,10 +131,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, test = cifar_shards(Path(args.src), Path(args.data or tmp))
         fixed = [f"data.train={train}", f"run_dir={args.run_dir}", "data.knn_bank=null", "data.knn_val=null"]
-        cfg, text = load_config(
-            trainers.PretrainConfig, args.config, ["track.progress=false", *fixed, *args.overrides]
-        )
-        validate_pretrain(cfg)
+        cfg, text = load_pretrain(args.config, ["track.progress=false", *fixed, *args.overrides])
         run_dir = Path(cfg.run_dir)
         curve_file = run_dir / CURVE
         curve = json.loads(curve_file.read_text())["curve"] if curve_file.is_file() else []

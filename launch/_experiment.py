@@ -76,6 +76,20 @@ def is_experiment(path: str | None) -> bool:
     return isinstance(loaded, DictConfig) and "steps" in loaded
 
 
+def load_pretrain(path: str | None, overrides: list[str]) -> tuple[trainers.PretrainConfig, str]:
+    """A validated pretrain config, from a plain pretrain YAML or an experiment file's pretrain step."""
+    if not is_experiment(path):
+        cfg, text = load_config(trainers.PretrainConfig, path, overrides)
+        validate_pretrain(cfg)
+        return cfg, text
+    config = load_experiment(path, overrides)
+    names = [name for name, step in config.steps.items() if step_command(name, step) == "pretrain"]
+    if len(names) != 1:
+        raise ConfigError(f"{path}: {len(names)} pretrain steps; run it with `fastclr run`")
+    (step,) = build_steps(config, parser=None, only=names)
+    return step.pretrain, step.pretrain_yaml
+
+
 def target(config: DictConfig, key: str) -> str:
     """Where `key=value` lands: top-level keys as is, `linear.epochs` in step `linear`, and anything
     else (`model.head`, `temperature`) in the pretrain step; so grids read like pretrain overrides."""
@@ -143,9 +157,14 @@ def resolve(config: DictConfig) -> dict:
 
 
 def build_steps(
-    config: DictConfig, parser: argparse.ArgumentParser, only: list[str] | None = None, check_paths=True
+    config: DictConfig,
+    parser: argparse.ArgumentParser | None,
+    only: list[str] | None = None,
+    check_paths=True,
 ) -> list[Step]:
     """Every step parsed and validated before any runs: a typo fails now, not after pretraining.
+
+    `parser` (the fastclr command's) parses every step but pretrain's.
 
     check_paths=False skips what needs the data on disk (for checking configs on any machine).
     """

@@ -13,7 +13,7 @@ import pipelines
 import shards
 import trainers
 from launch import _experiment as experiment
-from launch._config import ConfigError, load_config, validate_pretrain
+from launch._config import ConfigError
 
 ERRORS = (
     shards.ShardError,
@@ -161,16 +161,7 @@ def _add_shards(commands: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    if experiment.is_experiment(args.config):  # the pretrain step of an experiment file
-        config = experiment.load_experiment(args.config, args.overrides)
-        steps = experiment.build_steps(config, build_parser())
-        pretrains = [s for s in steps if s.command == "pretrain"]
-        if len(pretrains) != 1:
-            raise ConfigError(f"{args.config}: {len(pretrains)} pretrain steps; run it with `fastclr run`")
-        cfg, text = pretrains[0].pretrain, pretrains[0].pretrain_yaml
-    else:
-        cfg, text = load_config(trainers.PretrainConfig, args.config, args.overrides)
-        validate_pretrain(cfg)
+    cfg, text = experiment.load_pretrain(args.config, args.overrides)
     summary = trainers.pretrain(cfg, text)
     if summary["stopped"] is None and summary["main_process"]:
         print(

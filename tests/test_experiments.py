@@ -290,3 +290,14 @@ def test_an_experiment_file_with_a_python_tag_is_refused_unconstructed(tmp_path,
         assert main([command, "--config", str(path)]) == 1
         assert "not plain YAML" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_the_recipe_gives_time_to_accuracy_its_pretrain_config(data, tmp_path):
+    """bench/time_to_accuracy.py and `fastclr pretrain` read the recipe's pretrain step, with overrides."""
+    cfg, text = experiment.load_pretrain(
+        str(ROOT / "launch" / "configs" / "simclr_cifar10_resnet18.yaml"),
+        [f"data.train={data}/train", "data.knn_bank=null", "data.knn_val=null", f"run_dir={tmp_path}/r"],
+    )
+    assert (cfg.optim.name, cfg.batch_size, cfg.precision, cfg.channels_last) == ("lars", 512, "bf16", True)
+    assert cfg.run_dir == f"{tmp_path}/r" and cfg.data.knn_bank is None
+    assert "temperature: 0.2" in text
