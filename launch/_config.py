@@ -107,7 +107,15 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
         )
     if not 0 < cfg.temperature <= 1:
         raise ConfigError(f"config temperature={cfg.temperature} must be in (0, 1]")
-    for name in ("epochs", "batch_size", "grad_accum", "keep_checkpoints", "checkpoint_every", "knn_every"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "grad_accum",
+        "keep_checkpoints",
+        "checkpoint_every",
+        "knn_every",
+        "dist_timeout",
+    ):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"config {name}={getattr(cfg, name)} must be at least 1")
     if cfg.optim.lr <= 0:

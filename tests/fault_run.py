@@ -6,6 +6,7 @@ The kill comes from inside, at a precise point, the way a power cut or the OOM
 killer would end the run; nothing in fastclr knows about it. Moments (N counts
 calls from 1):
   step        inside the Nth loss computation (mid-step: batch taken, no optimiser step yet)
+  hang        the same moment, but SIGSTOP: the process stays, silent (a hung peer)
   batch       while the Nth batch is taken out of DALI (mid-epoch, DALI threads running)
   checkpoint  the Nth checkpoint's model.safetensors half written
   rename      the Nth checkpoint complete in its temp folder, not yet renamed into place
@@ -46,12 +47,12 @@ def arm(moment: str, n: int) -> None:
         calls["n"] += 1
         return calls["n"] == n
 
-    if moment == "step":
+    if moment in ("step", "hang"):
         nt_xent = pretrain.nt_xent
 
         def loss(*args, **kwargs):
             if hit():
-                die()
+                die() if moment == "step" else os.kill(os.getpid(), signal.SIGSTOP)
             return nt_xent(*args, **kwargs)
 
         pretrain.nt_xent = loss

@@ -258,7 +258,7 @@ def test_a_rank_killed_mid_run_stops_the_other_with_a_clear_error_and_the_rerun_
     out = killed.stdout + killed.stderr
     assert killed.returncode != 0 and time.time() - started < 120, out
     assert "[rank0]: Traceback" not in out, out  # rank 0 explains itself in one line, not a trace
-    assert "fastclr: error: process 0 of 2: another process stopped" in out, out
+    assert "fastclr: error: process 0 of 2: another process stopped or hung" in out, out
     assert "last checkpoint: " + str(run / "checkpoints" / "step-00000006") in out, out
     second = subprocess.run(
         [*launch, "-m", "launch", *args], capture_output=True, text=True, env=env, timeout=300
@@ -266,3 +266,22 @@ def test_a_rank_killed_mid_run_stops_the_other_with_a_clear_error_and_the_rerun_
     assert second.returncode == 0, second.stdout + second.stderr
     assert "at epoch 1, step 6" in second.stdout and "done: 2 epochs, 12 steps" in second.stdout
     assert [step for step, _ in losses(run)] == list(range(1, 13))
+
+
+@pytest.mark.multiproc
+def test_a_hung_rank_fails_the_other_after_dist_timeout_instead_of_waiting_30_minutes(data, tmp_path):
+    run = tmp_path / "run"
+    args = [*pretrain_args(data, run, "batch_size=8", "dist_timeout=10")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FAULT_RANK": "1"}
+    started = time.time()
+    hung = subprocess.run(
+        [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29547", FAULT_RUN, "hang", "9", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    out = hung.stdout + hung.stderr
+    assert hung.returncode != 0 and time.time() - started < 180, out
+    assert "fastclr: error: process 0 of 2: another process stopped or hung (dist_timeout 10 s)" in out, out
+    assert "last checkpoint: " + str(run / "checkpoints" / "step-00000006") in out, out

@@ -71,6 +71,8 @@ class PretrainConfig:
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
     cpu: bool = False  # force the CPU even with a GPU
+    dist_timeout: int = 1800  # seconds a process waits for its peers in a collective (a hung peer then
+    # fails the run with one line); set when the process group starts, so the first run of a process decides
     max_steps: int | None = None  # stop after this many optimiser steps (smoke tests)
     checkpoint_every: int = 1  # epochs between checkpoints
     keep_checkpoints: int = 2

@@ -12,6 +12,7 @@ disk or a dead peer process ends the run with one line naming that checkpoint
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -216,6 +217,8 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
         gradient_accumulation_steps=cfg.grad_accum,
         log_with=trackers(cfg.track.wandb, cfg.track.tensorboard) or None,
         project_dir=str(run_dir),
+        # torch's default (30 min gloo, 10 min NCCL) leaves a hung peer's job idle that long (PITFALLS 32)
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=cfg.dist_timeout))],
     )
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
@@ -449,7 +452,8 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
         if world == 1 or not _peer_lost(err):
             raise
         raise TrainError(
-            f"process {rank} of {world}: another process stopped, so a collective failed "
+            f"process {rank} of {world}: another process stopped or hung (dist_timeout "
+            f"{cfg.dist_timeout} s), so a collective failed "
             f"({_first_line(err)}); last checkpoint: {checkpoint.latest(run_dir / 'checkpoints') or 'none'}; "
             "run the same command again to resume from it"
         ) from None
