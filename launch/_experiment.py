@@ -32,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import trainers
 from launch._config import ConfigError, load_config, read_yaml, validate_pretrain
+from launch._report import read_jsonl
 
 STEP_COMMANDS = (
     "pretrain",
@@ -234,12 +235,11 @@ def run_steps(config: DictConfig, steps: list[Step], say=print) -> dict | None:
         done = record["steps"].get(step.name)
         if done is not None:
             if done["settings"] != step.settings:
-                changed = sorted(
-                    set(_flat(done["settings"]).items()) ^ set(_flat(step.settings).items()), key=str
-                )
+                before, now = trainers.flatten(done["settings"]), trainers.flatten(step.settings)
+                changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
                 raise ConfigError(
                     f"{runs / RECORD}: step {step.name} finished with other settings "
-                    f"({', '.join(sorted({k for k, _ in changed}))} differ); use another runs= folder "
+                    f"({', '.join(changed)} differ); use another runs= folder "
                     "or delete that one"
                 )
             say(f"[{resolved['name']}] {step.name}: done already ({_summary(done['result'])})")
@@ -264,9 +264,8 @@ def run_steps(config: DictConfig, steps: list[Step], say=print) -> dict | None:
 
 
 def _pretrain_result(run_dir: Path) -> dict:
-    epochs = [
-        r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "epoch_loss" in r
-    ]
+    metrics = run_dir / "metrics.jsonl"  # written by rank 0: other nodes may not see it
+    epochs = [r for r in read_jsonl(metrics) if "epoch_loss" in r] if metrics.is_file() else []
     result = {"epochs": len(epochs), "loss": epochs[-1]["epoch_loss"] if epochs else None}
     knn = [r["knn_accuracy"] for r in epochs if "knn_accuracy" in r]
     if knn:
@@ -286,13 +285,3 @@ def _summary(result: dict) -> str:
         if result.get(key) is not None:
             parts.append(f"{key} {result[key]:.2%}" if key != "loss" else f"loss {result[key]:.4f}")
     return ", ".join(parts) or "no figures"
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value)
-    return out

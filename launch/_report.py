@@ -27,14 +27,14 @@ def _runs(dirs: list[Path]) -> tuple[list[Path], list[Path]]:
     return sorted(results), sorted(metrics)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def table(results: list[Path], pretrains: list[Path]) -> str:
     rows = ["| experiment | encoder | protocol | data | accuracy | time |", "|---|---|---|---|---|---|"]
     for folder in pretrains:
-        records = _read_jsonl(folder / "metrics.jsonl")
+        records = read_jsonl(folder / "metrics.jsonl")
         knn = [r["knn_accuracy"] for r in records if "knn_accuracy" in r]
         seconds = sum(r.get("epoch_seconds", 0) for r in records)
         info = (
@@ -64,11 +64,10 @@ def experiments_table(dirs: list[Path]) -> str:
     for path in records:
         record = json.loads(path.read_text())
         measured = [
-            f"{name} {figures[key]:.2%}"
+            f"{name} {step['result'][key]:.2%}"
             for name, step in record["steps"].items()
-            for figures in [step["result"]]
             for key in ("top1", "knn")
-            if figures.get(key) is not None
+            if step["result"].get(key) is not None
         ]
         name = record.get("name") or path.parent.name
         if path.parent.name != name:  # a sweep point: its folder says which
@@ -97,7 +96,7 @@ def curves(metric_files: list[Path], out: Path, labels: dict[Path, str] | None =
         figure, axes = plt.subplots(figsize=(7, 4))
         drawn = 0
         for path in metric_files:
-            records = _read_jsonl(path)
+            records = read_jsonl(path)
             for key in keys:
                 points = [(r["step"], r[key]) for r in records if key in r]
                 if points:

@@ -290,7 +290,7 @@ def _device(cpu: bool) -> str:
     return "cuda" if torch.cuda.is_available() and not cpu else "cpu"
 
 
-def _linear(args: argparse.Namespace) -> None:
+def _linear(args: argparse.Namespace) -> dict:
     train = args.train
     if args.label_fraction is not None:  # a stratified, seeded subset of the labels, kept beside the results
         train = Path(args.out) / f"train-{args.label_fraction:g}"
@@ -339,7 +339,7 @@ def _linear(args: argparse.Namespace) -> None:
     return result
 
 
-def _knn(args: argparse.Namespace) -> None:
+def _knn(args: argparse.Namespace) -> dict:
     result = trainers.knn_eval(
         args.encoder,
         args.train,
@@ -359,7 +359,7 @@ def _knn(args: argparse.Namespace) -> None:
     return result
 
 
-def _cluster(args: argparse.Namespace) -> None:
+def _cluster(args: argparse.Namespace) -> dict:
     result = trainers.cluster_eval(
         args.data,
         args.out,
@@ -397,7 +397,7 @@ def _add_cluster(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cluster)
 
 
-def _finetune(args: argparse.Namespace) -> None:
+def _finetune(args: argparse.Namespace) -> dict:
     result = trainers.finetune(
         args.encoder,
         args.train,
@@ -421,7 +421,7 @@ def _finetune(args: argparse.Namespace) -> None:
     return result
 
 
-def _supervised(args: argparse.Namespace) -> None:
+def _supervised(args: argparse.Namespace) -> dict:
     result = trainers.supervised(
         args.model,
         args.train,
@@ -499,7 +499,7 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     _tracking_arguments(p)
 
 
-def _evaluate(args: argparse.Namespace) -> None:
+def _evaluate(args: argparse.Namespace) -> dict:
     result = trainers.evaluate(args.model, args.val, args.out, batch_size=args.batch_size, cpu=args.cpu)
     say(f"top-1 {result['top1']:.2%} on {args.val}; {args.out}/results.json")
     return result

@@ -301,3 +301,12 @@ def test_the_recipe_gives_time_to_accuracy_its_pretrain_config(data, tmp_path):
     assert (cfg.optim.name, cfg.batch_size, cfg.precision, cfg.channels_last) == ("lars", 512, "bf16", True)
     assert cfg.run_dir == f"{tmp_path}/r" and cfg.data.knn_bank is None
     assert "temperature: 0.2" in text
+
+
+def test_a_rank_that_cannot_see_rank_0s_metrics_still_records_the_step(tmp_path):
+    """On several nodes without shared storage only rank 0 has metrics.jsonl; the others must not fail."""
+    assert experiment._pretrain_result(tmp_path) == {"epochs": 0, "loss": None}
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 3, "epoch": 0, "epoch_loss": 2.5, "knn_accuracy": 0.4}\n'
+    )
+    assert experiment._pretrain_result(tmp_path) == {"epochs": 1, "loss": 2.5, "knn": 0.4}

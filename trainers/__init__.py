@@ -17,6 +17,7 @@ from trainers._pretrain import (
     pretrain,
     train_step,
 )
+from trainers._tracking import flatten
 
 __all__ = [
     "ACCELERATE_PRECISION",
@@ -44,6 +45,7 @@ __all__ = [
     "evaluate",
     "extract_features",
     "finetune",
+    "flatten",
     "knn_accuracy",
     "knn_eval",
     "linear_eval",

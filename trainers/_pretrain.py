@@ -34,7 +34,7 @@ from trainers._config import PretrainConfig
 from trainers._knn import extract_features, knn_accuracy
 from trainers._loss import chance_loss, nt_xent
 from trainers._optim import create_optimizer, create_scheduler, scaled_lr
-from trainers._tracking import MetricsLog, new_accelerator, new_run_id, trackers, wandb_init_kwargs
+from trainers._tracking import MetricsLog, flatten, new_accelerator, new_run_id, trackers, wandb_init_kwargs
 
 INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
@@ -307,7 +307,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
         name = cfg.track.name or run_dir.name
         accelerator.init_trackers(
             cfg.track.project,
-            config=_flat(dataclasses.asdict(cfg)),
+            config=flatten(dataclasses.asdict(cfg)),
             init_kwargs=wandb_init_kwargs(run_dir, name, cfg.track.tags, state.tracker_id),
         )
     metrics = MetricsLog(run_dir / "metrics.jsonl", main, resume_step=state.global_step)
@@ -521,15 +521,3 @@ def _knn(cfg: PretrainConfig, accelerator, model, make_loader) -> float:
         cfg.knn_k,
         cfg.knn_temperature,
     )
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = (
-                value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-            )
-    return out

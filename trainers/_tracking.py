@@ -35,6 +35,20 @@ def _step(line: str) -> float:
         return float("inf")
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """`{"optim": {"lr": 0.1}}` -> `{"optim.lr": 0.1}`; values other than scalars become strings
+    (what trackers accept as config, and hashable for comparing settings)."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = (
+                value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+            )
+    return out
+
+
 def wandb_logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
