@@ -312,3 +312,45 @@ def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp
     assert second.returncode == 0, second.stdout + second.stderr
     assert "resuming" in second.stdout and "done: 2 epochs, 12 steps" in second.stdout
     assert [step for step, _ in losses(run)] == list(range(1, 13))
+
+
+@pytest.mark.multiproc
+def test_two_processes_read_no_tensor_to_the_host_between_log_steps(data, tmp_path):
+    """The stop flag is agreed on at log steps and epoch ends only: no host read in the other steps."""
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    out = tmp_path / "reads.json"
+    command = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29543",
+        str(Path(__file__).parent / "host_reads_run.py"),
+        str(out),
+        "pretrain",
+        f"data.train={data / 'train'}",
+        f"run_dir={tmp_path / 'run'}",
+        "epochs=2",
+        "batch_size=8",  # 96 images on 2 ranks: 6 steps an epoch
+        "precision=fp32",
+        "cpu=true",
+        "data.size=16",
+        "data.num_threads=1",
+        "model.encoder=small_cnn",
+        "model.hidden_dim=32",
+        "optim.name=lars",  # torch's Adam keeps its step count in a CPU tensor and reads it
+        "track.log_every=4",
+        "track.progress=false",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    sync_points = {4, 6, 8, 12}  # log steps, and each epoch's last step
+    for rank in (0, 1):
+        counted = json.loads(Path(f"{out}.{rank}").read_text())
+        assert counted["steps"] == 12
+        read_at = {int(step) for step, n in counted["reads"].items() if int(step) > 0}  # 0: setup
+        assert read_at <= sync_points, (
+            f"rank {rank} read tensors to the host in steps {read_at - sync_points}"
+        )

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -208,8 +209,101 @@ def _write_encoder(folder: Path, encoder: torch.nn.Module, info: dict) -> Path:
     return folder / "encoder.safetensors"
 
 
+@dataclasses.dataclass
+class Run:
+    """What `_setup` builds and the loop uses: one resumed or fresh run."""
+
+    cfg: PretrainConfig
+    accelerator: Accelerator
+    model: torch.nn.Module
+    forward: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # timm scheduler, stepped per optimiser step
+    loader: object  # pipelines.DaliLoader of the pretrain graph
+    make_loader: Callable[..., object]  # (mode, folder) -> a loader with the run's settings
+    state: checkpoint.TrainState
+    metrics: MetricsLog
+    manifest: dict
+    channels: int
+    steps_per_epoch: int
+    global_batch: int
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+
+class Window:
+    """Sums over the steps since the last log line: the loss stays on the device until it is logged."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = torch.zeros((), device=self.device)
+        self.steps, self.images, self.wait, self.start = 0, 0, 0.0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, images: int) -> None:
+        self.loss += loss
+        self.steps += 1
+        self.images += images
+
+    def record(self, state: checkpoint.TrainState, optimizer: torch.optim.Optimizer) -> dict:
+        """The log line of this window (reads the loss: a host sync, once per log_every steps)."""
+        seconds = time.perf_counter() - self.start
+        record = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "loss": (self.loss / self.steps).item(),
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": self.images / seconds,
+            "data_wait": self.wait / seconds,
+        }
+        if self.device.type == "cuda":
+            record["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        return record
+
+
 def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     """Train (or resume) the run in `cfg.run_dir`; returns a summary of where it ended."""
+    run = _setup(cfg, config_yaml)
+    accelerator, run_dir = run.accelerator, run.run_dir
+    try:
+        stopped = _train(run)
+        if stopped is None and accelerator.is_main_process:
+            export_encoder(
+                run_dir, accelerator.unwrap_model(run.model).encoder, cfg, run.manifest, run.channels
+            )
+    except OSError as err:  # metrics or the encoder (checkpoint writes raise TrainError themselves)
+        raise TrainError(
+            f"{err.filename or run_dir}: cannot write ({err.strerror or err}); last checkpoint: "
+            f"{checkpoint.latest(run_dir / 'checkpoints') or 'none'}; free space, then run the same command"
+        ) from None
+    except RuntimeError as err:
+        if accelerator.num_processes == 1 or not _peer_lost(err):
+            raise
+        raise TrainError(
+            f"process {accelerator.process_index} of {accelerator.num_processes}: another process stopped "
+            f"or hung (dist_timeout {cfg.dist_timeout} s), so a collective failed "
+            f"({_first_line(err)}); last checkpoint: {checkpoint.latest(run_dir / 'checkpoints') or 'none'}; "
+            "run the same command again to resume from it"
+        ) from None
+    summary = {
+        "run_dir": str(run_dir),
+        "global_step": run.state.global_step,
+        "epoch": run.state.epoch,
+        "stopped": stopped,
+        "encoder": None if stopped else str(run_dir / "encoder.safetensors"),
+        "main_process": accelerator.is_main_process,
+    }
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
+    """Accelerator, data, model, optimiser and schedule; the newest checkpoint loaded if there is one."""
     run_dir = Path(cfg.run_dir)
     accelerator = new_accelerator(
         cpu=cfg.cpu,
@@ -256,10 +350,9 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     model, optimizer, forward = build_training(cfg, accelerator, channels)
     global_batch = cfg.batch_size * world * cfg.grad_accum
     lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)  # as build_training set it
-    total_steps = cfg.epochs * steps_per_epoch
     scheduler = create_scheduler(
         optimizer,
-        total_steps,
+        cfg.epochs * steps_per_epoch,
         round(cfg.optim.warmup_epochs * steps_per_epoch),
         cfg.optim.min_lr,
         cfg.optim.schedule,
@@ -304,170 +397,169 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
         checkpoint=loader_state,
     )
     if accelerator.log_with:
-        name = cfg.track.name or run_dir.name
         accelerator.init_trackers(
             cfg.track.project,
             config=flatten(dataclasses.asdict(cfg)),
-            init_kwargs=wandb_init_kwargs(run_dir, name, cfg.track.tags, state.tracker_id),
+            init_kwargs=wandb_init_kwargs(
+                run_dir, cfg.track.name or run_dir.name, cfg.track.tags, state.tracker_id
+            ),
         )
-    metrics = MetricsLog(run_dir / "metrics.jsonl", main, resume_step=state.global_step)
     accelerator.print(
         f"{world} process(es) x batch {cfg.batch_size} x accumulation {cfg.grad_accum} = global batch "
         # Accumulated micro-batches never meet in one NT-Xent: only processes add negatives.
         f"{global_batch}: {2 * cfg.batch_size * world - 2} negatives per anchor; lr {lr:.4g} "
         f"({cfg.optim.lr} scaled {cfg.optim.lr_scaling}); {steps_per_epoch} steps per epoch"
     )
+    return Run(
+        cfg=cfg,
+        accelerator=accelerator,
+        model=model,
+        forward=forward,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loader=loader,
+        make_loader=make_loader,
+        state=state,
+        metrics=MetricsLog(run_dir / "metrics.jsonl", main, resume_step=state.global_step),
+        manifest=manifest,
+        channels=channels,
+        steps_per_epoch=steps_per_epoch,
+        global_batch=global_batch,
+    )
 
-    def log(record: dict) -> None:
-        metrics.write(record)
-        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
-    def save() -> Path:
-        previous = checkpoint.latest(run_dir / "checkpoints")
-        try:
-            return checkpoint.save(
-                run_dir / "checkpoints",
-                accelerator,
-                model,
-                optimizer,
-                scheduler,
-                state,
-                loader.state(),
-                cfg.keep_checkpoints,
-            )
-        except checkpoint.CheckpointError as err:
-            raise TrainError(
-                f"{err}; the previous checkpoint {previous or '(none yet)'} is intact; free space "
-                "or make run_dir writable, then run the same command again to resume"
-            ) from None
-
-    stopped = None
-    try:
-        with StopFlag() as stop:
-            while state.epoch < cfg.epochs and stopped is None:
-                model.train()
-                loss_sum = torch.zeros((), device=accelerator.device)
-                window = {
-                    "loss": torch.zeros((), device=accelerator.device),
-                    "n": 0,
-                    "wait": 0.0,
-                    "start": time.perf_counter(),
-                    "images": 0,
-                }
-                epoch_loss_n, epoch_start = 0, time.perf_counter()
-                bar = tqdm(
-                    total=len(loader),
-                    initial=state.step_in_epoch,
-                    desc=f"epoch {state.epoch}",
-                    disable=not (main and cfg.track.progress),
-                    leave=False,
-                )
-                batches = loader.batches(state.step_in_epoch)
-                while True:
-                    waited = time.perf_counter()
-                    batch = next(batches, None)
-                    window["wait"] += time.perf_counter() - waited
-                    if batch is None:
-                        break
-                    view1, view2, _ = batch
-                    loss = train_step(accelerator, model, forward, optimizer, view1, view2, cfg.temperature)
-                    state.step_in_epoch += 1
-                    loss_sum += loss
-                    window["loss"] += loss
-                    window["n"] += 1
-                    window["images"] += view1.shape[0] * world
-                    epoch_loss_n += 1
-                    bar.update()
-                    if not accelerator.sync_gradients:
-                        continue
-                    state.global_step += 1
-                    scheduler.step_update(state.global_step)
-                    if state.global_step % cfg.track.log_every == 0:
-                        record = _window_record(window, state, optimizer, gpu)
-                        _check_finite(record["loss"], state, run_dir)
-                        log(record)
-                        bar.set_postfix(loss=f"{record['loss']:.3f}")
-                        window.update(
-                            loss=torch.zeros_like(window["loss"]),
-                            n=0,
-                            wait=0.0,
-                            images=0,
-                            start=time.perf_counter(),
-                        )
-                        if state.global_step == 2 * round(
-                            cfg.optim.warmup_epochs * steps_per_epoch
-                        ) and record["loss"] > 0.98 * chance_loss(global_batch):
-                            accelerator.print(
-                                f"warning: loss {record['loss']:.3f} is still at chance level "
-                                f"(ln(2N-1) = {chance_loss(global_batch):.3f}) after warm-up: are "
-                                "the positives paired right?"
-                            )
-                    done = cfg.max_steps is not None and state.global_step >= cfg.max_steps
-                    if _agree(accelerator, stop.raised) or done:
-                        stopped = "signal" if stop.raised else "max_steps"
-                        break
-                bar.close()
-                epoch_loss = (loss_sum / max(epoch_loss_n, 1)).item()
-                _check_finite(epoch_loss, state, run_dir)
-                # A stop on an epoch's last step still closes the epoch (else a resume logs an empty one).
-                if state.step_in_epoch == len(loader):
-                    record = {
-                        "step": state.global_step,
-                        "epoch": state.epoch,
-                        "epoch_loss": epoch_loss,
-                        "epoch_seconds": time.perf_counter() - epoch_start,
-                    }
-                    if cfg.data.knn_bank and cfg.data.knn_val and (state.epoch + 1) % cfg.knn_every == 0:
-                        record["knn_accuracy"] = _knn(cfg, accelerator, model, make_loader)
-                    state.epoch += 1
-                    state.step_in_epoch = 0
-                    log(record)
-                    if cfg.track.progress:
-                        accelerator.print(
-                            ", ".join(
-                                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in record.items()
-                            )
-                        )
-                    if state.epoch == cfg.epochs:
-                        stopped = None  # nothing is left to resume: finish as a full run does
-                    if stopped is None and (
-                        state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs
-                    ):
-                        save()
+def _train(run: Run) -> str | None:
+    """Epochs until the schedule ends (returns None) or a stop (returns "signal" or "max_steps")."""
+    with StopFlag() as stop:
+        while run.state.epoch < run.cfg.epochs:
+            stopped = _epoch(run, stop)
             if stopped is not None:
-                path = save()
-                accelerator.print(
-                    f"stopped ({stopped}) at step {state.global_step}; checkpoint {path}; "
+                path = _save(run)
+                run.accelerator.print(
+                    f"stopped ({stopped}) at step {run.state.global_step}; checkpoint {path}; "
                     "run the same command again to resume"
                 )
-        if stopped is None and main:
-            export_encoder(run_dir, accelerator.unwrap_model(model).encoder, cfg, manifest, channels)
-    except OSError as err:  # metrics or the encoder (checkpoint writes raise TrainError themselves)
-        raise TrainError(
-            f"{err.filename or run_dir}: cannot write ({err.strerror or err}); last checkpoint: "
-            f"{checkpoint.latest(run_dir / 'checkpoints') or 'none'}; free space, then run the same command"
-        ) from None
-    except RuntimeError as err:
-        if world == 1 or not _peer_lost(err):
-            raise
-        raise TrainError(
-            f"process {rank} of {world}: another process stopped or hung (dist_timeout "
-            f"{cfg.dist_timeout} s), so a collective failed "
-            f"({_first_line(err)}); last checkpoint: {checkpoint.latest(run_dir / 'checkpoints') or 'none'}; "
-            "run the same command again to resume from it"
-        ) from None
-    summary = {
-        "run_dir": str(run_dir),
-        "global_step": state.global_step,
+                return stopped
+    return None
+
+
+def _epoch(run: Run, stop: StopFlag) -> str | None:
+    """The rest of the epoch in progress: the hot loop. Returns why it stopped early, if it did."""
+    cfg, accelerator, state, loader = run.cfg, run.accelerator, run.state, run.loader
+    run.model.train()
+    window, loss_sum, taken, started = Window(accelerator.device), 0, 0, time.perf_counter()
+    bar = tqdm(
+        total=len(loader),
+        initial=state.step_in_epoch,
+        desc=f"epoch {state.epoch}",
+        disable=not (accelerator.is_main_process and cfg.track.progress),
+        leave=False,
+    )
+    batches, stopped = loader.batches(state.step_in_epoch), None
+    while stopped is None:
+        waited = time.perf_counter()
+        batch = next(batches, None)
+        window.wait += time.perf_counter() - waited
+        if batch is None:
+            break
+        view1, view2, _ = batch
+        loss = train_step(accelerator, run.model, run.forward, run.optimizer, view1, view2, cfg.temperature)
+        state.step_in_epoch += 1
+        loss_sum, taken = loss_sum + loss, taken + 1
+        window.add(loss, view1.shape[0] * accelerator.num_processes)
+        bar.update()
+        if not accelerator.sync_gradients:
+            continue
+        state.global_step += 1
+        run.scheduler.step_update(state.global_step)
+        logged = state.global_step % cfg.track.log_every == 0
+        if logged:
+            bar.set_postfix(loss=f"{_log_window(run, window):.3f}")
+        stopped = _stop_reason(run, stop, logged or state.step_in_epoch == len(loader))
+    bar.close()
+    epoch_loss = float(loss_sum / max(taken, 1))
+    _check_finite(epoch_loss, state, run.run_dir)
+    if state.step_in_epoch == len(loader):  # a stop on an epoch's last step still closes the epoch
+        _end_epoch(run, epoch_loss, time.perf_counter() - started)
+        if state.epoch == cfg.epochs:
+            _save(run)
+            return None  # nothing is left to resume: finish as a full run does
+        if stopped is None and state.epoch % cfg.checkpoint_every == 0:
+            _save(run)
+    return stopped
+
+
+def _stop_reason(run: Run, stop: StopFlag, sync_point: bool) -> str | None:
+    """ "max_steps", "signal" or None. Ranks agree on a signal only at sync points (log steps and an
+    epoch's end, the same steps on every rank): an all-reduce read every step would stall each step
+    on the host (PITFALLS 39). One process needs no agreement and checks every step."""
+    if run.cfg.max_steps is not None and run.state.global_step >= run.cfg.max_steps:
+        return "signal" if stop.raised else "max_steps"
+    if run.accelerator.num_processes == 1 or sync_point:
+        return "signal" if _agree(run.accelerator, stop.raised) else None
+    return None
+
+
+def _log_window(run: Run, window: Window) -> float:
+    """Log the window's mean loss, lr, speed and data wait; warn once if the loss sits at chance."""
+    record = window.record(run.state, run.optimizer)
+    _check_finite(record["loss"], run.state, run.run_dir)
+    _log(run, record)
+    window.reset()
+    chance = chance_loss(run.global_batch)
+    warmed_up = 2 * round(run.cfg.optim.warmup_epochs * run.steps_per_epoch)
+    if run.state.global_step == warmed_up and record["loss"] > 0.98 * chance:
+        run.accelerator.print(
+            f"warning: loss {record['loss']:.3f} is still at chance level (ln(2N-1) = {chance:.3f}) "
+            "after warm-up: are the positives paired right?"
+        )
+    return record["loss"]
+
+
+def _end_epoch(run: Run, epoch_loss: float, seconds: float) -> None:
+    """Log the finished epoch (and its kNN accuracy when due), then move to the next one."""
+    cfg, state = run.cfg, run.state
+    record = {
+        "step": state.global_step,
         "epoch": state.epoch,
-        "stopped": stopped,
-        "encoder": None if stopped else str(run_dir / "encoder.safetensors"),
-        "main_process": main,
+        "epoch_loss": epoch_loss,
+        "epoch_seconds": seconds,
     }
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
+    if cfg.data.knn_bank and cfg.data.knn_val and (state.epoch + 1) % cfg.knn_every == 0:
+        record["knn_accuracy"] = _knn(cfg, run.accelerator, run.model, run.make_loader)
+    state.epoch += 1
+    state.step_in_epoch = 0
+    _log(run, record)
+    if cfg.track.progress:
+        run.accelerator.print(
+            ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+        )
+
+
+def _log(run: Run, record: dict) -> None:
+    run.metrics.write(record)
+    run.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+
+def _save(run: Run) -> Path:
+    folder = run.run_dir / "checkpoints"
+    previous = checkpoint.latest(folder)
+    try:
+        return checkpoint.save(
+            folder,
+            run.accelerator,
+            run.model,
+            run.optimizer,
+            run.scheduler,
+            run.state,
+            run.loader.state(),
+            run.cfg.keep_checkpoints,
+        )
+    except checkpoint.CheckpointError as err:
+        raise TrainError(
+            f"{err}; the previous checkpoint {previous or '(none yet)'} is intact; free space "
+            "or make run_dir writable, then run the same command again to resume"
+        ) from None
 
 
 def _peer_lost(err: RuntimeError) -> bool:
@@ -480,21 +572,6 @@ def _peer_lost(err: RuntimeError) -> bool:
 
 def _first_line(err: Exception) -> str:
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)[:200]
-
-
-def _window_record(window: dict, state, optimizer, gpu: bool) -> dict:
-    seconds = time.perf_counter() - window["start"]
-    record = {
-        "step": state.global_step,
-        "epoch": state.epoch,
-        "loss": (window["loss"] / window["n"]).item(),
-        "lr": optimizer.param_groups[0]["lr"],
-        "images_per_s": window["images"] / seconds,
-        "data_wait": window["wait"] / seconds,
-    }
-    if gpu:
-        record["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    return record
 
 
 def _check_finite(value: float, state, run_dir: Path) -> None:
