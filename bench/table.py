@@ -116,12 +116,29 @@ def loss_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def optim_table(result: dict) -> str:
+    lines = [
+        f"Optimiser step on {result['model']}'s {result['tensors']} tensors ({result['parameters']:,} "
+        f"parameters; {_where(result)}; torch {result['torch']}, timm {result['timm']}):",
+        "",
+        "| optimiser | ms per step (median) | speedup | runs |",
+        "|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['optimizer']} | {row['ms']} | {row['speedup']} | {', '.join(map(str, row['runs']))} |"
+        )
+    return "\n".join(lines)
+
+
 def render(result: dict) -> str:
     """The table for whichever benchmark wrote `result`."""
     if "speed" in result:
         return convert_table(result)
     if "curve" in result:
         return time_to_accuracy_table(result)
+    if result["rows"] and "optimizer" in result["rows"][0]:
+        return optim_table(result)
     if result["rows"] and "ms" in result["rows"][0]:
         return loss_table(result)
     if result["rows"] and "modes" in result["rows"][0]:

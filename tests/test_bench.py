@@ -124,6 +124,19 @@ def test_loss_benchmark_times_every_batch_size(tmp_path):
     assert "| 16 |" in run_bench("bench.table", tmp_path / "loss.json").stdout
 
 
+def test_optim_benchmark_times_each_optimizer_step(tmp_path):
+    run_bench(
+        "bench.optim",
+        *("--model", "small_cnn", "--steps", 2, "--warmup", 1, "--repeats", 2),
+        *("--json", tmp_path / "optim.json"),
+    )
+    result = json.loads((tmp_path / "optim.json").read_text())
+    assert [r["optimizer"] for r in result["rows"]] == ["lars_timm", "lars"] and result["tensors"] > 0
+    assert all(len(r["runs"]) == 2 and r["ms"] > 0 for r in result["rows"])
+    assert result["rows"][0]["speedup"] == 1.0
+    assert "| lars |" in run_bench("bench.table", tmp_path / "optim.json").stdout
+
+
 @pytest.mark.gpu
 def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
     write_imagefolder(tmp_path / "src" / "cifar10" / "train", per_class=24, size=32)

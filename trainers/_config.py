@@ -35,7 +35,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "lars"  # lars | sgd | adam | adamw | lamb (timm)
+    name: str = "lars"  # lars (multi-tensor: trainers/_lars.py) | lars_timm | sgd | adam | adamw | lamb
     lr: float = 0.3  # base learning rate, scaled by lr_scaling
     lr_scaling: str = "linear"  # none | linear (lr * B/256) | sqrt (lr * sqrt(B)) of the global batch
     weight_decay: float = 1e-6  # never applied to norms and biases
