@@ -5,9 +5,9 @@
 
 For each optimiser of --optimizers: the model's parameters (SimCLR encoder and
 head, as pretraining builds them) get fixed random gradients; after --warmup
-steps, --repeats timings of --steps `optimizer.step()` calls each, synchronised
-around each timing on CUDA. Reported: the median milliseconds per step, and
-each optimiser's speed relative to the first.
+steps, --repeats timings of --steps `optimizer.step()` calls each, the
+optimisers in alternation, synchronised around each timing on CUDA. Reported:
+the median milliseconds per step, and each optimiser's speed relative to the first.
 """
 
 from __future__ import annotations
@@ -25,22 +25,17 @@ from trainers import PretrainConfig, create_optimizer
 from trainers._pretrain import build_model
 
 
-def measure(optimizer, device: torch.device, steps: int, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds per optimiser step, one figure per repeat."""
+def measure(optimizer, device: torch.device, steps: int) -> float:
+    """Milliseconds per optimiser step over `steps` steps."""
     cuda = device.type == "cuda"
-    for _ in range(warmup):
+    if cuda:
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
         optimizer.step()
-    timings = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        for _ in range(steps):
-            optimizer.step()
-        if cuda:
-            torch.cuda.synchronize()
-        timings.append(1000 * (time.perf_counter() - started) / steps)
-    return timings
+    if cuda:
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - started) / steps
 
 
 def main() -> None:
@@ -76,9 +71,14 @@ def main() -> None:
         "parameters": sum(p.numel() for p in params),
         "rows": [],
     }
-    for name in args.optimizers:
-        optimizer = create_optimizer(model, name, 0.3, 1e-6, 0.9)
-        timings = measure(optimizer, device, args.steps, args.warmup, args.repeats)
+    optimizers = {name: create_optimizer(model, name, 0.3, 1e-6, 0.9) for name in args.optimizers}
+    for optimizer in optimizers.values():
+        measure(optimizer, device, args.warmup)
+    runs = {name: [] for name in optimizers}
+    for _ in range(args.repeats):  # alternate, so machine noise hits every optimiser alike
+        for name, optimizer in optimizers.items():
+            runs[name].append(measure(optimizer, device, args.steps))
+    for name, timings in runs.items():
         results["rows"].append(
             {
                 "optimizer": name,

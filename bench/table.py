@@ -40,19 +40,25 @@ def convert_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _count(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def pipeline_table(result: dict) -> str:
     lines = [
         f"Two-view images per second, batch {result['batch_size']}, {result['dtype']} ({_where(result)}; "
         f"torch {result['torch']}, DALI {result['dali']}):",
         "",
-        "| shards | side | DALI | torchvision DataLoader | DALI / DataLoader | runs (DALI; DataLoader) |",
-        "|---|---|---|---|---|---|",
+        "| shards | side | DALI ops | DALI | torchvision DataLoader | DALI / DataLoader | "
+        "runs (DALI; DataLoader) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        runs = f"{row['runs']['dali']}; {row['runs']['torchvision']}"
+        runs = f"{row['runs'].get('dali', '-')}; {row['runs'].get('torchvision', '-')}"
+        dali, torchvision = (_count(row.get(f"{k}_images_per_s")) for k in ("dali", "torchvision"))
         lines.append(
-            f"| {row['dataset']} | {row['size']} | {row['dali_images_per_s']:,} | "
-            f"{row['torchvision_images_per_s']:,} | {row['dali_over_torchvision']} | {runs} |"
+            f"| {row['dataset']} | {row['size']} | {row.get('augment_device', '-')} | {dali} | "
+            f"{torchvision} | {row.get('dali_over_torchvision', '-')} | {runs} |"
         )
     return "\n".join(lines)
 

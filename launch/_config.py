@@ -100,6 +100,7 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
     _choice("optim.schedule", cfg.optim.schedule, trainers.SCHEDULES)
     _choice("model.head", cfg.model.head, encoders.HEADS)
     _choice("data.preset", cfg.data.preset, list(pipelines.PRESETS))
+    _choice("data.augment_device", cfg.data.augment_device, pipelines.AUGMENT_DEVICES)
     if cfg.model.encoder not in encoders.encoder_names():
         raise ConfigError(
             f"config model.encoder={cfg.model.encoder!r} is not valid; use small_cnn or a timm ResNet "
@@ -118,6 +119,11 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
     ):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"config {name}={getattr(cfg, name)} must be at least 1")
+    if cfg.data.prefetch < 1 or (cfg.data.num_threads is not None and cfg.data.num_threads < 1):
+        raise ConfigError(
+            f"config data.prefetch={cfg.data.prefetch} and data.num_threads={cfg.data.num_threads} "
+            "must be at least 1 (num_threads may be null: chosen by where the ops run)"
+        )
     if cfg.optim.lr <= 0:
         raise ConfigError(f"config optim.lr={cfg.optim.lr} must be positive")
     if not 0 < cfg.data.fraction <= 1:

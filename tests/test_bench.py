@@ -42,13 +42,14 @@ def test_convert_and_pipeline_benchmarks_write_their_json(tmp_path):
         1,
         "--synthetic",
         32,
-        "--threads",
-        1,
+        "--threads",  # more than cifar10's one tar: the DataLoader gets one worker (PITFALLS 42)
+        2,
         "--json",
         tmp_path / "pipeline.json",
     )
     pipeline = json.loads((tmp_path / "pipeline.json").read_text())
     assert [r["dataset"] for r in pipeline["rows"]] == ["cifar10-jpeg", "cifar10-raw", "synthetic224-jpeg"]
+    assert [r["workers"] for r in pipeline["rows"]] == [1, 1, 2] and pipeline["dali_threads"] == 2
     assert all(r["dali_images_per_s"] > 0 and r["torchvision_images_per_s"] > 0 for r in pipeline["rows"])
     table = run_bench("bench.table", tmp_path / "convert.json", tmp_path / "pipeline.json").stdout
     assert "| 1 |" in table and "synthetic224-jpeg" in table
@@ -149,3 +150,38 @@ def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
     result = json.loads((tmp_path / "gpu.json").read_text())
     assert result["host_sync_check"] and result["device"] != "cpu"  # a sync in a step fails the run
     assert all(mode["peak_memory_gb"] > 0 for mode in result["rows"][0]["modes"].values())
+
+
+def test_the_commit_is_the_projects_not_the_folder_around_a_copy(tmp_path):
+    """On the GPU machine the tree arrives without .git: git there read a parent repository (PITFALLS)."""
+    import shutil
+    from pathlib import Path
+
+    outer = tmp_path / "outer"
+    copy = outer / "project"
+    for package in ("bench", "shards"):
+        shutil.copytree(Path(__file__).parents[1] / package, copy / package)
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(outer),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+        ]
+        + ["-m", "not the project"],
+        check=True,
+    )
+    read = [sys.executable, "-c", "from bench.convert import project_commit; print(project_commit())"]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(copy)}
+    assert subprocess.run(read, capture_output=True, text=True, env=env, cwd=copy).stdout.strip() == "None"
+    told = subprocess.run(
+        read, capture_output=True, text=True, env={**env, "FASTCLR_COMMIT": "5a38ca7"}, cwd=copy
+    )
+    assert told.stdout.strip() == "5a38ca7"

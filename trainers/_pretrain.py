@@ -333,6 +333,8 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
             channels_last=cfg.channels_last,
             channels=cfg.data.channels,
             num_threads=cfg.data.num_threads,
+            prefetch=cfg.data.prefetch,
+            augment_device=cfg.data.augment_device,
             seed=cfg.seed,
             **extra,
         )
