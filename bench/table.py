@@ -73,17 +73,21 @@ def train_table(result: dict) -> str:
         f"{result['channels_last']}; median of {result['repeats']} x {result['steps']} steps after "
         f"{result['warmup']} ({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
         "",
-        "| shards | side | model | batch | compile | model alone | DALI | DataLoader | efficiency "
+        "| shards | side | model | batch | compile | graphs | optimiser | DALI ops | first step s "
+        "| model alone | DALI | DataLoader | efficiency "
         "(DALI / model) | speedup (DALI / DataLoader) | data wait (DALI; DataLoader) | peak GiB "
         "(model; DALI; DataLoader) | epoch s (DALI; DataLoader) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         m = row["modes"]
         a, b, c = m.get("model", {}), m.get("dali", {}), m.get("torchvision", {})
+        compiled = (row.get("compile_mode") or "on") if row["compile"] else "off"
         lines.append(
-            f"| {row['dataset']} | {row['size']} | {row['model']} | {row['batch_size']} | "
-            f"{'on' if row['compile'] else 'off'} | {a.get('images_per_s', '-')} | "
+            f"| {row['dataset']} | {row['size']} | {row['model']} | {row['batch_size']} | {compiled} | "
+            f"{'on' if row.get('cuda_graphs') else 'off'} | {row.get('optimizer', 'lars (timm)')} | "
+            f"{row.get('augment_device', '-')} | {row.get('first_step_seconds', '-')} | "
+            f"{a.get('images_per_s', '-')} | "
             f"{b.get('images_per_s', '-')} | {c.get('images_per_s', '-')} | "
             f"{row.get('efficiency', '-')} | {row.get('speedup', '-')} | "
             f"{b.get('data_wait', '-')}; {c.get('data_wait', '-')} | "
@@ -143,12 +147,12 @@ def render(result: dict) -> str:
         return convert_table(result)
     if "curve" in result:
         return time_to_accuracy_table(result)
+    if result["rows"] and "modes" in result["rows"][0]:
+        return train_table(result)
     if result["rows"] and "optimizer" in result["rows"][0]:
         return optim_table(result)
     if result["rows"] and "ms" in result["rows"][0]:
         return loss_table(result)
-    if result["rows"] and "modes" in result["rows"][0]:
-        return train_table(result)
     return pipeline_table(result)
 
 

@@ -100,6 +100,11 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
     _choice("optim.schedule", cfg.optim.schedule, trainers.SCHEDULES)
     _choice("model.head", cfg.model.head, encoders.HEADS)
     _choice("data.preset", cfg.data.preset, list(pipelines.PRESETS))
+    _choice("compile_mode", cfg.compile_mode, trainers.COMPILE_MODES)
+    if cfg.cuda_graphs:
+        problem = trainers.graphs_problem(cfg.optim.name, cfg.precision, cfg.grad_accum, cfg.compile)
+        if problem:
+            raise ConfigError(f"config {problem}")
     _choice("data.augment_device", cfg.data.augment_device, pipelines.AUGMENT_DEVICES)
     if cfg.model.encoder not in encoders.encoder_names():
         raise ConfigError(

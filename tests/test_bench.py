@@ -71,6 +71,7 @@ def test_train_benchmark_measures_every_mode_and_derives_its_ratios(tmp_path):
         ("cifar10-raw", 32),
         ("synthetic224-jpeg", 224),
     ]
+    assert [r["workers"] for r in result["rows"]] == [1, 2]  # 2 asked; cifar10-raw has 1 tar (PITFALLS 42)
     for row in result["rows"]:
         modes = row["modes"]
         assert set(modes) == {"model", "dali", "torchvision"}
@@ -78,11 +79,12 @@ def test_train_benchmark_measures_every_mode_and_derives_its_ratios(tmp_path):
             assert len(mode["runs"]) == 2 and mode["images_per_s"] > 0 and 0 <= mode["data_wait"] <= 1
             assert mode["epoch_seconds"] == round(row["epoch_images"] / mode["images_per_s"], 1)
         assert row["efficiency"] == round(modes["dali"]["images_per_s"] / modes["model"]["images_per_s"], 3)
+        assert row["first_step_seconds"] > 0 and row["first_warmup_seconds"] > 0
         assert row["speedup"] == round(
             modes["dali"]["images_per_s"] / modes["torchvision"]["images_per_s"], 2
         )
     table = run_bench("bench.table", tmp_path / "train.json").stdout
-    assert "| synthetic224-jpeg | 224 | small_cnn | 4 | off |" in table
+    assert "| synthetic224-jpeg | 224 | small_cnn | 4 | off | off | lars | cpu |" in table
 
 
 def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
@@ -185,3 +187,43 @@ def test_the_commit_is_the_projects_not_the_folder_around_a_copy(tmp_path):
         read, capture_output=True, text=True, env={**env, "FASTCLR_COMMIT": "5a38ca7"}, cwd=copy
     )
     assert told.stdout.strip() == "5a38ca7"
+
+
+def test_pretrain_speed_sets_the_logged_figure_beside_the_benchs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [
+        {"step": 1, "epoch": 0, "loss": 5.0, "images_per_s": 10.0, "data_wait": 0.5},  # compiling: left out
+        {"step": 2, "epoch": 0, "epoch_loss": 5.0, "epoch_seconds": 9.0},
+        *(
+            {"step": s, "epoch": 1, "loss": 4.0, "images_per_s": v, "data_wait": 0.1}
+            for s, v in [(3, 90), (4, 80)]
+        ),
+        {"step": 5, "epoch": 1, "loss": 4.0, "images_per_s": 70.0, "data_wait": 0.2},
+        {"step": 5, "epoch": 1, "epoch_loss": 4.0, "epoch_seconds": 3.0},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    row = {"model": "resnet18", "cuda_graphs": False, "augment_device": "cpu", "batch_size": 512}
+    bench = {
+        "command": "python -m bench.train ...",
+        "device": "cpu",
+        "rows": [
+            {**row, "augment_device": "gpu", "modes": {"dali": {"images_per_s": 1.0}}},
+            {**row, "modes": {"dali": {"images_per_s": 100.0}, "model": {"images_per_s": 120.0}}},
+        ],
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    run_bench(
+        "bench.pretrain_speed",
+        *("--run-dir", run, "--bench", tmp_path / "bench.json", "--json", tmp_path / "out.json"),
+        *("--match", "model=resnet18", "augment_device=cpu", "cuda_graphs=false", "batch_size=512"),
+    )
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["pretrain"] == {
+        "images_per_s": 80.0,
+        "data_wait": 0.1,
+        "windows": 3,
+        "epoch_seconds": [9.0, 3.0],
+    }
+    assert out["bench"]["dali_images_per_s"] == 100.0 and out["bench"]["model_images_per_s"] == 120.0
+    assert out["pretrain_over_bench"] == 0.8

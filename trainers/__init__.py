@@ -4,15 +4,18 @@ from trainers._classify import evaluate, finetune, load_classifier, supervised
 from trainers._cluster import METHODS, cluster_accuracy, cluster_eval
 from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
 from trainers._eval import EvalError, knn_eval, linear_eval, load_encoder
+from trainers._graphs import GraphedStep, graphs_problem
 from trainers._knn import extract_features, knn_accuracy, knn_predict
 from trainers._loss import GatherLayer, chance_loss, nt_xent
 from trainers._optim import LR_SCALING, OPTIMIZERS, SCHEDULES, create_optimizer, create_scheduler, scaled_lr
 from trainers._pretrain import (
     ACCELERATE_PRECISION,
+    COMPILE_MODES,
     INPUT_DTYPE,
     TrainError,
     build_training,
     export_encoder,
+    graphed_step,
     import_encoder,
     pretrain,
     train_step,
@@ -21,6 +24,8 @@ from trainers._tracking import flatten
 
 __all__ = [
     "ACCELERATE_PRECISION",
+    "COMPILE_MODES",
+    "GraphedStep",
     "INPUT_DTYPE",
     "METHODS",
     "LR_SCALING",
@@ -46,6 +51,8 @@ __all__ = [
     "extract_features",
     "finetune",
     "flatten",
+    "graphed_step",
+    "graphs_problem",
     "knn_accuracy",
     "knn_eval",
     "linear_eval",

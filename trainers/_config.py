@@ -72,6 +72,8 @@ class PretrainConfig:
     sync_bn: bool = True  # SyncBatchNorm when there is more than one process
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    cuda_graphs: bool = False  # capture the whole step in one CUDA graph (trainers/_graphs.py): one GPU, lars
     cpu: bool = False  # force the CPU even with a GPU
     dist_timeout: int = 1800  # seconds a process waits for its peers in a collective (a hung peer then
     # fails the run with one line); set when the process group starts, so the first run of a process decides

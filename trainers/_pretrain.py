@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, set_seed
+from accelerate.utils import AutocastKwargs, InitProcessGroupKwargs, set_seed
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -32,6 +33,7 @@ from encoders import SimCLRModel, build_encoder, build_head
 from pipelines import create_loader, shard_source, train_steps
 from trainers import _checkpoint as checkpoint
 from trainers._config import PretrainConfig
+from trainers._graphs import GraphedStep, device_problem, graphs_problem
 from trainers._knn import extract_features, knn_accuracy
 from trainers._loss import chance_loss, nt_xent
 from trainers._optim import create_optimizer, create_scheduler, scaled_lr
@@ -39,6 +41,7 @@ from trainers._tracking import MetricsLog, flatten, new_accelerator, new_run_id,
 
 INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class TrainError(Exception):
@@ -110,10 +113,13 @@ def build_training(
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.nn.Module]:
     """The model (SyncBN across GPUs, channels_last) and its optimiser at the batch-scaled lr, prepared.
 
-    Returns (model, optimizer, forward): `forward` is the compiled model when
-    `cfg.compile`, else the model itself. The pretrain loop and bench/train.py share it.
+    Returns (model, optimizer, forward): `forward` is the model compiled in
+    `cfg.compile_mode` when `cfg.compile`, else the model itself. The pretrain loop and
+    bench/train.py share it.
     """
     world = accelerator.num_processes
+    # A graph must not capture autocast's weight-cast cache (trainers/_graphs.py); None: torch's default.
+    accelerator.autocast_handler = AutocastKwargs(cache_enabled=False if cfg.cuda_graphs else None)
     model = build_model(cfg, channels)
     if model.encoder.load_report and accelerator.is_main_process:
         report = model.encoder.load_report
@@ -134,7 +140,26 @@ def build_training(
     lr = scaled_lr(cfg.optim.lr, cfg.batch_size * world * cfg.grad_accum, cfg.optim.lr_scaling)
     optimizer = create_optimizer(model, cfg.optim.name, lr, cfg.optim.weight_decay, cfg.optim.momentum)
     model, optimizer = accelerator.prepare(model, optimizer)
-    return model, optimizer, torch.compile(model) if cfg.compile else model
+    return model, optimizer, torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+
+
+def graphed_step(
+    cfg: PretrainConfig,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    forward: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> GraphedStep | None:
+    """`train_step` captured in a CUDA graph when `cfg.cuda_graphs` (trainers/_graphs.py), else None."""
+    if not cfg.cuda_graphs:
+        return None
+    problem = graphs_problem(cfg.optim.name, cfg.precision, cfg.grad_accum, cfg.compile) or device_problem(
+        accelerator.device, accelerator.num_processes
+    )
+    if problem:
+        raise TrainError(problem)
+    step = functools.partial(train_step, accelerator, model, forward, optimizer, temperature=cfg.temperature)
+    return GraphedStep(step, getattr(optimizer, "optimizer", optimizer))  # Accelerate wraps the Lars
 
 
 def train_step(
@@ -227,6 +252,7 @@ class Run:
     channels: int
     steps_per_epoch: int
     global_batch: int
+    graphed: GraphedStep | None = None  # the step replayed as a CUDA graph (cfg.cuda_graphs)
 
     @property
     def run_dir(self) -> Path:
@@ -350,6 +376,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
         )
 
     model, optimizer, forward = build_training(cfg, accelerator, channels)
+    graphed = graphed_step(cfg, accelerator, model, forward, optimizer)
     global_batch = cfg.batch_size * world * cfg.grad_accum
     lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)  # as build_training set it
     scheduler = create_scheduler(
@@ -427,6 +454,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
         channels=channels,
         steps_per_epoch=steps_per_epoch,
         global_batch=global_batch,
+        graphed=graphed,
     )
 
 
@@ -448,6 +476,7 @@ def _train(run: Run) -> str | None:
 def _epoch(run: Run, stop: StopFlag) -> str | None:
     """The rest of the epoch in progress: the hot loop. Returns why it stopped early, if it did."""
     cfg, accelerator, state, loader = run.cfg, run.accelerator, run.state, run.loader
+    temperature = cfg.temperature
     run.model.train()
     window, loss_sum, taken, started = Window(accelerator.device), 0, 0, time.perf_counter()
     bar = tqdm(
@@ -465,7 +494,10 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
         if batch is None:
             break
         view1, view2, _ = batch
-        loss = train_step(accelerator, run.model, run.forward, run.optimizer, view1, view2, cfg.temperature)
+        if run.graphed is None:
+            loss = train_step(accelerator, run.model, run.forward, run.optimizer, view1, view2, temperature)
+        else:  # the same step, replayed from a CUDA graph
+            loss = run.graphed(view1, view2)
         state.step_in_epoch += 1
         loss_sum, taken = loss_sum + loss, taken + 1
         window.add(loss, view1.shape[0] * accelerator.num_processes)
