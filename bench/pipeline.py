@@ -32,6 +32,7 @@ import torch
 import shards
 from bench.convert import environment, unpack, write_results
 from pipelines import TorchvisionLoader, augment_on, create_loader
+from pipelines._loader import default_threads
 
 
 def dataloader_workers(requested: int, folder: Path, world_size: int = 1) -> int:
@@ -103,8 +104,9 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=2048, help="number of 224 px images")
     parser.add_argument("--only", nargs="+", help="datasets to run (default: all)")
     parser.add_argument(
-        "--threads", type=int, default=os.cpu_count(), help="DALI threads and DataLoader workers"
+        "--threads", type=int, help="DALI threads (default: 4 for GPU ops, the cores for CPU)"
     )
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers, one per tar")
     parser.add_argument("--prefetch", type=int, default=2, help="DALI's prefetch queue depth")
     parser.add_argument(
         "--augment-devices", nargs="+", choices=["auto", "gpu", "cpu"], default=["auto"], help="DALI ops on"
@@ -127,7 +129,6 @@ def main() -> None:
             "dali": nvidia.dali.__version__,
             "batch_size": args.batch_size,
             "dtype": str(dtype),
-            "dali_threads": args.threads,
             "prefetch": args.prefetch,
             "rows": [],
         }
@@ -137,7 +138,7 @@ def main() -> None:
             common = dict(
                 batch_size=args.batch_size, size=size, device=args.device, dtype=dtype, channels_last=cuda
             )
-            workers = dataloader_workers(args.threads, folder)
+            workers = dataloader_workers(args.workers, folder)
             devices = list(dict.fromkeys(augment_on(d, size, cuda) for d in args.augment_devices))
             for device in devices:
                 makers = {
@@ -168,6 +169,7 @@ def main() -> None:
                     "dataset": name,
                     "size": size,
                     "augment_device": device,
+                    "dali_threads": args.threads or default_threads(device == "gpu"),
                     "workers": workers,
                     **{f"{k}_images_per_s": round(statistics.median(v)) for k, v in runs.items()},
                     "runs": {k: [round(x) for x in v] for k, v in runs.items()},

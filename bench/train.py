@@ -61,6 +61,7 @@ from trainers import (
     build_training,
     create_scheduler,
     graphed_step,
+    graphs_problem,
     train_step,
 )
 
@@ -243,7 +244,13 @@ def variants(args: argparse.Namespace) -> list[dict]:
         "optimizer": args.optimizers,
         "augment_device": args.augment_devices,
     }
-    return [dict(zip(levers, values, strict=True)) for values in itertools.product(*levers.values())]
+    combos = [dict(zip(levers, values, strict=True)) for values in itertools.product(*levers.values())]
+    return [  # a graph needs our LARS and no compile: other combinations are skipped, not failed
+        v
+        for v in combos
+        if v["graphs"] == "off"
+        or not graphs_problem(v["optimizer"], args.precision, 1, v["compile"] != "off")
+    ]
 
 
 def ratios(modes: dict) -> dict:

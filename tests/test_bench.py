@@ -42,14 +42,17 @@ def test_convert_and_pipeline_benchmarks_write_their_json(tmp_path):
         1,
         "--synthetic",
         32,
-        "--threads",  # more than cifar10's one tar: the DataLoader gets one worker (PITFALLS 42)
+        "--threads",
+        1,
+        "--workers",  # more than cifar10's one tar: the DataLoader gets one worker (PITFALLS 42)
         2,
         "--json",
         tmp_path / "pipeline.json",
     )
     pipeline = json.loads((tmp_path / "pipeline.json").read_text())
     assert [r["dataset"] for r in pipeline["rows"]] == ["cifar10-jpeg", "cifar10-raw", "synthetic224-jpeg"]
-    assert [r["workers"] for r in pipeline["rows"]] == [1, 1, 2] and pipeline["dali_threads"] == 2
+    assert [r["workers"] for r in pipeline["rows"]] == [1, 1, 2]
+    assert [r["dali_threads"] for r in pipeline["rows"]] == [1, 1, 1]
     assert all(r["dali_images_per_s"] > 0 and r["torchvision_images_per_s"] > 0 for r in pipeline["rows"])
     table = run_bench("bench.table", tmp_path / "convert.json", tmp_path / "pipeline.json").stdout
     assert "| 1 |" in table and "synthetic224-jpeg" in table
