@@ -18,17 +18,19 @@
 # then copy $OUT's JSON (files_at) to bench/results/ and render it with `python -m bench.table FILE`.
 #
 # With no STAGE it runs the default sequence below, the stages that decide the most first, each under
-# its own timeout (budgets, not measurements: set up ~45 s, then 160+40+70+70+150 s, about 9 minutes).
+# its own timeout (budgets, not measurements: set up ~50 s, then 160+40+60+70+150 s, about 9 minutes).
 # Every stage writes JSON into $OUT (bench/train.py and bench/pipeline.py row by row, so a stage cut
 # short keeps what it measured), its stderr into $OUT/STAGE.err, and a line per result to stdout.
 #   levers    ResNet-18, 32 px (cifar10-raw), batch 512, bf16, channels_last; model alone and through
-#             DALI: timm's LARS vs ours (foreach), DALI ops on the GPU vs the CPU, and the whole step
-#             as a CUDA graph (ours only); then ResNet-50 at 224 px, batch 128, DALI ops on the GPU vs
-#             the CPU (sets AUTO_CPU_MAX_SIDE). train-levers-32.json, train-levers-224.json  <= 115 + 45 s
+#             DALI: first the first run's settings (timm's LARS, DALI ops on the GPU; 1 row,
+#             train-levers-32-before.json), then our foreach LARS x DALI ops on the GPU or the CPU x
+#             eager or the whole step as a CUDA graph (4 rows, train-levers-32.json); then ResNet-50 at
+#             224 px, batch 128, DALI ops on the GPU vs the CPU (train-levers-224.json; with the 32 px
+#             rows it sets pipelines' AUTO_CPU_MAX_SIDE)                                <= 30 + 85 + 45 s
 #   pipeline  the input pipeline alone (target: 100k two-view img/s at 32 px): raw and JPEG CIFAR-10,
 #             DALI ops on the GPU vs the CPU, prefetch 2. pipeline-gpu.json                  <= 40 s
 #   tests     pytest -m "gpu and not slow": the GPU loaders (both augment devices), the no-host-sync
-#             bench check, a graphed step giving eager's losses. pytest-gpu.txt              <= 70 s
+#             bench check, a graphed step giving eager's losses. pytest-gpu.txt              <= 60 s
 #   pretrain  `fastclr pretrain` 3 epochs (auto augment device, our LARS), eager and with cuda_graphs,
 #             each beside its bench row (same definition: two-view img/s across processes):
 #             pretrain-vs-bench.json, pretrain-graphs-vs-bench.json, the metrics.jsonl  <= 2 x 35 s
@@ -113,9 +115,10 @@ speed() {  # NAME MATCH...: pretrain's median logged img/s (epochs 2-3) beside t
 for stage in $stages; do
   case $stage in
   levers)
-    step "levers at 32 px: timm's LARS vs ours, DALI ops on GPU vs CPU, CUDA graphs"
-    train train-levers-32 115 --datasets cifar10-raw --models resnet18 --steps 30 --warmup 10 --repeats 3 \
-      --optimizers lars_timm lars --augment-devices gpu cpu --graphs off on
+    step "levers at 32 px: the first run's settings (timm's LARS, DALI ops on the GPU), then ours, CPU ops, graphs"
+    r18=(--datasets cifar10-raw --models resnet18 --steps 30 --warmup 10 --repeats 3)
+    train train-levers-32-before 30 "${r18[@]}" --optimizers lars_timm --augment-devices gpu
+    train train-levers-32 85 "${r18[@]}" --optimizers lars --augment-devices gpu cpu --graphs off on
     step "levers at 224 px: DALI ops on GPU vs CPU"
     train train-levers-224 45 --datasets synthetic224-jpeg --models resnet50 --steps 15 --warmup 5 \
       --repeats 2 --augment-devices gpu cpu ;;
@@ -124,7 +127,7 @@ for stage in $stages; do
     pipeline pipeline-gpu 40 --only cifar10-raw cifar10-jpeg --augment-devices gpu cpu ;;
   tests)
     step "GPU tests"
-    timeout 70 python3 -m pytest -q -m "gpu and not slow" tests/ -p no:cacheprovider --durations=8 2>&1 \
+    timeout 60 python3 -m pytest -q -m "gpu and not slow" tests/ -p no:cacheprovider --durations=8 2>&1 \
       | tail -40 | tee "$OUT/pytest-gpu.txt" | tail -4 ;;
   pretrain)
     step "fastclr pretrain, 3 epochs, eager then graphed, each beside its bench row"
