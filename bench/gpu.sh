@@ -38,6 +38,9 @@
 #             ResNet-18 at 32 px compiled in default and reduce-overhead mode: first-step seconds
 #             (compilation) apart from steady-state img/s. train-compile-32.json      <= 50 + 100 s
 # Further stages, for a later call while the machine stays warm (none fits the default call):
+#   profile   torch.profiler over 10 steps of ResNet-18 at 32 px through DALI, DALI ops on the GPU then
+#             the CPU: the kernels that take the GPU's time (DALI's included) and how busy it is;
+#             profile-32-gpu.json (+ its Chrome trace), profile-32-cpu.json                  <= 2 x 30 s
 #   autotune  compile max-autotune, ResNet-18 32 px                                          <= 300 s
 #   prefetch  pipeline alone at prefetch 1, 2, 4 and DALI threads 4, 8, 16 (CPU ops)         <= 120 s
 #   tta       time to accuracy, CIFAR-10 ResNet-18 recipe, chunks of 5 epochs; rerun to continue <= 130 s
@@ -141,6 +144,16 @@ for stage in $stages; do
       | tee "$OUT/pytest-gpu-compile.txt" | tail -2
     train train-compile-32 100 --datasets cifar10-raw --models resnet18 --steps 30 --warmup 10 --repeats 3 \
       --compile default reduce-overhead ;;
+  profile)
+    step "profile ResNet-18 at 32 px through DALI: GPU ops, then CPU ops"
+    for device in gpu cpu; do
+      trace=(); [ "$device" = gpu ] && trace=(--trace "$OUT/profile-32-gpu-trace.json")
+      timeout 30 python3 -m bench.profile --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
+        --precision bf16 --channels-last --batch-size 512 --steps 10 --warmup 10 --augment-device "$device" \
+        ${trace[@]+"${trace[@]}"} --json "$OUT/profile-32-$device.json" 2>"$OUT/profile-$device.err" \
+        | grep -E '"(images_per_s|device_busy)"' || tail -3 "$OUT/profile-$device.err"
+    done
+    gzip -f "$OUT/profile-32-gpu-trace.json" 2>/dev/null ;;
   autotune)
     step "compile max-autotune at 32 px"
     train train-autotune-32 300 --datasets cifar10-raw --models resnet18 --steps 30 --warmup 10 --repeats 3 \
@@ -164,7 +177,7 @@ for stage in $stages; do
     step "converter on $(nproc) cores"
     timeout 150 python3 -m bench.convert --src "$SRC" --repeats 1 --workers 1 "$(nproc)" \
       --json "$OUT/convert-gpu-host.json" > /dev/null 2>"$OUT/convert.err" || tail -5 "$OUT/convert.err" ;;
-  *) echo "unknown stage $stage (levers pipeline tests pretrain compile autotune prefetch tta matrix convert)" ;;
+  *) echo "unknown stage $stage (levers pipeline tests pretrain compile profile autotune prefetch tta matrix convert)" ;;
   esac
 done
 step "done"

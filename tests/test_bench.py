@@ -192,6 +192,21 @@ def test_the_commit_is_the_projects_not_the_folder_around_a_copy(tmp_path):
     assert told.stdout.strip() == "5a38ca7"
 
 
+def test_profile_names_where_a_steps_time_goes(tmp_path):
+    write_imagefolder(tmp_path / "src" / "cifar10" / "train", per_class=12, size=32)
+    run_bench(
+        "bench.profile",
+        *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 16, "--model", "small_cnn"),
+        *("--batch-size", 8, "--steps", 2, "--warmup", 1, "--dali-threads", 1, "--top", 5),
+        *("--json", tmp_path / "profile.json", "--trace", tmp_path / "trace.json"),
+    )
+    result = json.loads((tmp_path / "profile.json").read_text())
+    assert len(result["top"]) == 5 and result["images_per_s"] > 0 and result["first_step_seconds"] > 0
+    assert any("conv" in row["name"] for row in result["top"])  # the model's own ops are seen
+    times = [row["self_cpu_ms_per_step"] for row in result["top"]]
+    assert times == sorted(times, reverse=True) and (tmp_path / "trace.json").stat().st_size > 0
+
+
 def test_pretrain_speed_sets_the_logged_figure_beside_the_benchs(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

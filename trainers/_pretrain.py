@@ -283,7 +283,7 @@ class Window:
             "epoch": state.epoch,
             "loss": (self.loss / self.steps).item(),
             "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": self.images / seconds,
+            "images_per_s": self.images / seconds,  # two-view images, all processes: as bench/train.py
             "data_wait": self.wait / seconds,
         }
         if self.device.type == "cuda":
