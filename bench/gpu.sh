@@ -41,6 +41,8 @@
 #   profile   torch.profiler over 10 steps of ResNet-18 at 32 px through DALI, DALI ops on the GPU then
 #             the CPU: the kernels that take the GPU's time (DALI's included) and how busy it is;
 #             profile-32-gpu.json (+ its Chrome trace), profile-32-cpu.json                  <= 2 x 30 s
+#   batch     larger batches (the lr rule scales the lr): ResNet-18 at 32 px, batch 1024 and 2048,
+#             our LARS, DALI ops on the CPU, eager and graphed; train-batch-1024.json, -2048.json <= 2 x 60 s
 #   autotune  compile max-autotune, ResNet-18 32 px                                          <= 300 s
 #   prefetch  pipeline alone at prefetch 1, 2, 4 and DALI threads 4, 8, 16 (CPU ops)         <= 120 s
 #   tta       time to accuracy, CIFAR-10 ResNet-18 recipe, chunks of 5 epochs; rerun to continue <= 130 s
@@ -154,6 +156,12 @@ for stage in $stages; do
         | grep -E '"(images_per_s|device_busy)"' || tail -3 "$OUT/profile-$device.err"
     done
     gzip -f "$OUT/profile-32-gpu-trace.json" 2>/dev/null ;;
+  batch)
+    step "larger batches at 32 px"
+    for batch in 1024 2048; do
+      train "train-batch-$batch" 60 --datasets cifar10-raw --models resnet18 --steps 20 --warmup 8 --repeats 3 \
+        --batch-size "$batch" --augment-devices cpu --graphs off on
+    done ;;
   autotune)
     step "compile max-autotune at 32 px"
     train train-autotune-32 300 --datasets cifar10-raw --models resnet18 --steps 30 --warmup 10 --repeats 3 \
@@ -177,7 +185,8 @@ for stage in $stages; do
     step "converter on $(nproc) cores"
     timeout 150 python3 -m bench.convert --src "$SRC" --repeats 1 --workers 1 "$(nproc)" \
       --json "$OUT/convert-gpu-host.json" > /dev/null 2>"$OUT/convert.err" || tail -5 "$OUT/convert.err" ;;
-  *) echo "unknown stage $stage (levers pipeline tests pretrain compile profile autotune prefetch tta matrix convert)" ;;
+  *) echo "unknown stage $stage (levers pipeline tests pretrain compile profile batch autotune prefetch tta" \
+       "matrix convert)" ;;
   esac
 done
 step "done"

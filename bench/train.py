@@ -299,6 +299,8 @@ def main() -> None:
     )
     parser.add_argument("--json")
     args = parser.parse_args()
+    if "on" in args.graphs and args.device == "cpu":
+        parser.error("--graphs on needs --device cuda (a CUDA graph captures GPU kernels)")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)  # on CPU: leave the loader's threads a core of their own
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=ACCELERATE_PRECISION[args.precision])
