@@ -169,7 +169,7 @@ def main() -> None:
                     "dataset": name,
                     "size": size,
                     "augment_device": device,
-                    "dali_threads": args.threads or default_threads(device == "gpu"),
+                    "dali_threads": args.threads or default_threads(device == "gpu", cuda),
                     "workers": workers,
                     **{f"{k}_images_per_s": round(statistics.median(v)) for k, v in runs.items()},
                     "runs": {k: [round(x) for x in v] for k, v in runs.items()},

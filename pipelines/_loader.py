@@ -100,10 +100,11 @@ def augment_on(choice: str, size: int, gpu: bool) -> str:
     return choice
 
 
-def default_threads(ops_on_gpu: bool) -> int:
-    """DALI threads: 4 feed GPU ops (PITFALLS 35); CPU ops get this process's share of the cores."""
+def default_threads(ops_on_gpu: bool, gpu_run: bool = True) -> int:
+    """DALI threads: 4 feed GPU ops (PITFALLS 35), and 4 leave a CPU-only run's model its cores;
+    CPU ops feeding a GPU get this process's share of the cores (the model does not need them)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if ops_on_gpu:
+    if ops_on_gpu or not gpu_run:
         return min(4, cores)
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
@@ -176,7 +177,7 @@ class DaliLoader:
                 f"{folder}: images have one channel but the augmentation uses colour "
                 "(jitter, grayscale or solarise); use the digits preset or channels=3"
             )
-        self.num_threads = num_threads or default_threads(ops_on_gpu)
+        self.num_threads = num_threads or default_threads(ops_on_gpu, gpu)
         common = dict(
             batch_size=batch_size,
             num_threads=self.num_threads,

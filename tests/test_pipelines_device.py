@@ -23,9 +23,10 @@ def test_auto_puts_small_images_on_the_cpu_and_large_ones_on_the_gpu():
         augment_on("tpu", 32, gpu=True)
 
 
-def test_cpu_ops_get_the_cores_and_gpu_ops_four_threads(monkeypatch):
+def test_cpu_ops_feeding_a_gpu_get_the_cores_and_the_rest_four_threads(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(16)))
     assert default_threads(ops_on_gpu=True) == 4 and default_threads(ops_on_gpu=False) == 16
+    assert default_threads(ops_on_gpu=False, gpu_run=False) == 4  # a CPU run's model needs the cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four processes on the machine share its cores
     assert default_threads(ops_on_gpu=False) == 4
 

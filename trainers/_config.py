@@ -20,7 +20,7 @@ class DataConfig:
     preset: str = "simclr"  # augmentation preset (pipelines.PRESETS)
     augment: dict[str, Any] = field(default_factory=dict)  # per-op overrides, e.g. {jitter_p: 0.5}
     channels: int | None = None  # images fed to the model; default: as stored
-    num_threads: int | None = None  # DALI threads per process; None: 4 for GPU ops, the cores for CPU ops
+    num_threads: int | None = None  # DALI threads per process; None: 4, or the cores for CPU ops on a GPU run
     prefetch: int = 2  # batches DALI prepares ahead (its prefetch_queue_depth)
     augment_device: str = "auto"  # gpu | cpu (DALI's CPU ops on a GPU run) | auto: cpu up to 64 px
 
