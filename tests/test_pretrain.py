@@ -232,6 +232,24 @@ def test_a_bad_config_key_fails_fast_naming_the_valid_keys(data, tmp_path, run_c
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.views=1", "config data.views=1 must be at least 2"),
+        ("data.small_views=-1", "config data.small_views=-1 must be 0 (none) or more"),
+        ("data.small_views=2", "config data.small_size=16 must be in 1..data.size-1 (15)"),
+        ("data.small_crop_scale=[0.5]", "config data.small_crop_scale=[0.5] must be [min, max]"),
+    ],
+)
+def test_bad_view_settings_fail_before_anything_starts(data, tmp_path, run_cli, override, message):
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        "pretrain", f"data.train={data / 'train'}", "data.size=16", f"run_dir={run}", override
+    )
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_path):
     run = tmp_path / "run"
