@@ -4,7 +4,8 @@
     python -m bench.views --device cuda --json bench/results/views-gpu.json
 
 For each shard set and each view set (`2`, `4`, `8`: N views at the set's side;
-`2+6x16`: two views plus six small ones at 16 px), the DALI pretrain loader runs
+`2+6`: two views plus six small ones, 16 px beside 32, 96 px beside 224, as in
+multi-crop), the DALI pretrain loader runs
 --batches batches after --warmup; the view sets alternate, --repeats times.
 Reported: medians of decoded images/s and views/s (wall clock) and of CPU
 milliseconds per 1,000 views (the process's CPU time, all DALI threads), and
@@ -37,15 +38,16 @@ from bench.convert import environment, unpack, write_results
 from bench.pipeline import batches_forever
 from pipelines import create_loader
 
+SMALL_SIDE = {32: 16, 224: 96}  # the small views' side beside each shard set's
+
 
 def view_set(spec: str, size: int) -> dict:
-    """'8' -> 8 views at `size`; '2+6x16' -> 2 views at `size` and 6 at 16 px (multi-crop)."""
+    """'8' -> 8 views at `size`; '2+6' -> 2 views at `size` and 6 small ones (multi-crop)."""
     large, _, small = spec.partition("+")
-    count, _, side = small.partition("x")
     return {
         "views": int(large),
-        "small_views": int(count or 0),
-        "small_size": int(side) if side else None,
+        "small_views": int(small or 0),
+        "small_size": SMALL_SIDE[size] if small else None,
         "size": size,
     }
 
@@ -86,7 +88,7 @@ def main() -> None:
     parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz")
     parser.add_argument("--data", help="folder to keep the shards in between runs (default: temporary)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sets", nargs="+", default=["2", "4", "8", "2+6x16"], help="view sets ('2' first)")
+    parser.add_argument("--sets", nargs="+", default=["2", "4", "8", "2+6"], help="view sets ('2' first)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch at 32 px")
     parser.add_argument("--batch-size-224", type=int, default=8, help="images per batch at 224 px")
     parser.add_argument("--batches", type=int, default=6)
@@ -117,11 +119,9 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             batch_size = args.batch_size if size <= 64 else args.batch_size_224
-            small_side = 16 if size <= 64 else 96
-            sets = [s.replace("x16", f"x{small_side}") for s in args.sets]
-            runs = {s: [] for s in sets}
+            runs = {s: [] for s in args.sets}
             for _ in range(args.repeats):  # alternate, so machine noise hits every set alike
-                for spec in sets:
+                for spec in args.sets:
                     shape = view_set(spec, size)
                     loader = create_loader(
                         "pretrain",
@@ -137,8 +137,8 @@ def main() -> None:
                     runs[spec].append(measure(loader, args.batches, args.warmup, cuda))
                     del loader
                     gc.collect()
-            pair_rate = statistics.median(v for _, v, _ in runs[sets[0]])
-            pair_cost = statistics.median(c for _, _, c in runs[sets[0]])
+            pair_rate = statistics.median(v for _, v, _ in runs["2"])
+            pair_cost = statistics.median(c for _, _, c in runs["2"])
             for spec, measured in runs.items():
                 rate = statistics.median(v for _, v, _ in measured)
                 cost = statistics.median(c for _, _, c in measured)
