@@ -14,7 +14,16 @@ from safetensors.torch import load_file
 
 import shards
 from encoders import build_encoder
-from trainers import PretrainConfig, TrainError, create_optimizer, create_scheduler, nt_xent, pretrain
+from trainers import (
+    PretrainConfig,
+    TrainError,
+    build_training,
+    create_optimizer,
+    create_scheduler,
+    nt_xent,
+    pretrain,
+    train_step,
+)
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +159,49 @@ def test_resume_with_another_model_or_optimizer_is_refused(data, tmp_path):
     pretrain(config(data, tmp_path / "run", max_steps=2), "")
     with pytest.raises(TrainError, match="optim.name: checkpoint has 'adam', config has 'sgd'"):
         pretrain(config(data, tmp_path / "run", optim__name="sgd"), "")
+
+
+def test_train_step_takes_one_forward_per_view_size_and_every_view_into_the_loss(data, tmp_path):
+    from accelerate import Accelerator
+
+    cfg = config(data, tmp_path / "run")
+    accelerator = Accelerator(cpu=True)
+    model, optimizer, forward = build_training(cfg, accelerator, channels=3)
+    seen, projections = [], []
+
+    def counted(images):
+        seen.append(tuple(images.shape))
+        features, z = forward(images)
+        projections.append(z.detach())
+        return features, z
+
+    generator = torch.Generator().manual_seed(0)
+    views = [torch.randn(4, 3, 16, 16, generator=generator) for _ in range(3)]
+    views += [torch.randn(4, 3, 8, 8, generator=generator) for _ in range(2)]
+    loss = train_step(accelerator, model, counted, optimizer, views, temperature=0.5)
+    assert seen == [(12, 3, 16, 16), (8, 3, 8, 8)]  # 3 large views together, then the 2 small ones
+    # the loss is over five views of four images, each row's positives its image's four other views
+    expected = nt_xent(*torch.cat(projections).chunk(5), temperature=0.5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() != pytest.approx(nt_xent(*torch.cat(projections).chunk(2), temperature=0.5).item())
+
+
+def test_n_views_and_small_views_pretrain_and_a_resume_must_keep_them(data, tmp_path, monkeypatch):
+    import trainers._pretrain
+
+    shapes, step = [], trainers._pretrain.train_step
+
+    def recorded(accelerator, model, forward, optimizer, views, temperature):
+        shapes.append([tuple(v.shape) for v in views])
+        return step(accelerator, model, forward, optimizer, views, temperature)
+
+    monkeypatch.setattr(trainers._pretrain, "train_step", recorded)
+    views = dict(data__views=3, data__small_views=2, data__small_size=8)
+    summary = pretrain(config(data, tmp_path / "run", max_steps=2, **views), "")
+    assert summary["global_step"] == 2
+    assert shapes == [[(16, 3, 16, 16)] * 3 + [(16, 3, 8, 8)] * 2] * 2
+    with pytest.raises(TrainError, match=r"data.views: checkpoint has \[3, 2, 8\], config has \[2, 2, 8\]"):
+        pretrain(config(data, tmp_path / "run", **{**views, "data__views": 2}), "")
 
 
 def test_wandb_offline_run_folder_is_created(data, tmp_path, monkeypatch):
