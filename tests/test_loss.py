@@ -57,6 +57,42 @@ def test_two_views_bit_for_bit_the_two_view_loss():
     assert torch.equal(inputs[0].grad, inputs[2].grad) and torch.equal(inputs[1].grad, inputs[3].grad)
 
 
+PEAK_MEMORY = """
+import importlib.util, os, resource, sys, torch
+spec = importlib.util.spec_from_file_location("loss", sys.argv[1])  # the module alone: torch, no DALI
+loss = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(loss)
+loss.nt_xent(torch.randn(4, 64), torch.randn(4, 64), temperature=0.5)  # libraries warmed up
+for views, batch in [(2, 2048), (8, 512)]:
+    z = [torch.randn(batch, 64, requires_grad=True) for _ in range(views)]
+    if os.fork() == 0:  # a child's peak RSS starts from its RSS now, not from the imports' peak
+        before = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        loss.nt_xent(*z, temperature=0.5).backward()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        print((peak - before) / (views * batch) ** 2 / 4, flush=True)
+        os._exit(0)
+    os.wait()
+"""
+
+
+def test_peak_memory_is_three_logit_matrices():
+    """Forward + backward hold at most logits, log-softmax and one gradient of (V B)^2 float32 at once,
+    for V = 2 and 8 (BENCHMARKS.md sizes the largest V x B from it); a dense V B x V B float target
+    would add one. V B = 4096: 64 MiB matrices, above glibc's largest mmap threshold, so the peak RSS
+    counts them (3.4 of them with the autograd engine's own memory)."""
+    module = Path(__file__).parent.parent / "trainers" / "_loss.py"
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, str(module)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=120,
+        check=True,
+    )
+    peaks = [float(line) for line in result.stdout.split()]
+    assert len(peaks) == 2 and all(2.5 < peak < 3.8 for peak in peaks), peaks
+
+
 def test_low_temperature_half_precision_stays_finite():
     z1 = torch.randn(64, 128, dtype=torch.bfloat16)
     loss = nt_xent(z1, z1 + 0.01 * torch.randn_like(z1), temperature=0.01)
