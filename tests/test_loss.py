@@ -105,9 +105,11 @@ def test_chance_level_is_log_vn_minus_1(count):
     assert nt_xent(*[z] * count, temperature=0.5).item() == pytest.approx(chance_loss(8, count), rel=1e-6)
 
 
-def test_one_view_refused():
+def test_one_view_or_a_positional_temperature_refused():
     with pytest.raises(ValueError, match="at least two views"):
         nt_xent(torch.ones(2, 2), temperature=0.5)
+    with pytest.raises(TypeError, match="temperature by keyword"):
+        nt_xent(torch.ones(2, 2), torch.ones(2, 2), 0.5)
 
 
 def test_temperature_out_of_range():

@@ -63,6 +63,8 @@ def nt_xent(*views: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     two views this is SimCLR's loss. Logits are float32 whatever the autocast dtype;
     self-similarity is masked out (never subtracted).
     """
+    if not all(isinstance(v, torch.Tensor) for v in views):
+        raise TypeError("nt_xent takes projections as positional arguments and temperature by keyword")
     if len(views) < 2:
         raise ValueError(f"nt_xent needs at least two views, got {len(views)}")
     if not 0 < temperature <= 1:
