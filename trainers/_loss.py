@@ -78,8 +78,8 @@ def nt_xent(*views: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     # Self-similarity: the diagonal of the rank's own block, masked in place (no VB x VBW mask to build).
     logits[:, rank * rows : (rank + 1) * rows].fill_diagonal_(torch.finfo(logits.dtype).min)
     positives = positive_columns(len(views), batch, rank * rows, z.device)
-    # F.cross_entropy's own steps, log_softmax then nll_loss, once per positive: bit for bit
-    # today's two-view loss at V = 2, and no V-fold copy of the logits for the other V.
+    # F.cross_entropy's own steps, log_softmax then nll_loss, once per positive: at V = 2 bit for bit
+    # SimCLR's F.cross_entropy form, and for any V no V-fold copy of the logits.
     log_p = logits.log_softmax(dim=1)
     return sum(F.nll_loss(log_p, positives[:, k]) for k in range(len(views) - 1)) / (len(views) - 1)
 
