@@ -25,6 +25,9 @@
 #   convert        the shard converter on all cores                            <= 150 s
 #   pipeline       DALI on the GPU vs the DataLoader, input pipeline alone     <= 240 s
 #   pretrain       a short `fastclr pretrain` (images/s, data wait, memory)    <= 240 s
+#   views          time to accuracy for V = 2, 4, 8 views per image, the recipe at equal compute
+#                  (V x epochs = 48, so each schedule ends at the same work) and the same 60 s
+#                  training budget each, 4 points a curve; its own call       <= 3 x 170 s
 # e.g. a second call: `bash bench/gpu.sh matrix32`, a third: `bash bench/gpu.sh tta matrix224`.
 # Results land in $OUT: JSON per benchmark (bench/train.py's saved row by row), logs,
 # nvidia-smi. Copy the JSON to bench/results/ and render the tables into BENCHMARKS.md
@@ -102,6 +105,16 @@ for stage in $stages; do
       optim.name=lars optim.lr=0.3 optim.warmup_epochs=1 track.log_every=20 track.progress=false \
       data.num_threads=4 2>&1 | tail -8
     cp /tmp/run-r18/metrics.jsonl "$OUT/pretrain-r18-metrics.jsonl" 2>/dev/null ;;
+  views)
+    step "time to accuracy at equal training seconds: V = 2, 4, 8 views of every image"
+    for spec in 2:24:1.2:6 4:12:0.6:3 8:6:0.3:1.5; do  # views:epochs:warm-up (the recipe's 1/20):chunk
+      IFS=: read -r v epochs warmup chunk <<< "$spec"
+      timeout 170 python3 -m bench.time_to_accuracy "${tta_config[@]}" --src "$SRC" --data "$DATA" \
+        --run-dir "/tmp/views-$v" --chunk-epochs "$chunk" --budget-seconds 60 data.views="$v" \
+        epochs="$epochs" optim.warmup_epochs="$warmup" data.num_threads=4 --json "$OUT/views-$v.json" \
+        --plot "$OUT/views-$v.png" 2>"$OUT/views-$v.err" | grep '^{"global_step"' || tail -5 "$OUT/views-$v.err"
+      cp "/tmp/views-$v/time_to_accuracy.json" "$OUT/views-$v-curve.json" 2>/dev/null  # kept on a timeout
+    done ;;
   *) echo "unknown stage $stage (tests train tta matrix32 matrix224 convert pipeline pretrain)" ;;
   esac
 done

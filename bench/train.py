@@ -123,7 +123,7 @@ def make_step(cfg: PretrainConfig, accelerator: Accelerator, channels: int):
     counter = itertools.count(1)
 
     def step(batch):
-        loss = train_step(accelerator, model, forward, optimizer, batch[0], batch[1], cfg.temperature)
+        loss = train_step(accelerator, model, forward, optimizer, batch[:2], cfg.temperature)
         scheduler.step_update(next(counter))
         return loss
 

@@ -122,6 +122,21 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
         raise ConfigError(f"config optim.lr={cfg.optim.lr} must be positive")
     if not 0 < cfg.data.fraction <= 1:
         raise ConfigError(f"config data.fraction={cfg.data.fraction} must be in (0, 1]")
+    if cfg.data.views < 2:
+        raise ConfigError(
+            f"config data.views={cfg.data.views} must be at least 2 (each view's positives are the others)"
+        )
+    if cfg.data.small_views < 0:
+        raise ConfigError(f"config data.small_views={cfg.data.small_views} must be 0 (none) or more")
+    if cfg.data.small_views and not 0 < cfg.data.small_size < cfg.data.size:
+        raise ConfigError(
+            f"config data.small_size={cfg.data.small_size} must be in 1..data.size-1 ({cfg.data.size - 1})"
+        )
+    scale = cfg.data.small_crop_scale
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ConfigError(
+            f"config data.small_crop_scale={list(scale)} must be [min, max] with 0 < min <= max <= 1"
+        )
     if cfg.optim.decay_epochs and cfg.optim.schedule != "step":
         raise ConfigError("config optim.decay_epochs needs optim.schedule=step")
     if (cfg.data.knn_bank is None) != (cfg.data.knn_val is None):

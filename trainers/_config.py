@@ -21,6 +21,10 @@ class DataConfig:
     augment: dict[str, Any] = field(default_factory=dict)  # per-op overrides, e.g. {jitter_p: 0.5}
     channels: int | None = None  # images fed to the model; default: as stored
     num_threads: int = 4  # DALI worker threads per process
+    views: int = 2  # views of every image, all from one decode; each view's positives are the others (>= 2)
+    small_views: int = 0  # multi-crop: this many more views of every image at small_size, positives too
+    small_size: int = 16  # side of the small views, below `size`; they get their own forward
+    small_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])  # their crops' area (DINO's)
 
 
 @dataclass
