@@ -69,21 +69,21 @@ class Step:
     pretrain_yaml: str = ""
 
 
-def is_experiment(path: str | None) -> bool:
+def _has_steps(loaded) -> bool:
     """An experiment file (has `steps:`) rather than a plain pretrain config."""
-    if path is None or not Path(path).is_file():
-        return False
-    loaded = read_yaml(path)
     return isinstance(loaded, DictConfig) and "steps" in loaded
 
 
 def load_pretrain(path: str | None, overrides: list[str]) -> tuple[trainers.PretrainConfig, str]:
-    """A validated pretrain config, from a plain pretrain YAML or an experiment file's pretrain step."""
-    if not is_experiment(path):
-        cfg, text = load_config(trainers.PretrainConfig, path, overrides)
+    """A validated pretrain config, from a plain pretrain YAML or an experiment file's pretrain step.
+
+    The file is read and parsed once, here, whichever kind it is."""
+    loaded = read_yaml(path) if path is not None else None
+    if not _has_steps(loaded):
+        cfg, text = load_config(trainers.PretrainConfig, None, overrides, base=loaded, where=str(path))
         validate_pretrain(cfg)
         return cfg, text
-    config = load_experiment(path, overrides)
+    config = load_experiment(path, overrides, loaded)
     names = [name for name, step in config.steps.items() if step_command(name, step) == "pretrain"]
     if len(names) != 1:
         raise ConfigError(f"{path}: {len(names)} pretrain steps; run it with `fastclr run`")
@@ -109,9 +109,10 @@ def target(config: DictConfig, key: str) -> str:
     )
 
 
-def load_experiment(path: str, overrides: list[str] = ()) -> DictConfig:
-    """The experiment file merged over its schema, with `key=value` overrides applied (unresolved)."""
-    loaded = read_yaml(path)
+def load_experiment(path: str, overrides: list[str] = (), loaded: DictConfig | None = None) -> DictConfig:
+    """The experiment file (`loaded`: already parsed) merged over its schema, with `key=value`
+    overrides applied (unresolved)."""
+    loaded = read_yaml(path) if loaded is None else loaded
     try:
         config = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), loaded)
     except OmegaConfBaseException as err:

@@ -1,0 +1,118 @@
+"""Config files and `key=value` overrides: a wrong type or a repeated key is one line naming the key."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_shards_bad_input import one_line_error
+
+ROOT = Path(__file__).resolve().parents[1]
+B5 = ROOT / "launch" / "configs" / "b5_resnet18_scratch.yaml"
+BASE = ["data.train=/nowhere", "model.encoder=small_cnn"]  # types are checked before any path
+
+
+@pytest.mark.parametrize(
+    "override,says",
+    [
+        ("data.augment.jitter_p=abc", "config data.augment.jitter_p=abc in the command line: takes a number"),
+        (
+            "data.augment.crop_scale=[0.5]",
+            "data.augment.crop_scale=[0.5] in the command line: takes a list of 2 numbers",
+        ),
+        (
+            "data.augment.crop_scale=abc",
+            "data.augment.crop_scale=abc in the command line: takes a list of 2 numbers",
+        ),
+        ("data.augment.blur_p={a: 1}", 'data.augment.blur_p={"a": 1} in the command line: takes a number'),
+        (
+            "data.augment.solarize_threshold=1.5",
+            "data.augment.solarize_threshold=1.5 in the command line: takes an integer",
+        ),
+        ("data.augment=5", "config data.augment=5 in the command line: takes a mapping"),
+        ("epochs=abc", "config epochs=abc in the command line: takes an integer"),
+        ("data=5", "config data=5 in the command line: takes a group of keys (train, fraction,"),
+        ("optim.decay_epochs=abc", "optim.decay_epochs=abc in the command line: takes a list of integers"),
+        ("data.size=[1,2]", "config data.size=[1, 2] in the command line: takes an integer"),
+        ("cpu=maybe", "config cpu=maybe in the command line: takes true or false"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_key_and_its_type(tmp_path, run_cli, override, says):
+    code, _, err = run_cli("pretrain", *BASE, f"run_dir={tmp_path}/run", override)
+    assert says in one_line_error(code, err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_types_in_a_yaml_an_experiment_file_and_its_overrides(tmp_path, run_cli):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("data:\n  train: /nowhere\n  augment:\n    crop_ratio: [0.75]\n")
+    code, _, err = run_cli("pretrain", "--config", plain)
+    assert f"data.augment.crop_ratio=[0.75] in {plain}: takes a list of 2 numbers" in one_line_error(
+        code, err
+    )
+
+    experiment = tmp_path / "b5.yaml"
+    experiment.write_text(B5.read_text().replace("temperature: 0.1", "temperature: low"))
+    commands = (["run"], ["pretrain"], ["sweep", "--grid", "model.head=[linear,mlp_bn]"])
+    for command in commands:
+        code, _, err = run_cli(*command, "--config", experiment, f"runs={tmp_path}/runs")
+        assert "config temperature=low in step pretrain: takes a number" in one_line_error(code, err)
+    for command in commands:
+        code, _, err = run_cli(*command, "--config", B5, f"runs={tmp_path}/runs", "data.augment.gray_p=[1]")
+        assert "data.augment.gray_p=[1] in step pretrain: takes a number" in one_line_error(code, err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_named_with_its_line(tmp_path, run_cli):
+    path = tmp_path / "dup.yaml"
+    path.write_text("epochs: 3\noptim:\n  lr: 0.1\n  momentum: 0.9\n  lr: 0.2\n")
+    for command in ("pretrain", "run", "sweep"):
+        code, _, err = run_cli(command, "--config", path)
+        assert f"config {path}: not plain YAML (line 5: key 'lr' is given twice; keep one)" in one_line_error(
+            code, err
+        )
+
+
+def _modules_after(*argv: str) -> set[str]:
+    """The heavy modules a fresh `python -m launch ARGV` has imported once it exits."""
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['fastclr', *{list(argv)!r}]\n"
+        "try:\n    runpy.run_module('launch', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = ('torch', 'nvidia.dali', 'timm', 'accelerate')\n"
+        "print('\\n' + __import__('json').dumps(sorted(m for m in sys.modules if m in heavy)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "usage: fastclr" in done.stdout
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["knn", "--help"], ["pretrain", "--help"], ["shards", "convert", "--help"]]
+)
+def test_help_imports_no_torch_dali_timm_or_accelerate(argv):
+    assert _modules_after(*argv) == set()
+
+
+def test_cluster_choices_named_in_the_cli_are_the_trainers():
+    import trainers
+    from launch._cli_eval import CLUSTER_METHODS
+
+    assert tuple(CLUSTER_METHODS) == tuple(trainers.METHODS)
+
+
+def test_a_plain_pretrain_config_is_parsed_once(tmp_path, monkeypatch):
+    from launch import _config, _experiment
+
+    calls = []
+    real = _config.read_yaml
+    monkeypatch.setattr(_experiment, "read_yaml", lambda path: calls.append(path) or real(path))
+    path = tmp_path / "p.yaml"
+    path.write_text("data:\n  train: /nowhere\nmodel:\n  encoder: small_cnn\n")
+    with pytest.raises(_config.ConfigError, match="nowhere"):
+        _experiment.load_pretrain(str(path), [])
+    assert calls == [str(path)]
