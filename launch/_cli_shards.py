@@ -12,7 +12,7 @@ def _convert(args: argparse.Namespace) -> None:
     options = {}
     if args.source == "synthetic":
         options = {"num": args.num, "size": args.size, "classes": args.classes, "seed": args.seed}
-    shards.check_output(args.out, args.overwrite)  # before reading a large dataset
+    shards.check_output(args.out, args.overwrite, args.src)  # before reading a large dataset
     source = shards.open_source(args.source, args.src, args.split, **options)
     manifest = shards.convert(
         source,
@@ -25,6 +25,7 @@ def _convert(args: argparse.Namespace) -> None:
         skip_corrupt=args.skip_corrupt,
         reencode=args.reencode,
         max_side=args.max_side,
+        max_pixels=args.max_pixels,
         seed=args.seed,
         shuffle=not args.no_shuffle,
         progress=not args.quiet,
@@ -94,6 +95,14 @@ def add_shards(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG quality when encoding to JPEG")
     p.add_argument("--reencode", action="store_true", help="re-encode even files already in --encoding")
     p.add_argument("--max-side", type=int, help="shrink images whose longer side exceeds this many pixels")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=shards.MAX_PIXELS,
+        help="refuse an image whose header declares more pixels, before decoding it (a decompression "
+        f"bomb); default {shards.MAX_PIXELS:,} (8000 x 5000), below Pillow's 89M MAX_IMAGE_PIXELS, "
+        "which only warns",
+    )
     p.add_argument("--shard-size", type=int, default=5000, help="samples per tar")
     p.add_argument("--workers", type=int, default=1, help="processes writing shards")
     p.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (and of synthetic)")

@@ -3,7 +3,7 @@
 Imports numpy, Pillow and webdataset only: never torch or DALI.
 """
 
-from shards._convert import ENCODINGS, check_output, convert
+from shards._convert import ENCODINGS, MAX_PIXELS, check_output, convert
 from shards._errors import ShardError
 from shards._format import MANIFEST, load_manifest, read_samples, sha256_file
 from shards._sources import SOURCES, SPLITS, Source, open_source
@@ -13,6 +13,7 @@ from shards._verify import check, describe, rebuild_index, verify
 __all__ = [
     "ENCODINGS",
     "MANIFEST",
+    "MAX_PIXELS",
     "SOURCES",
     "SPLITS",
     "ShardError",
