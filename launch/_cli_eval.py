@@ -18,6 +18,7 @@ def _linear(args: argparse.Namespace) -> dict:
     import shards
     import trainers
 
+    trainers.check_inputs(args.out, args.encoder, args.train, args.val)  # before making a subset
     train = args.train
     if args.label_fraction is not None:  # a stratified, seeded subset of the labels, kept beside the results
         train = Path(args.out) / f"train-{args.label_fraction:g}"

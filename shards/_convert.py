@@ -11,7 +11,6 @@ import io
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from shards._errors import ShardError
 from shards._format import (
@@ -36,6 +34,7 @@ from shards._format import (
     sha256_file,
     write_json_atomic,
 )
+from shards._progress import progress as progress_bar
 from shards._sources import Sample, Source
 
 ENCODINGS = ("auto", "jpeg", "png", "raw")
@@ -321,7 +320,7 @@ def convert(
     results: list[dict] = []
     try:
         desc = f"{source.name}/{source.split}"
-        with tqdm(total=len(source), unit="img", desc=desc, disable=not progress, file=sys.stderr) as bar:
+        with progress_bar(total=len(source), unit="img", desc=desc, enabled=progress) as bar:
             if workers == 1:
                 shard_results = map(_write_shard, range(len(plan)))
             else:
