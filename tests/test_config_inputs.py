@@ -116,3 +116,38 @@ def test_a_plain_pretrain_config_is_parsed_once(tmp_path, monkeypatch):
     with pytest.raises(_config.ConfigError, match="nowhere"):
         _experiment.load_pretrain(str(path), [])
     assert calls == [str(path)]
+
+
+CONFIGS = sorted((ROOT / "launch" / "configs").glob("*.yaml"))
+
+
+def _shard_folders(value) -> set[str]:
+    """Every `shards/<name>` an experiment's resolved steps read (the default data root is `shards`)."""
+    if isinstance(value, dict):
+        return set().union(*(_shard_folders(v) for v in value.values()))
+    if isinstance(value, str) and value.startswith("shards/"):
+        return {value}
+    return set()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_header_says_how_to_make_each_shard_folder_it_reads(path):
+    import shlex
+
+    from launch import _experiment as experiment
+    from launch.cli import build_parser
+
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("# ").strip())
+    made = {}
+    for line in header:
+        if line.startswith("fastclr shards convert "):
+            args = build_parser().parse_args(shlex.split(line)[1:])  # a command a user can paste
+            made[args.out] = args
+    reads = _shard_folders(experiment.resolve(experiment.load_experiment(str(path)))["steps"])
+    assert reads, "every experiment reads some shards"
+    missing = sorted(reads - set(made))
+    assert not missing, f"{path.name}: no `fastclr shards convert ... --out X` in its header for {missing}"
