@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import trainers
-from launch._config import ConfigError, load_config, read_yaml, validate_pretrain
+from launch._config import ConfigError, check_types, load_config, read_yaml, validate_pretrain
 from launch._report import read_jsonl
 
 STEP_COMMANDS = (
@@ -113,6 +113,8 @@ def load_experiment(path: str, overrides: list[str] = (), loaded: DictConfig | N
     """The experiment file (`loaded`: already parsed) merged over its schema, with `key=value`
     overrides applied (unresolved)."""
     loaded = read_yaml(path) if loaded is None else loaded
+    if isinstance(loaded, DictConfig):
+        check_types(ExperimentConfig, OmegaConf.to_container(loaded), str(path))
     try:
         config = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), loaded)
     except OmegaConfBaseException as err:
@@ -131,7 +133,15 @@ def set_values(config: DictConfig, overrides: list[str] | dict) -> None:
     pairs = overrides.items() if isinstance(overrides, dict) else [split_override(o) for o in overrides]
     for key, value in pairs:
         where = target(config, key)
-        OmegaConf.update(config, where, value, merge=False, force_add=where.startswith("steps."))
+        if "." not in where:  # a top-level key: `runs={a: 1}` is refused naming the type it takes
+            plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            check_types(ExperimentConfig, {key: plain}, "the command line")
+        try:
+            OmegaConf.update(config, where, value, merge=False, force_add=where.startswith("steps."))
+        except OmegaConfBaseException as err:
+            raise ConfigError(
+                f"config {key}={value} in the command line: {str(err).splitlines()[0]}"
+            ) from None
 
 
 def split_override(override: str) -> tuple[str, Any]:

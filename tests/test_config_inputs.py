@@ -151,3 +151,17 @@ def test_every_config_header_says_how_to_make_each_shard_folder_it_reads(path):
     assert reads, "every experiment reads some shards"
     missing = sorted(reads - set(made))
     assert not missing, f"{path.name}: no `fastclr shards convert ... --out X` in its header for {missing}"
+
+
+def test_wrong_types_at_the_top_of_an_experiment_file_or_its_overrides(tmp_path, run_cli):
+    for override, says in [("runs={a: 1}", 'config runs={"a": 1} in the command line: takes text')]:
+        code, _, err = run_cli("run", "--config", B5, override)
+        assert says in one_line_error(code, err)
+    path = tmp_path / "x.yaml"
+    for text, says in [
+        ("name: x\nsteps: 5\n", "steps=5"),
+        ("name: x\ngrid: [1]\nsteps: {a: {}}\n", "grid=[1]"),
+    ]:
+        path.write_text(text)
+        code, _, err = run_cli("run", "--config", path)
+        assert f"config {says} in {path}: takes a mapping" in one_line_error(code, err)
