@@ -175,7 +175,7 @@ def verify(folder: str | Path, decode: bool = True) -> dict:
         for key, parts in read_samples(tar) if decode else ():
             _check_sample(tar, key, parts, manifest)
         if manifest["labeled"]:
-            labels.update(_labels(tar, samples))
+            labels.update(_labels(tar, samples, manifest["num_classes"]))
         total += len(samples)
     if total != manifest["num_samples"]:
         raise ShardError(f"{folder}: {total} samples in shards, manifest says {manifest['num_samples']}")
@@ -184,29 +184,28 @@ def verify(folder: str | Path, decode: bool = True) -> dict:
     return {"shards": len(manifest["shards"]), "samples": total}
 
 
-def _labels(tar: Path, samples: list) -> Counter:
-    """How many samples of the tar carry each raw `.cls` value (read by offset, nothing decoded)."""
+def _labels(tar: Path, samples: list, num_classes: int) -> Counter:
+    """How many samples of the tar carry each label, read by offset (nothing decoded); a label
+    outside the classes is named with its sample."""
+    valid = {str(c).encode(): c for c in range(num_classes)}
     found: Counter = Counter()
     with open(tar, "rb") as f:
         for key, members in samples:
-            label = next((m for m in members if split_member_name(m.name)[1] == LABEL_EXT), None)
-            if label is None:
+            member = next((m for m in members if split_member_name(m.name)[1] == LABEL_EXT), None)
+            if member is None:
                 raise ShardError(f"{tar}: sample {key}: no .{LABEL_EXT} label member")
-            f.seek(label.offset)
-            found[f.read(label.size).strip()] += 1
+            f.seek(member.offset)
+            raw = f.read(member.size).strip()
+            if raw not in valid:
+                shown = raw[:20].decode(errors="replace")
+                raise ShardError(f"{tar}: sample {key}: label {shown} outside 0..{num_classes - 1}")
+            found[valid[raw]] += 1
     return found
 
 
 def _check_class_counts(folder: Path, manifest: dict, labels: Counter) -> None:
     """The manifest's per-class counts (what subsets and reports rely on) against the tars' labels."""
-    actual = [labels.pop(str(c).encode(), 0) for c in range(manifest["num_classes"])]
-    if labels:
-        raw = sorted(labels)[0]
-        raise ShardError(
-            f"{folder}: {labels[raw]} sample(s) labelled {raw[:20].decode(errors='replace')!r}, "
-            f"outside 0..{manifest['num_classes'] - 1}; run `fastclr shards verify` without --no-decode "
-            "to name them, and reconvert"
-        )
+    actual = [labels[c] for c in range(manifest["num_classes"])]
     expected = manifest.get("class_counts")
     if expected is not None and actual != expected:
         c = next(c for c, (a, e) in enumerate(zip(actual, expected, strict=False)) if a != e)
