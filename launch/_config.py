@@ -34,6 +34,17 @@ def _valid_keys(schema: type, dotted: str) -> str:
     return ", ".join(f.name for f in dataclasses.fields(node))
 
 
+def check_text(override: str) -> None:
+    """Configs are YAML text: a value holding bytes that are not UTF-8 (a file name's) cannot be one."""
+    try:
+        override.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"override {override!r} is not valid UTF-8 (a file name's bytes?); a config is YAML text, "
+            "so rename the file or folder, or point to it through a symlink with a UTF-8 name"
+        ) from None
+
+
 def _yaml_problem(err: yaml.YAMLError) -> str:
     """`line N: what is wrong`, from PyYAML's error (its str() spans several lines)."""
     mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
@@ -139,6 +150,8 @@ def load_config(
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override {bad[0]!r} is not key=value (e.g. optim.lr=0.5)")
+    for override in overrides:
+        check_text(override)
     sources.append(("the command line", lambda: OmegaConf.from_dotlist(overrides)))
     for where, read in sources:
         try:

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import trainers
-from launch._config import ConfigError, check_types, load_config, read_yaml, validate_pretrain
+from launch._config import ConfigError, check_text, check_types, load_config, read_yaml, validate_pretrain
 from launch._report import read_jsonl
 
 STEP_COMMANDS = (
@@ -147,6 +147,7 @@ def set_values(config: DictConfig, overrides: list[str] | dict) -> None:
 def split_override(override: str) -> tuple[str, Any]:
     if "=" not in override:
         raise ConfigError(f"override {override!r} is not key=value (e.g. optim.lr=0.5)")
+    check_text(override)
     key, text = override.split("=", 1)
     return key, OmegaConf.from_dotlist([f"v={text}"]).v  # YAML typing: 0.5 float, [a,b] list, true bool
 

@@ -165,3 +165,13 @@ def test_wrong_types_at_the_top_of_an_experiment_file_or_its_overrides(tmp_path,
         path.write_text(text)
         code, _, err = run_cli("run", "--config", path)
         assert f"config {says} in {path}: takes a mapping" in one_line_error(code, err)
+
+
+def test_an_override_naming_a_path_that_is_not_utf8_is_one_line(tmp_path, run_cli):
+    import os
+
+    folder = os.fsdecode(bytes(tmp_path) + b"/d\xe9ta")
+    for argv in (["pretrain", f"data.train={folder}"], ["run", "--config", B5, f"runs={folder}"]):
+        code, _, err = run_cli(*argv)
+        assert "is not valid UTF-8 (a file name's bytes?)" in one_line_error(code, err)
+    assert os.listdir(tmp_path) == []
