@@ -106,7 +106,7 @@ def _fits(value, hint) -> bool:
     if isinstance(value, (dict, list)) or value is None:
         return False
     if hint is bool:
-        return isinstance(value, bool) or str(value).lower() in ("true", "false", "yes", "no", "on", "off")
+        return str(value).lower() in ("true", "false", "yes", "no", "on", "off", "y", "n", "1", "0")
     if hint in (int, float):
         if isinstance(value, bool):
             return False
