@@ -42,17 +42,10 @@ def progress(
     enabled: bool = True,
     **kwargs,
 ) -> tqdm:
-    """A tqdm bar on stderr; `enabled=False` (any process but the main one) shows nothing."""
+    """A tqdm bar on stderr; `enabled=False` (any process but the main one) shows nothing; other
+    keywords go to tqdm."""
     stream = sys.stderr
     terminal = hasattr(stream, "isatty") and stream.isatty()
-    return tqdm(
-        iterable,
-        desc=desc,
-        total=total,
-        unit=unit,
-        disable=not enabled,
-        file=stream if terminal else _Lines(stream),
-        mininterval=0.1 if terminal else LINE_INTERVAL,
-        dynamic_ncols=terminal,
-        **kwargs,
-    )
+    options = {"mininterval": 0.1 if terminal else LINE_INTERVAL, "dynamic_ncols": terminal, **kwargs}
+    file = stream if terminal else _Lines(stream)
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not enabled, file=file, **options)

@@ -216,3 +216,36 @@ def test_info_prints_the_source_as_lines(tmp_path, run_cli):
     assert lines[at].split() == ["source", "name:", "imagefolder"]
     assert lines[at + 1].split() == ["root:", str(tmp_path / "src")]
     assert lines[at + 2].split() == ["ignored_non_image_files:", "0"]
+
+
+class _Stream:
+    def __init__(self, terminal: bool):
+        self.terminal, self.text = terminal, ""
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_is_a_redrawn_bar_on_a_terminal_and_whole_lines_elsewhere(monkeypatch, terminal):
+    stream = _Stream(terminal)
+    monkeypatch.setattr(sys, "stderr", stream)
+    for _ in shards.progress(range(50), "work", total=50, mininterval=0, miniters=1):
+        pass
+    if terminal:
+        assert "\r" in stream.text and "work: 100%" in stream.text
+    else:
+        lines = stream.text.splitlines()
+        assert "\r" not in stream.text and lines[-1].startswith("work: 100%|##########| 50/50")
+        assert len(lines) == len(set(line.split("[")[0] for line in lines))  # no repeated count
+    quiet = _Stream(terminal)
+    monkeypatch.setattr(sys, "stderr", quiet)
+    list(shards.progress(range(5), "hidden", enabled=False))
+    assert quiet.text == ""
