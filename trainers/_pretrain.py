@@ -25,7 +25,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 import shards
 from encoders import SimCLRModel, build_encoder, build_head
@@ -472,11 +471,11 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
     cfg, accelerator, state, loader = run.cfg, run.accelerator, run.state, run.loader
     run.model.train()
     window, loss_sum, taken, started = Window(accelerator.device), 0, 0, time.perf_counter()
-    bar = tqdm(
+    bar = shards.progress(
         total=len(loader),
         initial=state.step_in_epoch,
         desc=f"epoch {state.epoch}",
-        disable=not (accelerator.is_main_process and cfg.track.progress),
+        enabled=accelerator.is_main_process and cfg.track.progress,
         leave=False,
     )
     batches, stopped = loader.batches(state.step_in_epoch), None
