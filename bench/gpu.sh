@@ -48,6 +48,9 @@
 #   tta       time to accuracy, CIFAR-10 ResNet-18 recipe, chunks of 5 epochs; rerun to continue <= 130 s
 #   matrix    bench/train.py, ResNet-18/34/50 at 32 and 224 px, eager and graphed           <= 420 s
 #   convert   the shard converter on all cores                                              <= 150 s
+#   views     time to accuracy for V = 2, 4, 8 views per image, the recipe at equal compute
+#             (V x epochs = 48, so each schedule ends at the same work) and the same 60 s
+#             training budget each, 4 points a curve; its own call                        <= 3 x 170 s
 set -uo pipefail
 if [ "${1:-}" = pack ]; then  # here, not on the GPU machine: record which code is sent
   mkdir -p .gpu-data
@@ -185,8 +188,19 @@ for stage in $stages; do
     step "converter on $(nproc) cores"
     timeout 150 python3 -m bench.convert --src "$SRC" --repeats 1 --workers 1 "$(nproc)" \
       --json "$OUT/convert-gpu-host.json" > /dev/null 2>"$OUT/convert.err" || tail -5 "$OUT/convert.err" ;;
+  views)
+    step "time to accuracy at equal training seconds: V = 2, 4, 8 views of every image"
+    for spec in 2:24:1.2:6 4:12:0.6:3 8:6:0.3:1.5; do  # views:epochs:warm-up (the recipe's 1/20):chunk
+      IFS=: read -r v epochs warmup chunk <<< "$spec"
+      timeout 170 python3 -m bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \
+        --src "$SRC" --data "$DATA" --run-dir "/tmp/views-$v" --chunk-epochs "$chunk" --budget-seconds 60 \
+        data.views="$v" epochs="$epochs" optim.warmup_epochs="$warmup" data.num_threads=4 \
+        --json "$OUT/views-$v.json" --plot "$OUT/views-$v.png" 2>"$OUT/views-$v.err" | grep '^{"global_step"' \
+        || tail -5 "$OUT/views-$v.err"
+      cp "/tmp/views-$v/time_to_accuracy.json" "$OUT/views-$v-curve.json" 2>/dev/null  # kept on a timeout
+    done ;;
   *) echo "unknown stage $stage (levers pipeline tests pretrain compile profile batch autotune prefetch tta" \
-       "matrix convert)" ;;
+       "matrix convert views)" ;;
   esac
 done
 step "done"

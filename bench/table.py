@@ -141,6 +141,28 @@ def optim_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def views_table(result: dict) -> str:
+    lines = [
+        f"N views per decoded image against the two-view loader, {result['dtype']} ({_where(result)}; "
+        f"torch {result['torch']}, DALI {result['dali']}, {result['threads']} threads):",
+        "",
+        "| shards | views | batch | images/s | views/s | speed (views/s ÷ two-view) | CPU ms per 1,000 views "
+        "| CPU saving (two-view ÷ this) | runs, views/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        views = f"{row['views']} x {row['size']} px" + (
+            f" + {row['small_views']} x {row['small_size']} px" if row["small_views"] else ""
+        )
+        lines.append(
+            f"| {row['dataset']} | {views} | {row['batch_size']} | {row['images_per_s']:,} | "
+            f"{row['views_per_s']:,} | {row['speed']} | {row['cpu_ms_per_1000_views']} | "
+            f"{row['cpu_saving']} | "
+            f"{', '.join(map(str, row['runs_views_per_s']))} |"
+        )
+    return "\n".join(lines)
+
+
 def render(result: dict) -> str:
     """The table for whichever benchmark wrote `result`."""
     if "speed" in result:
@@ -153,6 +175,8 @@ def render(result: dict) -> str:
         return optim_table(result)
     if result["rows"] and "ms" in result["rows"][0]:
         return loss_table(result)
+    if result["rows"] and "cpu_saving" in result["rows"][0]:
+        return views_table(result)
     return pipeline_table(result)
 
 

@@ -148,9 +148,9 @@ def make_step(cfg: PretrainConfig, accelerator: Accelerator, channels: int):
         first = timing["first_step_seconds"] is None
         started = time.perf_counter()
         if graphed is None:
-            loss = train_step(accelerator, model, forward, optimizer, batch[0], batch[1], cfg.temperature)
+            loss = train_step(accelerator, model, forward, optimizer, batch[:2], cfg.temperature)
         else:
-            loss = graphed(batch[0], batch[1])
+            loss = graphed(*batch[:2])
         scheduler.step_update(next(counter))
         if first:  # compilation happens here: reported apart from the steady state
             if accelerator.device.type == "cuda":

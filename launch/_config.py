@@ -8,19 +8,19 @@ types cannot (choices, ranges, that the shard folders exist).
 from __future__ import annotations
 
 import dataclasses
+import json
+import types
+import typing
 from pathlib import Path
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 import encoders
 import pipelines
 import trainers
-
-
-class ConfigError(Exception):
-    pass
+from launch._errors import ConfigError
 
 
 def _valid_keys(schema: type, dotted: str) -> str:
@@ -34,6 +34,27 @@ def _valid_keys(schema: type, dotted: str) -> str:
     return ", ".join(f.name for f in dataclasses.fields(node))
 
 
+def check_text(override: str) -> None:
+    """Configs are YAML text: a value holding bytes that are not UTF-8 (a file name's) cannot be one."""
+    try:
+        override.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"override {override!r} is not valid UTF-8 (a file name's bytes?); a config is YAML text, "
+            "so rename the file or folder, or point to it through a symlink with a UTF-8 name"
+        ) from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """`line N: what is wrong`, from PyYAML's error (its str() spans several lines)."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or problem is None:
+        return str(err).splitlines()[0]
+    if problem.startswith("found duplicate key "):
+        problem = f"key {problem.removeprefix('found duplicate key ')!r} is given twice; keep one"
+    return f"line {mark.line + 1}: {problem}"
+
+
 def read_yaml(path: str):
     """A YAML file as OmegaConf reads it; a missing file or anything but plain YAML is one line."""
     if not Path(path).is_file():
@@ -41,7 +62,78 @@ def read_yaml(path: str):
     try:
         return OmegaConf.load(path)
     except yaml.YAMLError as err:  # also what a !!python/... tag gets: it is never constructed
-        raise ConfigError(f"config {path}: not plain YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"config {path}: not plain YAML ({_yaml_problem(err)})") from None
+
+
+# Free-form mappings of the schema whose keys are the fields of a dataclass elsewhere: their values
+# are type-checked against it at load time (their names and ranges later, by the code that owns them).
+KEYED_BY = {"data.augment": pipelines.Augment}
+
+
+def _describe(hint) -> str:
+    """How a value of type `hint` is written, for an error message."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return f"a group of keys ({', '.join(f.name for f in dataclasses.fields(hint))})"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) if a is not type(None) else "null" for a in args)
+    if origin is tuple:
+        return f"a list of {len(args)} {'numbers' if float in args else 'values'}, e.g. [0.5, 1.0]"
+    if origin is list:
+        items, example = {int: ("integers", "[1, 2]"), float: ("numbers", "[0.1, 0.2]")}.get(
+            args[0], ("strings", "[a, b]")
+        )
+        return f"a list of {items}, e.g. {example}"
+    if origin is dict:
+        return "a mapping, e.g. {key: value}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(hint, str(hint))
+
+
+def _fits(value, hint) -> bool:
+    """Whether `value` (as YAML gives it) converts to `hint` the way OmegaConf converts it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any or (isinstance(value, str) and ("${" in value or value == "???")):
+        return True  # interpolations are checked once resolved, ??? (required) when converted
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) if a is not type(None) else value is None for a in args)
+    if dataclasses.is_dataclass(hint) or origin is dict:
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        if not isinstance(value, list) or (origin is tuple and len(value) != len(args)):
+            return False
+        items = args if origin is tuple else args * len(value)
+        return all(_fits(v, a) for v, a in zip(value, items, strict=False))
+    if isinstance(value, (dict, list)) or value is None:
+        return False
+    if hint is bool:
+        return str(value).lower() in ("true", "false", "yes", "no", "on", "off", "y", "n", "1", "0")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            return False
+        try:
+            return float(value) == int(float(value)) if hint is int else bool(float(value) == float(value))
+        except (TypeError, ValueError):
+            return False
+    return True
+
+
+def check_types(schema: type, values: dict, where: str, prefix: str = "") -> None:
+    """Refuse a value of the wrong type under a key of `schema`, naming the key and the type it takes.
+
+    Unknown keys are left to the merge, which lists the valid ones."""
+    hints = typing.get_type_hints(schema)
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in hints:
+            continue
+        hint = hints[key]
+        if not _fits(value, hint):
+            shown = json.dumps(value) if isinstance(value, (dict, list)) else value
+            raise ConfigError(f"config {dotted}={shown} in {where}: takes {_describe(hint)}")
+        if dataclasses.is_dataclass(hint):
+            check_types(hint, value, where, f"{dotted}.")
+        elif dotted in KEYED_BY and isinstance(value, dict):
+            check_types(KEYED_BY[dotted], value, where, f"{dotted}.")
 
 
 def load_config(
@@ -58,18 +150,22 @@ def load_config(
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override {bad[0]!r} is not key=value (e.g. optim.lr=0.5)")
+    for override in overrides:
+        check_text(override)
     sources.append(("the command line", lambda: OmegaConf.from_dotlist(overrides)))
     for where, read in sources:
         try:
-            config = OmegaConf.merge(config, read())
+            loaded = read()
+            if isinstance(loaded, DictConfig):
+                check_types(schema, OmegaConf.to_container(loaded), where)
+            config = OmegaConf.merge(config, loaded)
         except ConfigKeyError as err:
             key = err.full_key or str(err.key)
             raise ConfigError(
                 f"unknown config key {key!r} in {where}; valid keys here: {_valid_keys(schema, key)}"
             ) from None
         except yaml.YAMLError as err:  # also what a !!python/... tag gets: it is never constructed
-            message = str(err).splitlines()[0]
-            raise ConfigError(f"config {where}: not plain YAML ({message})") from None
+            raise ConfigError(f"config {where}: not plain YAML ({_yaml_problem(err)})") from None
         except OmegaConfBaseException as err:
             message = str(err).splitlines()[0]
             raise ConfigError(f"config {getattr(err, 'full_key', '') or ''} in {where}: {message}") from None
@@ -133,6 +229,21 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
         raise ConfigError(f"config optim.lr={cfg.optim.lr} must be positive")
     if not 0 < cfg.data.fraction <= 1:
         raise ConfigError(f"config data.fraction={cfg.data.fraction} must be in (0, 1]")
+    if cfg.data.views < 2:
+        raise ConfigError(
+            f"config data.views={cfg.data.views} must be at least 2 (each view's positives are the others)"
+        )
+    if cfg.data.small_views < 0:
+        raise ConfigError(f"config data.small_views={cfg.data.small_views} must be 0 (none) or more")
+    if cfg.data.small_views and not 0 < cfg.data.small_size < cfg.data.size:
+        raise ConfigError(
+            f"config data.small_size={cfg.data.small_size} must be in 1..data.size-1 ({cfg.data.size - 1})"
+        )
+    scale = cfg.data.small_crop_scale
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ConfigError(
+            f"config data.small_crop_scale={list(scale)} must be [min, max] with 0 < min <= max <= 1"
+        )
     if cfg.optim.decay_epochs and cfg.optim.schedule != "step":
         raise ConfigError("config optim.decay_epochs needs optim.schedule=step")
     if (cfg.data.knn_bank is None) != (cfg.data.knn_val is None):

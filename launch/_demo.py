@@ -39,9 +39,7 @@ def digit_shards(folder: Path) -> dict[str, Path]:
     for split in ("train", "test"):
         if not (paths[split] / shards.MANIFEST).is_file():
             source = shards.open_source("digits", None, split)
-            shards.convert(
-                source, paths[split], encoding="raw", shard_size=500, overwrite=True, progress=False
-            )
+            shards.convert(source, paths[split], encoding="raw", shard_size=500, overwrite=True)
     if not (paths["train-10pct"] / shards.MANIFEST).is_file():
         shards.subset(paths["train"], paths["train-10pct"], fraction=0.1, seed=0, overwrite=True)
     return paths
@@ -68,15 +66,24 @@ def demo_config(paths: dict[str, Path], run_dir: Path, epochs: int) -> PretrainC
     cfg.model.encoder, cfg.model.head, cfg.model.hidden_dim, cfg.model.out_dim = "small_cnn", "mlp_bn", 64, 32
     cfg.optim.name, cfg.optim.lr, cfg.optim.lr_scaling = "adam", 1e-3, "none"
     cfg.optim.weight_decay, cfg.optim.warmup_epochs = 1e-5, 5
-    cfg.track.log_every, cfg.track.progress = 10, False
+    cfg.track.log_every = 10  # progress on: a bar per epoch and a line with its loss and kNN accuracy
     return cfg
+
+
+STAGES = 4
+
+
+def stage(n: int, text: str) -> None:
+    print(f"[{n}/{STAGES}] {text}", flush=True)
 
 
 def run_demo(run_dir: Path, epochs: int = 150, supervised_epochs: int = 100, seeds: int = 3) -> dict:
     """Everything above; returns both accuracies (mean over `seeds` probe and baseline seeds) and the run."""
     started = time.time()
+    stage(1, f"scikit-learn digits as shards in {cache_dir()} (made once)")
     paths = digit_shards(cache_dir())
     cfg = demo_config(paths, run_dir, epochs)
+    stage(2, f"SimCLR pretraining of a small CNN on 1,437 unlabelled digits, {epochs} epochs, in {run_dir}")
     summary = pretrain(cfg, config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
     def loader(mode: str, name: str, batch_size: int = 256, seed: int = 0):
@@ -87,15 +94,21 @@ def run_demo(run_dir: Path, epochs: int = 150, supervised_epochs: int = 100, see
 
     encoder = SmallCNN(in_chans=1)
     encoder.load_state_dict(load_file(Path(summary["encoder"])))
-    train_x, train_y = extract_features(encoder, loader("val", "train-10pct"))
-    test_x, test_y = extract_features(encoder, loader("val", "test"))
+    stage(3, f"linear probes on the frozen encoder, trained on 10% of the labels ({seeds} seeds)")
+    train_x, train_y = extract_features(encoder, loader("val", "train-10pct"), desc="features, labelled 10%")
+    test_x, test_y = extract_features(encoder, loader("val", "test"), desc="features, test")
     probe, supervised = [], []
     for seed in range(seeds):  # one test image is 0.28 points: single runs are too noisy to rank
         probe.append(accuracy(fit_linear_probe(train_x, train_y, num_classes=10, seed=seed), test_x, test_y))
+    stage(4, f"the same CNN trained from scratch on the same labels ({seeds} seeds)")
+    for seed in range(seeds):
         torch.manual_seed(seed)
         baseline = torch.nn.Sequential(SmallCNN(in_chans=1), torch.nn.Linear(128, 10))
         train_supervised(
-            baseline, loader("train", "train-10pct", batch_size=32, seed=seed), supervised_epochs
+            baseline,
+            loader("train", "train-10pct", batch_size=32, seed=seed),
+            supervised_epochs,
+            desc=f"supervised, seed {seed}",
         )
         supervised.append(top1(baseline, loader("val", "test"), Accelerator(cpu=True)))
     return {
@@ -127,4 +140,17 @@ def format_table(result: dict) -> str:
     lines.append(
         f"run directory: {result['run_dir']} (config.yaml, metrics.jsonl, checkpoints/, encoder.safetensors)"
     )
-    return "\n".join(lines)
+    return "\n".join(lines + NEXT_STEPS)
+
+
+# The same three steps on your own images: a folder per class (root/<class>/<image>).
+NEXT_STEPS = [
+    "",
+    "next, on your own images (one folder per class: photos/<class>/<image>.jpg):",
+    "  fastclr shards convert imagefolder --src photos/train --out shards/train",
+    "  fastclr shards convert imagefolder --src photos/val --out shards/val",
+    "  fastclr pretrain data.train=shards/train data.size=64 model.encoder=resnet18 epochs=100 "
+    "run_dir=runs/mine",
+    "  fastclr linear --encoder runs/mine --train shards/train --val shards/val --out runs/mine/linear",
+    "(add cpu=true without a GPU; `fastclr pretrain --help` and launch/configs/ for recipes)",
+]

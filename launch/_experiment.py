@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import trainers
-from launch._config import ConfigError, load_config, read_yaml, validate_pretrain
+from launch._config import ConfigError, check_text, check_types, load_config, read_yaml, validate_pretrain
 from launch._report import read_jsonl
 
 STEP_COMMANDS = (
@@ -69,21 +69,21 @@ class Step:
     pretrain_yaml: str = ""
 
 
-def is_experiment(path: str | None) -> bool:
+def _has_steps(loaded) -> bool:
     """An experiment file (has `steps:`) rather than a plain pretrain config."""
-    if path is None or not Path(path).is_file():
-        return False
-    loaded = read_yaml(path)
     return isinstance(loaded, DictConfig) and "steps" in loaded
 
 
 def load_pretrain(path: str | None, overrides: list[str]) -> tuple[trainers.PretrainConfig, str]:
-    """A validated pretrain config, from a plain pretrain YAML or an experiment file's pretrain step."""
-    if not is_experiment(path):
-        cfg, text = load_config(trainers.PretrainConfig, path, overrides)
+    """A validated pretrain config, from a plain pretrain YAML or an experiment file's pretrain step.
+
+    The file is read and parsed once, here, whichever kind it is."""
+    loaded = read_yaml(path) if path is not None else None
+    if not _has_steps(loaded):
+        cfg, text = load_config(trainers.PretrainConfig, None, overrides, base=loaded, where=str(path))
         validate_pretrain(cfg)
         return cfg, text
-    config = load_experiment(path, overrides)
+    config = load_experiment(path, overrides, loaded)
     names = [name for name, step in config.steps.items() if step_command(name, step) == "pretrain"]
     if len(names) != 1:
         raise ConfigError(f"{path}: {len(names)} pretrain steps; run it with `fastclr run`")
@@ -109,9 +109,12 @@ def target(config: DictConfig, key: str) -> str:
     )
 
 
-def load_experiment(path: str, overrides: list[str] = ()) -> DictConfig:
-    """The experiment file merged over its schema, with `key=value` overrides applied (unresolved)."""
-    loaded = read_yaml(path)
+def load_experiment(path: str, overrides: list[str] = (), loaded: DictConfig | None = None) -> DictConfig:
+    """The experiment file (`loaded`: already parsed) merged over its schema, with `key=value`
+    overrides applied (unresolved)."""
+    loaded = read_yaml(path) if loaded is None else loaded
+    if isinstance(loaded, DictConfig):
+        check_types(ExperimentConfig, OmegaConf.to_container(loaded), str(path))
     try:
         config = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), loaded)
     except OmegaConfBaseException as err:
@@ -130,12 +133,21 @@ def set_values(config: DictConfig, overrides: list[str] | dict) -> None:
     pairs = overrides.items() if isinstance(overrides, dict) else [split_override(o) for o in overrides]
     for key, value in pairs:
         where = target(config, key)
-        OmegaConf.update(config, where, value, merge=False, force_add=where.startswith("steps."))
+        if "." not in where:  # a top-level key: `runs={a: 1}` is refused naming the type it takes
+            plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            check_types(ExperimentConfig, {key: plain}, "the command line")
+        try:
+            OmegaConf.update(config, where, value, merge=False, force_add=where.startswith("steps."))
+        except OmegaConfBaseException as err:
+            raise ConfigError(
+                f"config {key}={value} in the command line: {str(err).splitlines()[0]}"
+            ) from None
 
 
 def split_override(override: str) -> tuple[str, Any]:
     if "=" not in override:
         raise ConfigError(f"override {override!r} is not key=value (e.g. optim.lr=0.5)")
+    check_text(override)
     key, text = override.split("=", 1)
     return key, OmegaConf.from_dotlist([f"v={text}"]).v  # YAML typing: 0.5 float, [a,b] list, true bool
 

@@ -1,4 +1,4 @@
-"""DALI input pipelines: two-view pretraining and eval train/val, per rank, on GPU or CPU."""
+"""DALI input pipelines: N-view pretraining and eval train/val, per rank, on GPU or CPU."""
 
 from pipelines._augment import PRESETS, Augment, PipelineError, create_augment
 from pipelines._baseline import TorchvisionLoader

@@ -1,4 +1,4 @@
-"""DALI graphs: read -> decode once -> augment (one or two views) -> normalise, on GPU or CPU.
+"""DALI graphs: read -> decode once -> augment (one view, or N) -> normalise, on GPU or CPU.
 
 One `@pipeline_def` per job, sharing the decode and view functions. On a GPU
 the decoder is DALI's "mixed" nvJPEG one and every op after it runs on the
@@ -147,15 +147,39 @@ def channel_stats(src: Source, channels: int) -> tuple[list[float], list[float]]
     return mean, std
 
 
+@dataclass(frozen=True)
+class SmallViews:
+    """The multi-crop group: `count` extra views of every image at a smaller side, with their own crops."""
+
+    count: int
+    out: Output  # its side (the rest as the large views')
+    augment: Augment  # the large views' ops with their own crop scale
+
+
 @pipeline_def(enable_conditionals=True)
 def pretrain_graph(
-    src: Source, out: Output, aug: Augment, shard_id: int, num_shards: int, shuffle_seed: int, gpu: bool
+    src: Source,
+    out: Output,
+    aug: Augment,
+    shard_id: int,
+    num_shards: int,
+    shuffle_seed: int,
+    gpu: bool,
+    views: int = 2,
+    small: SmallViews | None = None,
 ):
-    """Two independently augmented views of every image, plus its label."""
+    """`views` independently augmented views of every image from one decode, then the small views, then
+    the label.
+
+    Each view is its own chain of op instances: ops of one instance share a random state, and
+    reusing one for two views would tie them (PITFALLS 20).
+    """
     encoded, label = read(src, shard_id, num_shards, shuffle=True, seed=shuffle_seed, pad_last_batch=False)
     image = decode(encoded, src, out.channels, gpu)
     mean, std = channel_stats(src, out.channels)
-    return view(image, aug, out, mean, std), view(image, aug, out, mean, std), label
+    large = [view(image, aug, out, mean, std) for _ in range(views)]
+    extra = [view(image, small.augment, small.out, mean, std) for _ in range(small.count)] if small else []
+    return (*large, *extra, label)
 
 
 @pipeline_def(enable_conditionals=True)

@@ -3,16 +3,19 @@
     loader = create_loader("pretrain", "data/cifar10-train", batch_size=512, size=32,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
                            device=accelerator.device, dtype=torch.bfloat16, channels_last=True)
-    for view1, view2, label in loader: ...
+    for *views, label in loader: ...
 
-`pretrain` yields (view1, view2, label); `train` (image, label) with one random
-view; `val` (image, label) in stored order, every sample of the rank's part
-exactly once. Every rank of `pretrain` and `train` gets the same number of
+`pretrain` yields (view_1, ..., view_N, label): `views` (N, default 2) views of
+every decoded image, then, with `small_views` M > 0, M more at `small_size` with
+their own `small_crop_scale` (multi-crop); `train` yields (image, label) with one
+random view; `val` (image, label) in stored order, every sample of the rank's
+part exactly once. Every rank of `pretrain` and `train` gets the same number of
 batches, `len(loader)`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -22,7 +25,7 @@ from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
 import shards
 from pipelines._augment import Augment, PipelineError, create_augment
-from pipelines._graph import Output, Source, eval_train_graph, eval_val_graph, pretrain_graph
+from pipelines._graph import Output, SmallViews, Source, eval_train_graph, eval_val_graph, pretrain_graph
 
 MODES = ("pretrain", "train", "val")
 AUGMENT_DEVICES = ("auto", "gpu", "cpu")
@@ -119,6 +122,22 @@ def check_loader_args(mode: str, dtype: torch.dtype, rank: int, world_size: int)
         raise PipelineError(f"rank {rank} outside a world of {world_size}")
 
 
+def check_views(
+    views: int, small_views: int, small_size: int | None, size: int, small_crop_scale: tuple | None
+) -> None:
+    """The pretrain graph's view counts: at least two views, and small views smaller than the large."""
+    if views < 2:
+        raise PipelineError(f"views={views}: contrastive pretraining needs at least 2 views of each image")
+    if small_views < 0:
+        raise PipelineError(f"small_views={small_views} must be 0 (none) or more")
+    if small_views and (small_size is None or not 0 < small_size < size):
+        raise PipelineError(
+            f"small_size={small_size} must be between 0 and the views' size {size} (exclusive)"
+        )
+    if small_crop_scale is not None and not 0 < small_crop_scale[0] <= small_crop_scale[1] <= 1:
+        raise PipelineError(f"small_crop_scale={tuple(small_crop_scale)} must satisfy 0 < min <= max <= 1")
+
+
 class DaliLoader:
     """Iterates one epoch of batches per `iter()`; see the module docstring."""
 
@@ -142,8 +161,13 @@ class DaliLoader:
         prefetch: int = 2,
         augment_device: str = "auto",
         checkpoint: bytes | None = None,
+        views: int = 2,
+        small_views: int = 0,
+        small_size: int | None = None,
+        small_crop_scale: tuple[float, float] | None = None,
     ):
         check_loader_args(mode, dtype, rank, world_size)
+        check_views(views, small_views, small_size, size, small_crop_scale)
         self.folder, self.mode, self.batch_size = Path(folder), mode, batch_size
         self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
         src, self.manifest = shard_source(folder)
@@ -189,7 +213,16 @@ class DaliLoader:
             checkpoint=checkpoint,
         )
         if mode == "pretrain":
-            graph = pretrain_graph(src, out, augment, rank, world_size, seed, ops_on_gpu, **common)
+            small = None
+            if small_views:
+                small = SmallViews(
+                    small_views,
+                    dataclasses.replace(out, size=small_size),
+                    dataclasses.replace(augment, crop_scale=tuple(small_crop_scale or augment.crop_scale)),
+                )
+            graph = pretrain_graph(
+                src, out, augment, rank, world_size, seed, ops_on_gpu, views, small, **common
+            )
         elif mode == "train":
             graph = eval_train_graph(src, out, augment, rank, world_size, seed, ops_on_gpu, **common)
         else:

@@ -3,9 +3,10 @@
 Imports numpy, Pillow and webdataset only: never torch or DALI.
 """
 
-from shards._convert import ENCODINGS, check_output, convert
+from shards._convert import ENCODINGS, MAX_PIXELS, check_output, convert
 from shards._errors import ShardError
 from shards._format import MANIFEST, load_manifest, read_samples, sha256_file
+from shards._progress import progress
 from shards._sources import SOURCES, SPLITS, Source, open_source
 from shards._subset import subset
 from shards._verify import check, describe, rebuild_index, verify
@@ -13,6 +14,7 @@ from shards._verify import check, describe, rebuild_index, verify
 __all__ = [
     "ENCODINGS",
     "MANIFEST",
+    "MAX_PIXELS",
     "SOURCES",
     "SPLITS",
     "ShardError",
@@ -23,6 +25,7 @@ __all__ = [
     "describe",
     "load_manifest",
     "open_source",
+    "progress",
     "read_samples",
     "sha256_file",
     "rebuild_index",

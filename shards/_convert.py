@@ -11,14 +11,13 @@ import io
 import multiprocessing
 import os
 import shutil
-import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from shards._errors import ShardError
 from shards._format import (
@@ -35,10 +34,15 @@ from shards._format import (
     sha256_file,
     write_json_atomic,
 )
+from shards._progress import progress as progress_bar
 from shards._sources import Sample, Source
 
 ENCODINGS = ("auto", "jpeg", "png", "raw")
 PIL_ENCODING = {"JPEG": "jpeg", "PNG": "png"}
+# Pixels an image's header may declare before it is refused undecoded. Pillow's MAX_IMAGE_PIXELS
+# (89M) only warns, and a few hundred KB of PNG declaring 12000 x 12000 then took 7.8 GB to convert;
+# 40M (8000 x 5000, 120 MB per RGB copy) is above any ImageNet or Tiny-ImageNet image.
+MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -48,22 +52,40 @@ class Settings:
     reencode: bool
     skip_corrupt: bool
     max_side: int | None = None
+    max_pixels: int | None = MAX_PIXELS
 
 
 class CorruptImage(Exception):
     pass
 
 
-def decode_image(data: bytes, channels: int) -> tuple[np.ndarray, str | None]:
-    """Fully decode encoded bytes (catches truncation); returns pixels and 'jpeg'/'png'/None."""
+class TooLarge(CorruptImage):
+    """The header declares more pixels than allowed: refused before decoding (a decompression bomb?)."""
+
+
+def decode_image(data: bytes, channels: int, max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
+    """Fully decode encoded bytes (catches truncation); returns pixels and 'jpeg'/'png'/None.
+
+    An image whose header declares more than `max_pixels` pixels raises TooLarge before decoding."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():  # Pillow's own limit only warns below twice its MAX_IMAGE_PIXELS
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))  # reads the header only
+        with opened as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise TooLarge(
+                    f"its header declares {width} x {height} = {width * height:,} pixels, over "
+                    f"--max-pixels {max_pixels:,} (a decompression bomb?)"
+                )
             image.load()
             encoding = PIL_ENCODING.get(image.format)
             pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
     except UnidentifiedImageError:
         raise CorruptImage("empty file" if not data else "not an image format Pillow knows") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise TooLarge(f"{err} (Pillow's limit)") from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise CorruptImage(str(err) or type(err).__name__) from None
     return pixels, encoding
 
@@ -92,7 +114,7 @@ def encode_sample(sample: Sample, channels: int, settings: Settings) -> tuple[st
     if isinstance(sample.image, np.ndarray):
         pixels, source_encoding, data = sample.image, None, None
     else:
-        pixels, source_encoding = decode_image(sample.image, channels)
+        pixels, source_encoding = decode_image(sample.image, channels, settings.max_pixels)
         data = sample.image
     if settings.max_side and max(pixels.shape[:2]) > settings.max_side:
         pixels, data = shrink(pixels, settings.max_side), None  # resized pixels must be encoded anew
@@ -126,6 +148,14 @@ def _write_shard(shard_no: int) -> dict:
                 sample = source.get(int(index))
                 try:
                     ext, payload, pixels = encode_sample(sample, source.channels, settings)
+                except TooLarge as err:
+                    if not settings.skip_corrupt:
+                        raise ShardError(
+                            f"{sample.origin}: {err}; remove it, raise --max-pixels if it is genuine, "
+                            "or pass --skip-corrupt to skip and count it"
+                        ) from None
+                    skipped.append({"origin": sample.origin, "error": str(err)})
+                    continue
                 except CorruptImage as err:
                     if not settings.skip_corrupt:
                         raise ShardError(
@@ -183,9 +213,17 @@ def seal_shard(tar_path: Path, idx_path: Path) -> dict:
     }
 
 
-def check_output(out: str | Path, overwrite: bool) -> None:
-    """Refuse to clobber an existing folder unless asked, and never one that is not ours."""
+def check_output(out: str | Path, overwrite: bool, src: str | Path | None = None) -> None:
+    """Refuse to clobber an existing folder unless asked, and never one that is not ours; refuse an
+    output inside the dataset it is made from (its tars would be read as part of the data next time)."""
     out = Path(out)
+    if src is not None and Path(src).is_dir():
+        inside = Path(os.path.abspath(out)).resolve()
+        root = Path(os.path.abspath(src)).resolve()
+        if inside == root or root in inside.parents:
+            raise ShardError(
+                f"--out {out} is inside --src {src}; choose an --out outside the dataset's folder"
+            )
     if out.exists():
         if not overwrite:
             raise ShardError(
@@ -237,6 +275,7 @@ def convert(
     skip_corrupt: bool = False,
     reencode: bool = False,
     max_side: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
     seed: int = 0,
     shuffle: bool = True,
     progress: bool = True,
@@ -253,6 +292,8 @@ def convert(
         reencode: re-encode files even when they already are in the target encoding.
         max_side: shrink images whose longer side exceeds this (DALI's buffers grow to the
             largest image, and nvJPEG can fail on huge ones).
+        max_pixels: refuse (or with skip_corrupt, skip) an image whose header declares more
+            pixels, before decoding it; None: no limit but Pillow's.
         seed, shuffle: the global sample order is a seeded permutation (DALI only
             shuffles within a buffer, so shards must be pre-shuffled).
     """
@@ -265,19 +306,21 @@ def convert(
         raise ShardError("--shard-size and --workers must be at least 1")
     if len(source) == 0:
         raise ShardError(f"source {source.name} ({source.split}) holds no images")
+    if max_side is not None and max_side < 8:
+        raise ShardError(f"--max-side {max_side} is too small; use at least 8 pixels")
+    if max_pixels is not None and max_pixels < 64:
+        raise ShardError(f"--max-pixels {max_pixels} is too small; use at least 64")
     out = Path(out)
     started = time.time()
     partial = prepare_output(out, overwrite)
     order = np.random.default_rng(seed).permutation(len(source)) if shuffle else np.arange(len(source))
     plan = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
-    if max_side is not None and max_side < 8:
-        raise ShardError(f"--max-side {max_side} is too small; use at least 8 pixels")
-    settings = Settings(encoding, quality, reencode, skip_corrupt, max_side)
+    settings = Settings(encoding, quality, reencode, skip_corrupt, max_side, max_pixels)
     _JOB = (source, plan, partial, source.split, settings)
     results: list[dict] = []
     try:
         desc = f"{source.name}/{source.split}"
-        with tqdm(total=len(source), unit="img", desc=desc, disable=not progress, file=sys.stderr) as bar:
+        with progress_bar(total=len(source), unit="img", desc=desc, enabled=progress) as bar:
             if workers == 1:
                 shard_results = map(_write_shard, range(len(plan)))
             else:
@@ -295,6 +338,12 @@ def convert(
         )
         write_json_atomic(partial / MANIFEST, manifest)
         publish_output(partial, out)
+    except OSError as err:  # reads are ShardErrors already: this is the output (full disk, permissions)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ShardError(
+            f"--out {out}: cannot write the shards ({err.strerror or err}); nothing was left behind; "
+            "free space or choose another --out, then run the same command again"
+        ) from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -368,6 +417,7 @@ def _manifest(
             "quality": settings.quality,
             "reencode": settings.reencode,
             "max_side": settings.max_side,
+            "max_pixels": settings.max_pixels,
             "skip_corrupt": settings.skip_corrupt,
             "shard_size": shard_size,
             "shuffled": shuffle,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shards._errors import ShardError
+from shards._sources import looks_like_image_folder
 
 MANIFEST = "manifest.json"
 FORMAT_NAME = "fastclr-shards"
@@ -137,9 +138,20 @@ def load_manifest(folder: str | Path) -> dict:
     if not folder.is_dir():
         raise ShardError(f"{folder}: no such shard folder; make one with `fastclr shards convert`")
     if not path.is_file():
+        if looks_like_image_folder(folder):
+            out = folder.with_name(folder.name + "-shards")
+            raise ShardError(
+                f"{folder} holds image files, not shards; make shards of it with `fastclr shards convert "
+                f"imagefolder --src {folder} --out {out}` and pass that folder"
+            )
+        if (folder.parent / f".{folder.name}.partial").exists():
+            raise ShardError(
+                f"{path}: missing, so {folder} is not a finished shard folder (a conversion into it "
+                "was interrupted); rerun `fastclr shards convert`"
+            )
         raise ShardError(
-            f"{path}: missing, so {folder} is not a finished shard folder "
-            "(an interrupted conversion leaves none); rerun `fastclr shards convert`"
+            f"{path}: missing, so {folder} is not a finished shard folder; pass the --out folder "
+            "of `fastclr shards convert`"
         )
     try:
         manifest = json.loads(path.read_text())

@@ -61,6 +61,27 @@ def register(name: str):
     return wrap
 
 
+def looks_like_image_folder(folder: Path, limit: int = 200) -> bool:
+    """Image files in `folder` or its subfolders (the first `limit` entries of each are looked at)."""
+    if not folder.is_dir():
+        return False
+    entries = [p for _, p in zip(range(limit), folder.iterdir(), strict=False)]
+    subfolders = [p for p in entries if p.is_dir()]
+    for path in entries + [q for d in subfolders for _, q in zip(range(limit), d.iterdir(), strict=False)]:
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            return True
+    return False
+
+
+def imagefolder_hint(folder: Path) -> str:
+    """`; ... holds image files: ...` for an error about an image tree where another format belongs."""
+    if not looks_like_image_folder(folder):
+        return ""
+    out = folder.with_name(folder.name + "-shards")
+    command = f"fastclr shards convert imagefolder --src {folder} --out {out}"
+    return f"; {folder} holds image files: convert them with `{command}`"
+
+
 def open_source(name: str, src: str | Path | None, split: str, **options) -> Source:
     """Open dataset `name` at `src` for `split`; unknown names list the valid ones."""
     if name not in SOURCES:
@@ -190,7 +211,9 @@ def _read_members(src: Path, wanted: list[str], dataset: str, hint: str) -> dict
                 break
     missing = [name for name in wanted if name not in found]
     if missing:
-        raise ShardError(f"--src {src}: no {dataset} files {', '.join(missing)} there; {hint}")
+        raise ShardError(
+            f"--src {src}: no {dataset} files {', '.join(missing)} there; {hint}{imagefolder_hint(src)}"
+        )
     return found
 
 
@@ -267,6 +290,7 @@ def _idx_file(src: Path, stem: str) -> Path:
             return src / name
     raise ShardError(
         f"--src {src}: no {stem}[.gz] there; point --src at the folder of MNIST's four IDX files"
+        + imagefolder_hint(src)
     )
 
 
@@ -327,7 +351,7 @@ def stl10(src: Path, split: str) -> Source:
     if not image_path.is_file():
         raise ShardError(
             f"--src {src}: no {image_path.name} there; point --src at the "
-            "stl10_binary folder of stl10_binary.tar.gz"
+            "stl10_binary folder of stl10_binary.tar.gz" + imagefolder_hint(src)
         )
     pixels = 3 * 96 * 96
     if image_path.stat().st_size % pixels:

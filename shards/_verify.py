@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from pathlib import Path
 
 from shards._convert import CorruptImage, decode_image
@@ -21,6 +22,7 @@ from shards._format import (
     read_samples,
     sample_crc,
     sha256_file,
+    split_member_name,
 )
 
 RAW_EXT = IMAGE_EXT["raw"]
@@ -151,7 +153,7 @@ def verify(folder: str | Path, decode: bool = True) -> dict:
     folder = Path(folder)
     manifest = load_manifest(folder)
     _check_unlisted(folder, manifest)
-    total = 0
+    total, labels = 0, Counter()
     for shard, tar, idx in iter_shard_paths(folder, manifest):
         for path in (tar, idx):
             if not path.is_file():
@@ -172,10 +174,46 @@ def verify(folder: str | Path, decode: bool = True) -> dict:
             raise ShardError(f"{tar}: holds {len(samples)} samples, manifest says {shard['num_samples']}")
         for key, parts in read_samples(tar) if decode else ():
             _check_sample(tar, key, parts, manifest)
+        if manifest["labeled"]:
+            labels.update(_labels(tar, samples, manifest["num_classes"]))
         total += len(samples)
     if total != manifest["num_samples"]:
         raise ShardError(f"{folder}: {total} samples in shards, manifest says {manifest['num_samples']}")
+    if manifest["labeled"]:
+        _check_class_counts(folder, manifest, labels)
     return {"shards": len(manifest["shards"]), "samples": total}
+
+
+def _labels(tar: Path, samples: list, num_classes: int) -> Counter:
+    """How many samples of the tar carry each label, read by offset (nothing decoded); a label
+    outside the classes is named with its sample."""
+    valid = {str(c).encode(): c for c in range(num_classes)}
+    found: Counter = Counter()
+    with open(tar, "rb") as f:
+        for key, members in samples:
+            member = next((m for m in members if split_member_name(m.name)[1] == LABEL_EXT), None)
+            if member is None:
+                raise ShardError(f"{tar}: sample {key}: no .{LABEL_EXT} label member")
+            f.seek(member.offset)
+            raw = f.read(member.size).strip()
+            if raw not in valid:
+                shown = raw[:20].decode(errors="replace")
+                raise ShardError(f"{tar}: sample {key}: label {shown} outside 0..{num_classes - 1}")
+            found[valid[raw]] += 1
+    return found
+
+
+def _check_class_counts(folder: Path, manifest: dict, labels: Counter) -> None:
+    """The manifest's per-class counts (what subsets and reports rely on) against the tars' labels."""
+    actual = [labels[c] for c in range(manifest["num_classes"])]
+    expected = manifest.get("class_counts")
+    if expected is not None and actual != expected:
+        c = next(c for c, (a, e) in enumerate(zip(actual, expected, strict=False)) if a != e)
+        raise ShardError(
+            f"{folder / MANIFEST}: class {manifest['classes'][c]!r} has {actual[c]} samples in the tars, "
+            f"the manifest says {expected[c]} (the manifest was edited or belongs to other shards); "
+            "reconvert the shards"
+        )
 
 
 def describe(folder: str | Path) -> str:
@@ -201,7 +239,7 @@ def describe(folder: str | Path) -> str:
         f"  labels    {f'{len(classes)} classes: {names}' if m['labeled'] else 'none (unlabelled)'}",
         f"  mean/std  {m['mean']} / {m['std']}",
         f"  skipped   {m['skipped']['count']} unreadable image(s)",
-        f"  source    {m['source']}",
+        *_field_lines("source", m["source"]),
     ]
     if m["subset"]:
         sub = m["subset"]
@@ -211,6 +249,15 @@ def describe(folder: str | Path) -> str:
             f"({sub['parent_num_samples']:,} samples)"
         )
     return "\n".join(lines)
+
+
+def _field_lines(title: str, fields: dict) -> list[str]:
+    """`  title     key: value` lines, one per field, lists joined with commas."""
+    lines = []
+    for n, (key, value) in enumerate(fields.items()):
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        lines.append(f"  {title if n == 0 else '':<9} {key}: {shown}")
+    return lines or [f"  {title}"]
 
 
 def rebuild_index(folder: str | Path, shard: dict) -> Path:

@@ -120,6 +120,32 @@ def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
     assert "| 6 | 2.0 |" in run_bench("bench.table", tmp_path / "tta.json").stdout
 
 
+def test_views_benchmark_compares_each_view_set_with_two_views(tmp_path):
+    write_imagefolder(tmp_path / "src" / "cifar10" / "test", per_class=8, size=32)
+    run_bench(
+        "bench.views",
+        *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 16, "--threads", 1),
+        *("--sets", 2, 4, "2+3", "--batch-size", 8, "--batch-size-224", 2, "--batches", 2, "--warmup", 1),
+        *("--repeats", 2, "--json", tmp_path / "views.json"),
+    )
+    result = json.loads((tmp_path / "views.json").read_text())
+    rows = {(r["dataset"], r["set"]): r for r in result["rows"]}
+    assert set(rows) == {
+        (d, s) for d in ("cifar10-test-jpeg", "synthetic224-jpeg") for s in ("2", "4", "2+3")
+    }
+    for (dataset, spec), row in rows.items():
+        views = {"2": 2, "4": 4, "2+3": 5}[spec]
+        assert row["views_per_s"] == pytest.approx(views * row["images_per_s"], rel=0.01)
+        assert len(row["runs_views_per_s"]) == 2 and row["cpu_ms_per_1000_views"] > 0
+        two = rows[(dataset, "2")]
+        assert row["speed"] == pytest.approx(row["views_per_s"] / two["views_per_s"], abs=0.01)
+    assert (
+        rows[("synthetic224-jpeg", "2+3")]["small_size"] == 96
+        and rows[("cifar10-test-jpeg", "2")]["speed"] == 1
+    )
+    assert "| 2 x 32 px + 3 x 16 px |" in run_bench("bench.table", tmp_path / "views.json").stdout
+
+
 def test_loss_benchmark_times_every_batch_size(tmp_path):
     run_bench(
         "bench.loss", "--batch-sizes", 8, 16, "--calls", 2, "--repeats", 2, "--json", tmp_path / "loss.json"

@@ -81,7 +81,7 @@ def _steps(
     set_seed(0)
     model, optimizer, forward = build_training(cfg, accelerator, 3)
     graphed = graphed_step(cfg, accelerator, model, forward, optimizer)
-    step = graphed or functools.partial(train_step, accelerator, model, forward, optimizer, temperature=0.5)
+    step = graphed or functools.partial(eager_step, accelerator, model, forward, optimizer)
     scheduler = create_scheduler(optimizer, total_steps=len(batches), warmup_steps=3, min_lr=0.0)
     out = []
     for k, (view1, view2) in enumerate(batches, 1):
@@ -93,6 +93,10 @@ def _steps(
             torch.cuda.set_sync_debug_mode("default")
         scheduler.step_update(k)  # a new lr every step: a graph that baked it in would drift
     return [loss.item() for loss in out], {k: v.float().cpu() for k, v in model.state_dict().items()}
+
+
+def eager_step(accelerator, model, forward, optimizer, *views):
+    return train_step(accelerator, model, forward, optimizer, views, 0.5)
 
 
 def _batches(n=7, size=16, batch=32):

@@ -89,6 +89,85 @@ def test_two_views_differ_and_share_the_label(tmp_path):
     assert len(set(label.tolist())) == 16
 
 
+def test_n_views_and_small_views_each_independent(tmp_path):
+    folder, _ = id_shards(tmp_path, 32, encoding="jpeg")
+    loader = create_loader(
+        "pretrain",
+        folder,
+        batch_size=16,
+        size=SIZE,
+        views=4,
+        small_views=3,
+        small_size=8,
+        small_crop_scale=(0.05, 0.4),
+    )
+    *views, label = next(iter(loader))
+    assert [v.shape for v in views] == [(16, 3, SIZE, SIZE)] * 4 + [(16, 3, 8, 8)] * 3
+    assert len(set(label.tolist())) == 16
+    for group in (views[:4], views[4:]):  # a separate op chain per view: no two views alike (PITFALLS 20)
+        for i, a in enumerate(group):
+            for b in group[i + 1 :]:
+                assert ((a - b).abs().flatten(1).mean(1) > 0.05).float().mean() > 0.9
+
+
+def test_every_view_is_of_its_own_image(tmp_path):
+    """Identity ops: all N views are the labelled image, the small ones that image at the small side."""
+    folder, pixels = id_shards(tmp_path, 16)
+    loader = create_loader(
+        "pretrain",
+        folder,
+        batch_size=16,
+        size=SIZE,
+        views=3,
+        small_views=2,
+        small_size=8,
+        small_crop_scale=(1.0, 1.0),
+        augment_overrides=IDENTITY,
+    )
+    *views, label = next(iter(loader))
+    order = torch.argsort(label)
+    for large in views[:3]:
+        np.testing.assert_allclose(pixels_of(large, folder)[order].numpy(), pixels, atol=1.0)
+    small = torch.nn.functional.interpolate(
+        torch.tensor(pixels).permute(0, 3, 1, 2).float(), size=8, mode="area"
+    )
+    for view in views[3:]:
+        got = pixels_of(view, folder)[order].permute(0, 3, 1, 2)
+        distance = torch.cdist(got.flatten(1), small.flatten(1))  # each small view is nearest its own image
+        assert torch.equal(distance.argmin(1), torch.arange(16))
+    torch.testing.assert_close(views[3], views[4])  # full-image crops of one decode: nothing random left
+    # The small views' own crop scale: quarter-area crops at random places, while the large stay whole.
+    loader = create_loader(
+        "pretrain",
+        folder,
+        batch_size=16,
+        size=SIZE,
+        small_views=2,
+        small_size=8,
+        small_crop_scale=(0.25, 0.25),
+        augment_overrides=IDENTITY,
+    )
+    large, _, small_a, small_b, label = next(iter(loader))
+    np.testing.assert_allclose(pixels_of(large, folder)[torch.argsort(label)].numpy(), pixels, atol=1.0)
+    assert ((small_a - small_b).abs().flatten(1).mean(1) > 0.05).float().mean() > 0.8
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(views=1), "views=1: contrastive pretraining needs at least 2"),
+        (dict(small_views=-1), "small_views=-1 must be 0"),
+        (dict(small_views=2, small_size=SIZE), f"small_size={SIZE} must be between 0 and the views' size"),
+        (dict(small_views=2), "small_size=None must be between"),
+        (dict(small_views=2, small_size=8, small_crop_scale=(0.5, 0.2)), "small_crop_scale=.0.5, 0.2. must"),
+    ],
+)
+def test_bad_view_counts_refused(tmp_path, kwargs, message):
+    folder, _ = id_shards(tmp_path, 16)
+    with pytest.raises(PipelineError, match=message):
+        create_loader("pretrain", folder, batch_size=8, size=SIZE, **kwargs)
+
+
 def test_same_seed_same_batches_other_seed_other_batches(tmp_path):
     folder, _ = id_shards(tmp_path, 40)
 

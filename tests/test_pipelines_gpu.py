@@ -30,6 +30,27 @@ def test_pretrain_views_are_made_on_the_gpu(tmp_path, encoding, augment_device):
     assert not torch.equal(view1, view2)
 
 
+def test_n_views_and_small_views_on_the_gpu(tmp_path):
+    folder, _ = id_shards(tmp_path, 32, encoding="jpeg")
+    loader = create_loader(
+        "pretrain",
+        folder,
+        batch_size=16,
+        size=SIZE,
+        device="cuda",
+        dtype=torch.bfloat16,
+        channels_last=True,
+        views=4,
+        small_views=2,
+        small_size=8,
+        small_crop_scale=(0.05, 0.4),
+    )
+    *views, label = next(iter(loader))
+    assert [tuple(v.shape) for v in views] == [(16, 3, SIZE, SIZE)] * 4 + [(16, 3, 8, 8)] * 2
+    assert all(v.device.type == "cuda" and v.dtype == torch.bfloat16 for v in views)
+    assert not any(torch.equal(a, b) for i, a in enumerate(views) for b in views[i + 1 :])
+
+
 @pytest.mark.parametrize("augment_device", ["gpu", "cpu"])
 def test_gpu_val_is_exact_and_matches_the_pixels(tmp_path, augment_device):
     folder, pixels = id_shards(tmp_path, 53, encoding="png")

@@ -14,7 +14,16 @@ from safetensors.torch import load_file
 
 import shards
 from encoders import build_encoder
-from trainers import PretrainConfig, TrainError, create_optimizer, create_scheduler, nt_xent, pretrain
+from trainers import (
+    PretrainConfig,
+    TrainError,
+    build_training,
+    create_optimizer,
+    create_scheduler,
+    nt_xent,
+    pretrain,
+    train_step,
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +142,9 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data,
 
     calls = []
 
-    def nan_from_step_8(z1, z2, temperature):
+    def nan_from_step_8(*views, temperature):
         calls.append(1)
-        loss = nt_xent(z1, z2, temperature)
+        loss = nt_xent(*views, temperature=temperature)
         return loss * float("nan") if len(calls) >= 8 else loss
 
     monkeypatch.setattr(trainers._pretrain, "nt_xent", nan_from_step_8)
@@ -150,6 +159,49 @@ def test_resume_with_another_model_or_optimizer_is_refused(data, tmp_path):
     pretrain(config(data, tmp_path / "run", max_steps=2), "")
     with pytest.raises(TrainError, match="optim.name: checkpoint has 'adam', config has 'sgd'"):
         pretrain(config(data, tmp_path / "run", optim__name="sgd"), "")
+
+
+def test_train_step_takes_one_forward_per_view_size_and_every_view_into_the_loss(data, tmp_path):
+    from accelerate import Accelerator
+
+    cfg = config(data, tmp_path / "run")
+    accelerator = Accelerator(cpu=True)
+    model, optimizer, forward = build_training(cfg, accelerator, channels=3)
+    seen, projections = [], []
+
+    def counted(images):
+        seen.append(tuple(images.shape))
+        features, z = forward(images)
+        projections.append(z.detach())
+        return features, z
+
+    generator = torch.Generator().manual_seed(0)
+    views = [torch.randn(4, 3, 16, 16, generator=generator) for _ in range(3)]
+    views += [torch.randn(4, 3, 8, 8, generator=generator) for _ in range(2)]
+    loss = train_step(accelerator, model, counted, optimizer, views, temperature=0.5)
+    assert seen == [(12, 3, 16, 16), (8, 3, 8, 8)]  # 3 large views together, then the 2 small ones
+    # the loss is over five views of four images, each row's positives its image's four other views
+    expected = nt_xent(*torch.cat(projections).chunk(5), temperature=0.5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() != pytest.approx(nt_xent(*torch.cat(projections).chunk(2), temperature=0.5).item())
+
+
+def test_n_views_and_small_views_pretrain_and_a_resume_must_keep_them(data, tmp_path, monkeypatch):
+    import trainers._pretrain
+
+    shapes, step = [], trainers._pretrain.train_step
+
+    def recorded(accelerator, model, forward, optimizer, views, temperature):
+        shapes.append([tuple(v.shape) for v in views])
+        return step(accelerator, model, forward, optimizer, views, temperature)
+
+    monkeypatch.setattr(trainers._pretrain, "train_step", recorded)
+    views = dict(data__views=3, data__small_views=2, data__small_size=8)
+    summary = pretrain(config(data, tmp_path / "run", max_steps=2, **views), "")
+    assert summary["global_step"] == 2
+    assert shapes == [[(16, 3, 16, 16)] * 3 + [(16, 3, 8, 8)] * 2] * 2
+    with pytest.raises(TrainError, match=r"data.views: checkpoint has \[3, 2, 8\], config has \[2, 2, 8\]"):
+        pretrain(config(data, tmp_path / "run", **{**views, "data__views": 2}), "")
 
 
 def test_wandb_offline_run_folder_is_created(data, tmp_path, monkeypatch):
@@ -230,6 +282,24 @@ def test_a_bad_config_key_fails_fast_naming_the_valid_keys(data, tmp_path, run_c
     code, _, err = run_cli("pretrain", "--config", tmp_path / "c.yaml")
     assert code == 1 and "unknown config key 'model.heads'" in err and "head, hidden_dim" in err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.views=1", "config data.views=1 must be at least 2"),
+        ("data.small_views=-1", "config data.small_views=-1 must be 0 (none) or more"),
+        ("data.small_views=2", "config data.small_size=16 must be in 1..data.size-1 (15)"),
+        ("data.small_crop_scale=[0.5]", "config data.small_crop_scale=[0.5] must be [min, max]"),
+    ],
+)
+def test_bad_view_settings_fail_before_anything_starts(data, tmp_path, run_cli, override, message):
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        "pretrain", f"data.train={data / 'train'}", "data.size=16", f"run_dir={run}", override
+    )
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
 
 
 @pytest.mark.slow

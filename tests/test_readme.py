@@ -23,3 +23,21 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(rf"^{re.escape(test_command)}$", ci, flags=re.M), test_command
     assert 'rc" -eq 5' in ci  # "no tests collected" fails CI
+
+
+def test_readme_gives_the_cpu_multi_process_launch_and_why_accelerate_cpu_starts_one(monkeypatch):
+    """The README's reason holds for the installed Accelerate: `--cpu` always takes its single-process
+    launcher, whatever --num_processes says."""
+    import accelerate.commands.launch as accelerate_launch
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert "torchrun --nproc_per_node 2 -m launch pretrain ... cpu=true" in text
+    assert "`accelerate launch --cpu --num_processes 2` starts **one** process" in text
+    chosen = []
+    monkeypatch.setattr(accelerate_launch, "simple_launcher", lambda args: chosen.append("simple"))
+    monkeypatch.setattr(accelerate_launch, "multi_gpu_launcher", lambda args: chosen.append("multi"))
+    args = accelerate_launch.launch_command_parser().parse_args(
+        ["--cpu", "--num_processes", "2", "-m", "launch", "--help"]
+    )
+    accelerate_launch.launch_command(args)
+    assert chosen == ["simple"]

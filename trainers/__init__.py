@@ -3,7 +3,7 @@
 from trainers._classify import evaluate, finetune, load_classifier, supervised
 from trainers._cluster import METHODS, cluster_accuracy, cluster_eval
 from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
-from trainers._eval import EvalError, knn_eval, linear_eval, load_encoder
+from trainers._eval import EvalError, check_inputs, knn_eval, linear_eval, load_encoder
 from trainers._graphs import GraphedStep, graphs_problem
 from trainers._knn import extract_features, knn_accuracy, knn_predict
 from trainers._loss import GatherLayer, chance_loss, nt_xent
@@ -40,6 +40,7 @@ __all__ = [
     "TrackConfig",
     "TrainError",
     "chance_loss",
+    "check_inputs",
     "cluster_accuracy",
     "cluster_eval",
     "build_training",

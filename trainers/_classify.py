@@ -24,7 +24,16 @@ from torch import nn
 
 from encoders import build_classifier, build_encoder
 from pipelines import create_loader, shard_source
-from trainers._eval import EvalError, load_encoder, plot_confusion, same_classes, save_weights, write_results
+from shards import progress
+from trainers._eval import (
+    EvalError,
+    check_inputs,
+    load_encoder,
+    plot_confusion,
+    same_classes,
+    save_weights,
+    write_results,
+)
 from trainers._knn import gather_uneven
 from trainers._linear import make_head
 from trainers._tracking import MetricsLog, eval_accelerator, new_accelerator
@@ -102,7 +111,8 @@ def fit(
     )
     soft = SoftTargetCrossEntropy()
     history = []
-    for epoch in range(epochs):
+    bar = progress(range(epochs), "epochs", unit="epoch", enabled=accelerator.is_main_process)
+    for epoch in bar:
         lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts at (the first group's)
         model.train()
         if frozen is not None:
@@ -130,6 +140,7 @@ def fit(
         log.write(record)
         accelerator.log(record, step=epoch + 1)
         history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_top1=f"{record['val_top1']:.2%}")
     return history
 
 
@@ -184,6 +195,7 @@ def finetune(
     """Fine-tune a pretrained encoder with a new head; mode `head` freezes the encoder, `full` trains all."""
     if mode not in ("head", "full"):
         raise EvalError(f"unknown fine-tune mode {mode!r}; choose head or full")
+    check_inputs(out, encoder_path, train, val)
     started, out = time.time(), Path(out)
     torch.manual_seed(seed)
     config = {
@@ -283,6 +295,7 @@ def supervised(
     tensorboard: bool = False,
 ) -> dict:
     """A timm model trained on labels only: the supervised baselines."""
+    check_inputs(out, None, train, val)
     started, out = time.time(), Path(out)
     torch.manual_seed(seed)
     config = {
@@ -403,6 +416,7 @@ def load_classifier(folder: str | Path) -> tuple[nn.Module, dict]:
 def evaluate(model_dir, val, out, batch_size: int = 256, cpu: bool = False) -> dict:
     """Top-1 of a saved classifier on labelled shards whose classes must be the ones it was trained on."""
     started = time.time()
+    check_inputs(out, None, None, val)
     model, description = load_classifier(model_dir)
     _, manifest = shard_source(val)
     if manifest["classes"] != description["classes"]:

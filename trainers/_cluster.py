@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pipelines import create_loader, shard_source
-from trainers._eval import EvalError, load_encoder, tracker, write_results
+from trainers._eval import EvalError, check_inputs, load_encoder, tracker, write_results
 from trainers._knn import extract_features
 
 METHODS = ("kmeans", "gmm")
@@ -57,9 +57,10 @@ def cluster_eval(
 ) -> dict:
     """Cluster the shards in `data` on raw pixels (no encoder) or on an encoder's features."""
     started = time.time()
+    if method not in METHODS:
+        raise EvalError(f"unknown clustering method {method!r}; choose one of: {', '.join(METHODS)}")
+    check_inputs(out, encoder_path, None, data)
     _, manifest = shard_source(data)
-    if not manifest["labeled"]:
-        raise EvalError(f"{data}: unlabelled shards have no classes to match clusters to")
     if encoder_path is not None:
         encoder, info = load_encoder(encoder_path)
         size, channels = info["image_size"], info["in_chans"]
@@ -67,7 +68,7 @@ def cluster_eval(
         encoder, info = torch.nn.Flatten(), {"sha256": None}
         size, channels = min(manifest["image"]["min_size"]), None
     loader = create_loader("val", data, batch_size=batch_size, size=size, device=device, channels=channels)
-    features, labels = extract_features(encoder.to(device), loader)
+    features, labels = extract_features(encoder.to(device), loader, desc=f"features of {data}")
     accuracy = cluster_accuracy(
         features.cpu().numpy(), labels.cpu().numpy(), manifest["num_classes"], method, seed
     )

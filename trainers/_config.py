@@ -23,6 +23,10 @@ class DataConfig:
     num_threads: int | None = None  # DALI threads per process; None: 4, or the cores for CPU ops on a GPU run
     prefetch: int = 2  # batches DALI prepares ahead (its prefetch_queue_depth)
     augment_device: str = "auto"  # gpu | cpu (DALI's CPU ops on a GPU run) | auto: cpu up to 64 px
+    views: int = 2  # views of every image, all from one decode; each view's positives are the others (>= 2)
+    small_views: int = 0  # multi-crop: this many more views of every image at small_size, positives too
+    small_size: int = 16  # side of the small views, below `size`; they get their own forward
+    small_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])  # their crops' area (DINO's)
 
 
 @dataclass

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+import shards
 from encoders import build_encoder
 from pipelines import create_loader
 from trainers._knn import extract_features, knn_predict
@@ -27,8 +29,8 @@ class EvalError(Exception):
     """Wrong encoder file or data for an evaluation, phrased as what to fix."""
 
 
-def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The frozen encoder of a run directory or an encoder.safetensors file, and its encoder.json."""
+def encoder_files(path: str | Path) -> tuple[Path, Path]:
+    """encoder.safetensors and encoder.json of a run directory or of the weights file's folder."""
     path = Path(path)
     weights = path / "encoder.safetensors" if path.is_dir() else path
     info_path = weights.with_name("encoder.json")
@@ -41,6 +43,35 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise EvalError(
             f"{info_path}: missing; the encoder's architecture is recorded there by `fastclr pretrain`"
         )
+    return weights, info_path
+
+
+def check_inputs(out, encoder=None, train=None, val=None) -> dict[str, dict]:
+    """What an evaluation reads and writes, checked in a blink before any model is built or any
+    feature extracted: the encoder's files, labelled shard folders sharing one class list, and an
+    --out that can be a folder. Returns the manifests by role (`train`, `val`)."""
+    if encoder is not None:
+        encoder_files(encoder)
+    manifests = {}
+    for role, folder in (("train", train), ("val", val)):
+        if folder is not None:
+            manifests[role] = shards.load_manifest(folder)
+            if not manifests[role]["labeled"]:
+                raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
+    if len(manifests) == 2:
+        same_classes(manifests["train"], manifests["val"], train, val)
+    out = Path(out)
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise EvalError(f"--out {out}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK):
+        raise EvalError(f"--out {out}: cannot write in {existing} (permission denied); choose another --out")
+    return manifests
+
+
+def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The frozen encoder of a run directory or an encoder.safetensors file, and its encoder.json."""
+    weights, info_path = encoder_files(path)
     try:
         info = json.loads(info_path.read_text())
     except ValueError as err:
@@ -74,7 +105,7 @@ def _features(encoder, info: dict, folder: str | Path, batch_size: int, device: 
     )
     if not loader.manifest["labeled"]:
         raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
-    features, labels = extract_features(encoder.to(device), loader)
+    features, labels = extract_features(encoder.to(device), loader, desc=f"features of {folder}")
     return features, labels, loader.manifest
 
 
@@ -139,6 +170,7 @@ def knn_eval(
 ) -> dict:
     """Weighted kNN top-1 of the encoder: `train` is the labelled bank, `val` the queries."""
     started = time.time()
+    check_inputs(out, encoder_path, train, val)
     info, (bank, bank_labels), (queries, labels), classes = labelled_pair(
         encoder_path, train, val, batch_size, torch.device(device)
     )
@@ -182,6 +214,7 @@ def linear_eval(
     from sklearn.metrics import confusion_matrix
 
     started = time.time()
+    check_inputs(out, encoder_path, train, val)
     info, (train_x, train_y), (val_x, val_y), classes = labelled_pair(
         encoder_path, train, val, batch_size, torch.device(device)
     )
@@ -195,6 +228,7 @@ def linear_eval(
         weight_decay,
         seed,
         head=head,
+        show_progress=True,
     )
     with torch.no_grad():
         logits = probe(val_x)

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from shards import progress
+
 
 def gather_uneven(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's rows (counts may differ by rank) on every rank."""
@@ -26,13 +28,24 @@ def gather_uneven(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[: int(c.item())] for part, c in zip(parts, counts, strict=True)])
 
 
+def is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 @torch.no_grad()
-def extract_features(encoder: torch.nn.Module, loader, autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised features and labels of every sample the loader yields, from all ranks."""
+def extract_features(
+    encoder: torch.nn.Module, loader, autocast=None, desc: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised features and labels of every sample the loader yields, from all ranks.
+
+    `desc`: show a progress bar (main process) under that name."""
     was_training = encoder.training
     encoder.eval()
     features, labels = [], []
-    for images, label in loader:
+    batches = progress(
+        loader, desc, total=len(loader), unit="batch", enabled=desc is not None and is_main_process()
+    )
+    for images, label in batches:
         if autocast is not None:
             with autocast():
                 out = encoder(images)

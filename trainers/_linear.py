@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shards import progress
+
 HEADS = ("linear", "mlp2")
 
 
@@ -37,6 +39,7 @@ def fit_linear_probe(
     weight_decay: float = 1e-4,
     seed: int = 0,
     head: str = "linear",
+    show_progress: bool = False,
 ) -> nn.Module:
     """Full-batch Adam on standardised features; returns standardisation + head (`linear` or `mlp2`).
 
@@ -47,7 +50,7 @@ def fit_linear_probe(
     linear = make_head(head, features.shape[1], num_classes).to(features.device)
     optimizer = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
     inputs = (features - mean) / std
-    for _ in range(epochs):
+    for _ in progress(range(epochs), f"{head} probe", unit="step", enabled=show_progress):
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(linear(inputs), labels).backward()
         optimizer.step()
@@ -77,12 +80,14 @@ def train_supervised(
     lr: float = 1e-3,
     weight_decay: float = 5e-4,
     label_smoothing: float = 0.0,
+    desc: str | None = None,
 ) -> nn.Module:
-    """Cross-entropy from scratch with Adam and a cosine schedule over (image, label) batches."""
+    """Cross-entropy from scratch with Adam and a cosine schedule over (image, label) batches;
+    `desc`: a progress bar over the epochs under that name."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train_loader))
     model.train()
-    for _ in range(epochs):
+    for _ in progress(range(epochs), desc or "", unit="epoch", enabled=desc is not None):
         for images, labels in train_loader:
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(images), labels, label_smoothing=label_smoothing).backward()

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import hashlib
 import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import AutocastKwargs, InitProcessGroupKwargs, set_seed
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 import shards
 from encoders import SimCLRModel, build_encoder, build_head
@@ -158,7 +156,10 @@ def graphed_step(
     )
     if problem:
         raise TrainError(problem)
-    step = functools.partial(train_step, accelerator, model, forward, optimizer, temperature=cfg.temperature)
+
+    def step(*views: torch.Tensor) -> torch.Tensor:
+        return train_step(accelerator, model, forward, optimizer, views, cfg.temperature)
+
     return GraphedStep(step, getattr(optimizer, "optimizer", optimizer))  # Accelerate wraps the Lars
 
 
@@ -167,22 +168,34 @@ def train_step(
     model: torch.nn.Module,
     forward: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    view1: torch.Tensor,
-    view2: torch.Tensor,
+    views: Sequence[torch.Tensor],
     temperature: float,
 ) -> torch.Tensor:
-    """One SimCLR step: both views in one forward, NT-Xent, backward, optimiser step.
+    """One SimCLR step: the views of a size in one forward, NT-Xent over all, backward, optimiser step.
 
-    Returns the detached loss, still on the device: reading it would sync the host.
+    `views` are the loader's (all N views, then any small ones). Returns the detached loss, still
+    on the device: reading it would sync the host.
     """
     with accelerator.accumulate(model):
         with accelerator.autocast():
-            _, z = forward(torch.cat([view1, view2]))  # both views in one pass: one set of BN stats
-        loss = nt_xent(*z.chunk(2), temperature=temperature)
+            # every view of one size in one pass: one set of BN stats (PITFALLS 5); small views their own
+            z = torch.cat([forward(torch.cat(group))[1] for group in _by_size(views)])
+        loss = nt_xent(*z.chunk(len(views)), temperature=temperature)
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+def _by_size(views: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Runs of consecutive views with one shape (the loader puts the small views last)."""
+    groups = [[views[0]]]
+    for view in views[1:]:
+        if view.shape == groups[-1][0].shape:
+            groups[-1].append(view)
+        else:
+            groups.append([view])
+    return groups
 
 
 def export_encoder(
@@ -396,6 +409,12 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
         "batch_size": cfg.batch_size,
         "grad_accum": cfg.grad_accum,
         "data.fraction": cfg.data.fraction,
+        # the loader's checkpoint is of a graph with this many views
+        "data.views": [
+            cfg.data.views,
+            cfg.data.small_views,
+            cfg.data.small_size if cfg.data.small_views else None,
+        ],
     }
     state, loader_state = checkpoint.TrainState(world_size=world, fixed=fixed), None
     if main:  # bad data or a bad model file has been refused by now: nothing of the run is touched
@@ -424,6 +443,10 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
         preset=cfg.data.preset,
         augment_overrides=cfg.data.augment,
         checkpoint=loader_state,
+        views=cfg.data.views,
+        small_views=cfg.data.small_views,
+        small_size=cfg.data.small_size,
+        small_crop_scale=tuple(cfg.data.small_crop_scale),
     )
     if accelerator.log_with:
         accelerator.init_trackers(
@@ -433,10 +456,12 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
                 run_dir, cfg.track.name or run_dir.name, cfg.track.tags, state.tracker_id
             ),
         )
+    views = cfg.data.views + cfg.data.small_views
     accelerator.print(
         f"{world} process(es) x batch {cfg.batch_size} x accumulation {cfg.grad_accum} = global batch "
         # Accumulated micro-batches never meet in one NT-Xent: only processes add negatives.
-        f"{global_batch}: {2 * cfg.batch_size * world - 2} negatives per anchor; lr {lr:.4g} "
+        f"{global_batch}, {views} views each: {views * (cfg.batch_size * world - 1)} negatives per anchor; "
+        f"lr {lr:.4g} "
         f"({cfg.optim.lr} scaled {cfg.optim.lr_scaling}); {steps_per_epoch} steps per epoch"
     )
     return Run(
@@ -476,14 +501,13 @@ def _train(run: Run) -> str | None:
 def _epoch(run: Run, stop: StopFlag) -> str | None:
     """The rest of the epoch in progress: the hot loop. Returns why it stopped early, if it did."""
     cfg, accelerator, state, loader = run.cfg, run.accelerator, run.state, run.loader
-    temperature = cfg.temperature
     run.model.train()
     window, loss_sum, taken, started = Window(accelerator.device), 0, 0, time.perf_counter()
-    bar = tqdm(
+    bar = shards.progress(
         total=len(loader),
         initial=state.step_in_epoch,
         desc=f"epoch {state.epoch}",
-        disable=not (accelerator.is_main_process and cfg.track.progress),
+        enabled=accelerator.is_main_process and cfg.track.progress,
         leave=False,
     )
     batches, stopped = loader.batches(state.step_in_epoch), None
@@ -493,14 +517,14 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
         window.wait += time.perf_counter() - waited
         if batch is None:
             break
-        view1, view2, _ = batch
+        *views, _ = batch
         if run.graphed is None:
-            loss = train_step(accelerator, run.model, run.forward, run.optimizer, view1, view2, temperature)
+            loss = train_step(accelerator, run.model, run.forward, run.optimizer, views, cfg.temperature)
         else:  # the same step, replayed from a CUDA graph
-            loss = run.graphed(view1, view2)
+            loss = run.graphed(*views)
         state.step_in_epoch += 1
         loss_sum, taken = loss_sum + loss, taken + 1
-        window.add(loss, view1.shape[0] * accelerator.num_processes)
+        window.add(loss, views[0].shape[0] * accelerator.num_processes)
         bar.update()
         if not accelerator.sync_gradients:
             continue
@@ -540,11 +564,11 @@ def _log_window(run: Run, window: Window) -> float:
     _check_finite(record["loss"], run.state, run.run_dir)
     _log(run, record)
     window.reset()
-    chance = chance_loss(run.global_batch)
+    chance = chance_loss(run.global_batch, run.cfg.data.views + run.cfg.data.small_views)
     warmed_up = 2 * round(run.cfg.optim.warmup_epochs * run.steps_per_epoch)
     if run.state.global_step == warmed_up and record["loss"] > 0.98 * chance:
         run.accelerator.print(
-            f"warning: loss {record['loss']:.3f} is still at chance level (ln(2N-1) = {chance:.3f}) "
+            f"warning: loss {record['loss']:.3f} is still at chance level (ln(VN-1) = {chance:.3f}) "
             "after warm-up: are the positives paired right?"
         )
     return record["loss"]

@@ -1,0 +1,102 @@
+"""Evaluations check every input before any model is built or feature extracted, and show progress."""
+
+import pytest
+from datasets import write_imagefolder
+from test_eval import run  # noqa: F401 - the module's tiny pretrain run and shards
+from test_shards_bad_input import one_line_error
+
+import shards
+import trainers._classify
+import trainers._cluster
+import trainers._eval
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if an evaluation gets as far as building a data loader."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a loader was built before the inputs were checked")
+
+    for module in (trainers._eval, trainers._classify, trainers._cluster):
+        monkeypatch.setattr(module, "create_loader", refuse)
+
+
+@pytest.fixture(scope="module")
+def bad(run, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("bad")
+    write_imagefolder(root / "photos", per_class=1)
+    source = shards.open_source("synthetic", None, "unlabeled", num=20, size=16, classes=4)
+    shards.convert(source, root / "unlabelled", progress=False)
+    (root / "a-file").write_text("not a folder")
+    return {
+        "missing": (root / "nowhere", "no such shard folder"),
+        "image-folder": (root / "photos", "holds image files, not shards"),
+        "other-classes": (run / "other", "has 4 classes and"),
+        "unlabelled": (root / "unlabelled", "unlabelled shards cannot be evaluated"),
+        "out-is-a-file": (root / "a-file", "is a file, not a folder"),
+    }
+
+
+def commands(run, val, out):  # noqa: F811
+    common = ["--train", run / "train", "--val", val, "--out", out, "--epochs", 1]
+    return {
+        "linear": ["linear", "--encoder", run / "run", *common, "--label-fraction", 0.5],
+        "knn": ["knn", "--encoder", run / "run", "--train", run / "train", "--val", val, "--out", out],
+        "finetune": ["finetune", "--encoder", run / "run", *common],
+        "supervised": ["supervised", "--model", "small_cnn", "--size", 16, *common],
+        "cluster": ["cluster", "--data", val, "--out", out],
+        "evaluate": ["evaluate", "--model", run / "no-model-yet", "--val", val, "--out", out],
+    }
+
+
+CASES = [
+    (command, case)
+    for command in ("linear", "knn", "finetune", "supervised", "cluster", "evaluate")
+    for case in ("missing", "image-folder", "other-classes", "unlabelled", "out-is-a-file")
+    if not (case == "other-classes" and command in ("cluster", "evaluate"))  # they read one shard set
+]
+
+
+@pytest.mark.parametrize("command,case", CASES)
+def test_a_bad_input_is_refused_before_any_work(run, bad, tmp_path, run_cli, no_work, command, case):  # noqa: F811
+    path, says = bad[case]
+    val, out = (run / "test", path) if case == "out-is-a-file" else (path, tmp_path / "out")
+    code, _, err = run_cli(*commands(run, val, out)[command])
+    assert says in one_line_error(code, err)
+    assert not (tmp_path / "out").exists()  # nothing written, no label subset made
+
+
+def test_a_missing_encoder_is_named_before_any_work(run, tmp_path, run_cli, no_work):  # noqa: F811
+    for command in ("linear", "knn", "finetune"):
+        argv = commands(run, run / "test", tmp_path / "out")[command]
+        argv[argv.index("--encoder") + 1] = tmp_path / "no-run"
+        code, _, err = run_cli(*argv)
+        assert f"{tmp_path / 'no-run'}: not found" in one_line_error(code, err)
+
+
+def test_evaluations_show_progress_as_plain_lines_off_a_terminal(run, tmp_path, run_cli):  # noqa: F811
+    code, _, err = run_cli(
+        "linear",
+        "--encoder",
+        run / "run",
+        "--train",
+        run / "train",
+        "--val",
+        run / "test",
+        "--out",
+        tmp_path / "linear",
+        "--epochs",
+        20,
+    )
+    assert code == 0, err
+    assert "\r" not in err
+    for bar in (
+        f"features of {run / 'train'}: 100%",
+        f"features of {run / 'test'}: 100%",
+        "linear probe: 100%",
+    ):
+        assert bar in err, err
+    argv = ["--encoder", run / "run", "--train", run / "train", "--val", run / "test", "--batch-size", 16]
+    code, _, err = run_cli("finetune", *argv, "--out", tmp_path / "ft", "--epochs", 2)
+    assert code == 0 and "\r" not in err and "epochs: 100%|##########| 2/2" in err, err
