@@ -20,6 +20,7 @@ ERRORS = (
     pipelines.PipelineError,
     encoders.EncoderError,
     trainers.TrainError,
+    trainers.RunDirError,
     trainers.EvalError,
     ConfigError,
 )
