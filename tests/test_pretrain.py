@@ -300,6 +300,7 @@ def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp
         "model.hidden_dim=32",
         "optim.name=adam",
         "optim.lr=0.001",
+        "optim.warmup_epochs=1",  # epochs below warm-up are refused
         "track.log_every=1",
         "track.progress=false",
     ]
@@ -342,6 +343,7 @@ def test_two_processes_read_no_tensor_to_the_host_between_log_steps(data, tmp_pa
         "model.encoder=small_cnn",
         "model.hidden_dim=32",
         "optim.name=lars",  # torch's Adam keeps its step count in a CPU tensor and reads it
+        "optim.warmup_epochs=1",
         "track.log_every=4",
         "track.progress=false",
     ]

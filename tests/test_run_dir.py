@@ -221,3 +221,27 @@ def test_a_warm_up_longer_than_the_run_is_refused_with_the_fix(data, tmp_path, r
     assert not (tmp_path / "run").exists()
     for epochs in (2, 150):  # the demo scales its warm-up to short runs
         validate_pretrain(demo_config({"train": "", "train-10pct": "", "test": ""}, tmp_path, epochs), False)
+
+
+@pytest.mark.multiproc
+def test_a_busy_run_dir_refuses_every_rank_of_a_process_group_at_once(data, tmp_path):
+    """Rank 0 tries the lock and tells the others: no rank waits in a collective for one that left."""
+    held = RunDirLock(tmp_path / "run")
+    held.acquire()
+    try:
+        result = subprocess.run(
+            [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29553", "-m", "launch"]
+            + pretrain_args(data, tmp_path / "run", "batch_size=8", "dist_timeout=60"),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=300,
+        )
+    finally:
+        held.release()
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "trainers/" not in out, out
+    assert (
+        out.count(f"fastclr: error: run_dir {tmp_path / 'run'} is in use by another run (pid {os.getpid()}")
+        == 2
+    )
