@@ -245,3 +245,24 @@ def test_a_busy_run_dir_refuses_every_rank_of_a_process_group_at_once(data, tmp_
         out.count(f"fastclr: error: run_dir {tmp_path / 'run'} is in use by another run (pid {os.getpid()}")
         == 2
     )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["finetune", "--encoder", "nowhere"],
+        ["supervised", "--model", "small_cnn", "--size", "16"],
+    ],
+    ids=["finetune", "supervised"],
+)
+def test_finetune_and_supervised_refuse_an_out_folder_in_use(data, tmp_path, run_cli, command):
+    """They write metrics.jsonl and weights into --out: one run there at a time, like pretrain."""
+    held = RunDirLock(tmp_path / "out")
+    held.acquire()
+    try:
+        code, _, err = run_cli(*command, "--train", data, "--val", data, "--out", tmp_path / "out", "--cpu")
+    finally:
+        held.release()
+    line = one_line_error(code, err)
+    assert f"--out {tmp_path / 'out'} is in use by another run (pid {os.getpid()}" in line
+    assert "give this run another --out" in line

@@ -27,6 +27,7 @@ from pipelines import create_loader, shard_source
 from trainers._eval import EvalError, load_encoder, plot_confusion, same_classes, save_weights, write_results
 from trainers._knn import gather_uneven
 from trainers._linear import make_head
+from trainers._lock import holds_folder
 from trainers._tracking import MetricsLog, eval_accelerator, new_accelerator
 
 
@@ -162,6 +163,7 @@ def _loaders(
     )
 
 
+@holds_folder("out")
 def finetune(
     encoder_path,
     train,
@@ -260,6 +262,7 @@ def finetune(
     )
 
 
+@holds_folder("out")
 def supervised(
     model_name: str,
     train,

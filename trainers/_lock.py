@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
+import functools
+import inspect
 import json
 import os
 import socket
@@ -22,8 +24,9 @@ from pathlib import Path
 
 LOCK = ".lock"
 NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
-# where launchers write the process count (torchrun and accelerate: WORLD_SIZE; MPI and Slurm's PMI)
+# where launchers write the process count and rank (torchrun and accelerate; MPI and Slurm's PMI)
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
 
 
 class RunDirError(Exception):
@@ -74,8 +77,8 @@ class RunDirLock:
     """`acquire()` or RunDirError naming the holder; `release()` removes the lock file (and the
     run_dir, if acquire made it and nothing was written there). Rank 0 holds it for the whole run."""
 
-    def __init__(self, run_dir: Path):
-        self.run_dir, self.path = Path(run_dir), Path(run_dir) / LOCK
+    def __init__(self, run_dir: Path, what: str = "run_dir"):
+        self.run_dir, self.path, self.what = Path(run_dir), Path(run_dir) / LOCK, what
         self.fd: int | None = None
         self.made_dir = False
 
@@ -113,8 +116,8 @@ class RunDirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunDirError(
-                f"run_dir {self.run_dir} is in use by another run ({_holder_text(self._read(fd))}); "
-                "wait for it to end or stop it, or give this run another run_dir"
+                f"{self.what} {self.run_dir} is in use by another run ({_holder_text(self._read(fd))}); "
+                f"wait for it to end or stop it, or give this run another {self.what}"
             ) from None
         except OSError as err:
             if err.errno not in NO_LOCKS:
@@ -130,11 +133,11 @@ class RunDirLock:
             if holder.get("pid") == os.getpid() or not _alive(int(holder.get("pid", 0))):
                 return holder
             raise RunDirError(
-                f"run_dir {self.run_dir} is in use by another run ({_holder_text(holder)}); "
-                "wait for it to end or stop it, or give this run another run_dir"
+                f"{self.what} {self.run_dir} is in use by another run ({_holder_text(holder)}); "
+                f"wait for it to end or stop it, or give this run another {self.what}"
             )
         raise RunDirError(
-            f"run_dir {self.run_dir} was taken by {_holder_text(holder)}, and this filesystem has no "
+            f"{self.what} {self.run_dir} was taken by {_holder_text(holder)}, and this filesystem has no "
             f"locks to tell whether that run still goes on; if it has ended, delete {self.path} and "
             "run again"
         )
@@ -158,3 +161,32 @@ class RunDirLock:
                 self.run_dir.rmdir()  # made here and still empty: the run was refused before writing
             except OSError:
                 pass
+
+
+def holds_folder(argument: str):
+    """Decorate a trainer whose `argument` names its output folder: the launch's rank 0 (by the
+    launcher's variables, before any process group exists) holds that folder's lock throughout."""
+
+    def decorate(train):
+        signature = inspect.signature(train)
+
+        @functools.wraps(train)
+        def locked(*args, **kwargs):
+            if any(int(os.environ.get(name) or 0) for name in RANK_VARIABLES):
+                return train(*args, **kwargs)
+            folder = Path(signature.bind(*args, **kwargs).arguments[argument])
+            lock = RunDirLock(folder, what=f"--{argument}")
+            try:
+                lock.acquire()
+            except OSError as err:
+                raise RunDirError(
+                    f"--{argument} {folder}: cannot write there ({err.strerror or err})"
+                ) from None
+            try:
+                return train(*args, **kwargs)
+            finally:
+                lock.release()
+
+        return locked
+
+    return decorate
