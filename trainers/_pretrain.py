@@ -3,7 +3,10 @@
 Run directory: config.yaml, metrics.jsonl, checkpoints/, encoder.safetensors +
 encoder.json, and the trackers' folders. Starting a run whose directory holds a
 checkpoint resumes it exactly: epoch, step, optimiser, schedule, RNG and the
-loader's position. SIGTERM or SIGINT saves a checkpoint at the next step and exits.
+loader's position, with the settings it was trained with (only RESUMABLE ones
+may change), so config.yaml always describes what trained the encoder. Rank 0
+holds the directory's lock (trainers/_lock.py) throughout. SIGTERM or SIGINT
+saves a checkpoint at the next step and exits.
 A crash at any moment costs at most the steps since the last checkpoint; a full
 disk or a dead peer process ends the run with one line naming that checkpoint
 (RELIABILITY.md, tests/test_faults.py).
