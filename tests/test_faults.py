@@ -280,6 +280,28 @@ def test_a_real_full_disk_while_checkpointing_is_one_line_and_the_rerun_resumes(
         assert_same_as(run, reference)
 
 
+@pytest.mark.skipif(shutil.which("mount") is None, reason="no mount command")
+def test_a_real_full_disk_while_importing_weights_is_one_line_without_a_temp_file(tmp_path, run_cli):
+    from encoders import build_encoder
+
+    torch.save(build_encoder("small_cnn").state_dict(), tmp_path / "cnn.pth")  # 0.6 MB as safetensors
+    with small_filesystem(tmp_path / "out", "200k") as out:
+        code, _, err = run_cli(
+            "import-weights",
+            "--model",
+            "small_cnn",
+            "--file",
+            tmp_path / "cnn.pth",
+            "--size",
+            16,
+            "--out",
+            out,
+        )
+        line = one_line_error(code, err)
+        assert f"{out / 'encoder.safetensors'}: cannot write (No space left on device)" in line
+        assert list(out.iterdir()) == []
+
+
 def test_a_full_disk_while_logging_is_one_line_naming_the_file(data, tmp_path, run_cli, monkeypatch):
     import trainers._tracking as tracking
 

@@ -198,7 +198,12 @@ def import_encoder(
         "image_size": size,
         "pretrained_on": f"imported from {weights_file}",
     }
-    return _write_encoder(out, encoder, info), encoder.load_report
+    try:
+        return _write_encoder(out, encoder, info), encoder.load_report
+    except OSError as err:
+        raise TrainError(
+            f"{err.filename or out}: cannot write ({err.strerror or err}); free space, then run again"
+        ) from None
 
 
 def _write_encoder(folder: Path, encoder: torch.nn.Module, info: dict) -> Path:
