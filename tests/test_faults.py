@@ -302,6 +302,17 @@ def test_a_real_full_disk_while_importing_weights_is_one_line_without_a_temp_fil
         assert list(out.iterdir()) == []
 
 
+@pytest.mark.skipif(shutil.which("mount") is None, reason="no mount command")
+def test_a_real_full_disk_while_saving_eval_weights_is_one_line_without_a_temp_file(tmp_path):
+    from trainers import EvalError
+    from trainers._eval import save_weights
+
+    with small_filesystem(tmp_path / "out", "200k") as out:
+        with pytest.raises(EvalError, match="model.safetensors: cannot write \\(No space left on device\\)"):
+            save_weights(torch.nn.Linear(512, 512), out / "model.safetensors")  # 1 MB
+        assert list(out.iterdir()) == []
+
+
 def test_a_full_disk_while_logging_is_one_line_naming_the_file(data, tmp_path, run_cli, monkeypatch):
     import trainers._tracking as tracking
 
