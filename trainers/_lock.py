@@ -42,12 +42,10 @@ def check_process_group(num_processes: int, cpu: bool, cuda: bool) -> None:
     launched = max((int(os.environ.get(name) or 1) for name in WORLD_SIZE_VARIABLES), default=1)
     if launched <= num_processes:
         return
-    if cuda:
-        fix = "check the launcher's settings (accelerate config, --nproc_per_node, --nnodes)"
-    elif not cpu:
+    if not (cpu or cuda):
         fix = "torch sees no GPU here, and Accelerate joins CPU processes only when asked: add cpu=true"
     else:
-        fix = "check the launcher's settings"
+        fix = "check the launcher's settings (accelerate config, --nproc_per_node, --nnodes)"
     raise RunDirError(
         f"the launcher started {launched} processes but this one runs alone ({num_processes} in its "
         f"process group), so each would train separately in the same run_dir; {fix}"
