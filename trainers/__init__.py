@@ -5,6 +5,7 @@ from trainers._cluster import METHODS, cluster_accuracy, cluster_eval
 from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
 from trainers._eval import EvalError, check_inputs, knn_eval, linear_eval, load_encoder
 from trainers._knn import extract_features, knn_accuracy, knn_predict
+from trainers._lock import RunDirError
 from trainers._loss import GatherLayer, chance_loss, nt_xent
 from trainers._optim import LR_SCALING, OPTIMIZERS, SCHEDULES, create_optimizer, create_scheduler, scaled_lr
 from trainers._pretrain import (
@@ -17,7 +18,7 @@ from trainers._pretrain import (
     pretrain,
     train_step,
 )
-from trainers._tracking import flatten
+from trainers._tracking import changed_keys, flatten
 
 __all__ = [
     "ACCELERATE_PRECISION",
@@ -33,12 +34,14 @@ __all__ = [
     "OptimConfig",
     "PretrainConfig",
     "TrackConfig",
+    "RunDirError",
     "TrainError",
     "chance_loss",
     "check_inputs",
     "cluster_accuracy",
     "cluster_eval",
     "build_training",
+    "changed_keys",
     "create_optimizer",
     "create_scheduler",
     "export_encoder",
