@@ -225,6 +225,12 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
             f"config data.prefetch={cfg.data.prefetch} and data.num_threads={cfg.data.num_threads} "
             "must be at least 1 (num_threads may be null: chosen by where the ops run)"
         )
+    if cfg.epochs < cfg.optim.warmup_epochs:  # the rate would still be rising when the run ends
+        raise ConfigError(
+            f"config optim.warmup_epochs={cfg.optim.warmup_epochs:g} is more than epochs={cfg.epochs}, so "
+            f"the run would never leave warm-up; refused: set optim.warmup_epochs={cfg.epochs / 10:g} "
+            "(a tenth of the run, as 10 of 100) or raise epochs"
+        )
     if cfg.optim.lr <= 0:
         raise ConfigError(f"config optim.lr={cfg.optim.lr} must be positive")
     if not 0 < cfg.data.fraction <= 1:

@@ -65,7 +65,8 @@ def demo_config(paths: dict[str, Path], run_dir: Path, epochs: int) -> PretrainC
     cfg.data.size, cfg.data.preset, cfg.data.num_threads = SIZE, "digits", 2
     cfg.model.encoder, cfg.model.head, cfg.model.hidden_dim, cfg.model.out_dim = "small_cnn", "mlp_bn", 64, 32
     cfg.optim.name, cfg.optim.lr, cfg.optim.lr_scaling = "adam", 1e-3, "none"
-    cfg.optim.weight_decay, cfg.optim.warmup_epochs = 1e-5, 5
+    # warm-up ends inside short demos too (epochs below warm-up are refused elsewhere)
+    cfg.optim.weight_decay, cfg.optim.warmup_epochs = 1e-5, min(5, epochs / 10)
     cfg.track.log_every = 10  # progress on: a bar per epoch and a line with its loss and kNN accuracy
     return cfg
 

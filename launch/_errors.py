@@ -18,7 +18,7 @@ USER_ERRORS = {
     "shards": ("ShardError",),
     "pipelines": ("PipelineError",),
     "encoders": ("EncoderError",),
-    "trainers": ("TrainError", "EvalError"),
+    "trainers": ("TrainError", "EvalError", "RunDirError"),
     "launch._errors": ("ConfigError",),
 }
 

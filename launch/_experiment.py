@@ -247,8 +247,9 @@ def run_steps(config: DictConfig, steps: list[Step], say=print) -> dict | None:
         done = record["steps"].get(step.name)
         if done is not None:
             if done["settings"] != step.settings:
-                before, now = trainers.flatten(done["settings"]), trainers.flatten(step.settings)
-                changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+                changed = trainers.changed_keys(
+                    trainers.flatten(done["settings"]), trainers.flatten(step.settings)
+                )
                 raise ConfigError(
                     f"{runs / RECORD}: step {step.name} finished with other settings "
                     f"({', '.join(changed)} differ); use another runs= folder "

@@ -67,16 +67,16 @@ def arm(moment: str, n: int) -> None:
         loader.DaliLoader._labels = take
     elif moment in ("checkpoint", "export"):
         module = checkpoint if moment == "checkpoint" else pretrain
-        save_file = module.save_file
+        write = module.write_safetensors
 
-        def save(tensors, path, *args, **kwargs):
-            save_file(tensors, path, *args, **kwargs)
+        def save(tensors, path):
+            write(tensors, path)
             wanted = Path(path).name == "model.safetensors" if moment == "checkpoint" else True
             if wanted and (moment == "export" or hit()):
                 tear(path)
                 die()
 
-        module.save_file = save
+        module.write_safetensors = save
     elif moment == "rename":
         replace = os.replace
 

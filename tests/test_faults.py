@@ -4,9 +4,11 @@ Every row of RELIABILITY.md's crash and disk table is a test here. Kills come
 from tests/fault_run.py, which SIGKILLs the pretrain process at a chosen moment.
 """
 
+import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,9 +118,11 @@ def test_kill_9_then_rerun_ends_equal_to_an_uninterrupted_run(
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     assert step_of(checkpoint.latest(run / "checkpoints")) == resumes_from
     assert not (run / "encoder.safetensors").exists()  # never a half-written encoder under its real name
+    assert (run / ".lock").is_file()  # the dead run's lock: the kernel released it, the file stays
 
     code, out, err = run_cli(*pretrain_args(data, run))
     assert code == 0, err
+    assert f"note: taking over {run / '.lock'}, left by pid " in out  # assert_same_as: then removed
     if resumes_from is None:
         assert "resuming" not in out
     else:
@@ -162,30 +166,151 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_path
     assert f"step {stopped_at}" in out and losses(run)[-1][0] == stopped_at + 2
 
 
-@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EACCES], ids=["disk-full", "no-permission"])
+FAILED_WRITES = [  # the file whose write fails, the error
+    ("model.safetensors", errno.ENOSPC),
+    ("model.safetensors", errno.EACCES),
+    ("optimizer.pt", errno.ENOSPC),  # torch.save's own file writer said only "unexpected pos"
+    ("rng-0.safetensors", errno.ENOSPC),
+    ("state.json", errno.ENOSPC),
+]
+
+
+@pytest.mark.parametrize(
+    "name, error", FAILED_WRITES, ids=[f"{n}-{errno.errorcode[e]}" for n, e in FAILED_WRITES]
+)
 def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(
-    data, reference, tmp_path, run_cli, monkeypatch, error
+    data, reference, tmp_path, run_cli, monkeypatch, name, error
 ):
     run = tmp_path / "run"
-    save_file, written = checkpoint.save_file, []
+    write_bytes, written = checkpoint.write_bytes, []
 
-    def fail_the_second_model(tensors, path, *args, **kwargs):
-        if Path(path).name == "model.safetensors":
+    def fail_the_second(path, data):
+        if Path(path).name == name:
             written.append(path)
             if len(written) == 2:
                 raise OSError(error, os.strerror(error), str(path))
-        save_file(tensors, path, *args, **kwargs)
+        write_bytes(path, data)
 
-    monkeypatch.setattr(checkpoint, "save_file", fail_the_second_model)
+    monkeypatch.setattr(checkpoint, "write_bytes", fail_the_second)
     code, _, err = run_cli(*pretrain_args(data, run))
     line = one_line_error(code, err)
     assert f"cannot write checkpoint {run / 'checkpoints' / 'step-00000012'} ({os.strerror(error)})" in line
     assert f"the previous checkpoint {run / 'checkpoints' / 'step-00000006'} is intact" in line
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000006"]  # no half folder
-    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    monkeypatch.setattr(checkpoint, "write_bytes", write_bytes)
     code, out, err = run_cli(*pretrain_args(data, run))
     assert code == 0 and "at epoch 1, step 6" in out, err
     assert_same_as(run, reference)
+
+
+def test_a_full_disk_while_exporting_the_encoder_is_one_line_and_the_rerun_exports(
+    data, reference, tmp_path, run_cli, monkeypatch
+):
+    import trainers._pretrain as pretrain
+
+    run = tmp_path / "run"
+    write_bytes = checkpoint.write_bytes
+
+    def full(path, data):
+        if Path(path).name == ".encoder.safetensors.tmp":
+            write_bytes(path, data[: len(data) // 2])  # what a full disk leaves
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        write_bytes(path, data)
+
+    monkeypatch.setattr(checkpoint, "write_bytes", full)
+    code, _, err = run_cli(*pretrain_args(data, run))
+    line = one_line_error(code, err)
+    assert f"{run / 'encoder.safetensors'}: cannot write (No space left on device)" in line
+    assert f"last checkpoint: {run / 'checkpoints' / 'step-00000012'}" in line
+    assert not (run / "encoder.safetensors").exists() and [p.name for p in run.rglob(".*")] == []
+    monkeypatch.setattr(checkpoint, "write_bytes", write_bytes)
+    assert pretrain.write_safetensors is checkpoint.write_safetensors
+    code, out, err = run_cli(*pretrain_args(data, run))
+    assert code == 0 and "at epoch 2, step 12" in out, err
+    assert_same_as(run, reference)
+
+
+@contextlib.contextmanager
+def small_filesystem(folder: Path, size: str):
+    """A tmpfs of `size` mounted at `folder` (needs root); unmounted however the test ends."""
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield folder
+    finally:
+        # lazy: a failed test's traceback may still hold a file open on it
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+# A checkpoint of this run is 1.9 MB (optimizer.pt 1.25 MB, model.safetensors 0.6 MB), and the second is
+# written beside the first. 2300k fills up inside the second's model.safetensors, 3000k inside its
+# optimizer.pt: safetensors raised SafetensorError there, torch.save RuntimeError("unexpected pos").
+@pytest.mark.skipif(shutil.which("mount") is None, reason="no mount command")
+@pytest.mark.parametrize("size, full_at", [("2300k", "model.safetensors"), ("3000k", "optimizer.pt")])
+def test_a_real_full_disk_while_checkpointing_is_one_line_and_the_rerun_resumes(
+    data, reference, tmp_path, run_cli, monkeypatch, size, full_at
+):
+    run = tmp_path / "run"
+    failed = []
+    write_bytes = checkpoint.write_bytes
+
+    def note(path, data):  # only watches which file the filesystem refused
+        try:
+            write_bytes(path, data)
+        except OSError:
+            failed.append(Path(path).name)
+            raise
+
+    monkeypatch.setattr(checkpoint, "write_bytes", note)
+    with small_filesystem(run, size):
+        code, _, err = run_cli(*pretrain_args(data, run))
+        line = one_line_error(code, err)
+        assert failed == [full_at]
+        assert f"cannot write checkpoint {run / 'checkpoints' / 'step-00000012'} (No space left" in line
+        assert f"the previous checkpoint {run / 'checkpoints' / 'step-00000006'} is intact" in line
+        assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000006"]
+        assert [p.name for p in run.rglob(".*")] == []  # no temp folder, no lock
+        subprocess.run(["mount", "-o", "remount,size=8m", str(run)], check=True)  # space freed
+        code, out, err = run_cli(*pretrain_args(data, run))
+        assert code == 0 and "at epoch 1, step 6" in out, err
+        assert_same_as(run, reference)
+
+
+@pytest.mark.skipif(shutil.which("mount") is None, reason="no mount command")
+def test_a_real_full_disk_while_importing_weights_is_one_line_without_a_temp_file(tmp_path, run_cli):
+    from encoders import build_encoder
+
+    torch.save(build_encoder("small_cnn").state_dict(), tmp_path / "cnn.pth")  # 0.6 MB as safetensors
+    with small_filesystem(tmp_path / "out", "200k") as out:
+        code, _, err = run_cli(
+            "import-weights",
+            "--model",
+            "small_cnn",
+            "--file",
+            tmp_path / "cnn.pth",
+            "--size",
+            16,
+            "--out",
+            out,
+        )
+        line = one_line_error(code, err)
+        assert f"{out / 'encoder.safetensors'}: cannot write (No space left on device)" in line
+        assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("mount") is None, reason="no mount command")
+def test_a_real_full_disk_while_saving_eval_weights_is_one_line_without_a_temp_file(tmp_path):
+    from trainers import EvalError
+    from trainers._eval import save_weights
+
+    with small_filesystem(tmp_path / "out", "200k") as out:
+        with pytest.raises(EvalError, match="model.safetensors: cannot write \\(No space left on device\\)"):
+            save_weights(torch.nn.Linear(512, 512), out / "model.safetensors")  # 1 MB
+        assert list(out.iterdir()) == []
 
 
 def test_a_full_disk_while_logging_is_one_line_naming_the_file(data, tmp_path, run_cli, monkeypatch):

@@ -6,6 +6,7 @@ from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfi
 from trainers._eval import EvalError, check_inputs, knn_eval, linear_eval, load_encoder
 from trainers._graphs import GraphedStep, graphs_problem
 from trainers._knn import extract_features, knn_accuracy, knn_predict
+from trainers._lock import RunDirError
 from trainers._loss import GatherLayer, chance_loss, nt_xent
 from trainers._optim import LR_SCALING, OPTIMIZERS, SCHEDULES, create_optimizer, create_scheduler, scaled_lr
 from trainers._pretrain import (
@@ -20,7 +21,7 @@ from trainers._pretrain import (
     pretrain,
     train_step,
 )
-from trainers._tracking import flatten
+from trainers._tracking import changed_keys, flatten
 
 __all__ = [
     "ACCELERATE_PRECISION",
@@ -38,12 +39,14 @@ __all__ = [
     "OptimConfig",
     "PretrainConfig",
     "TrackConfig",
+    "RunDirError",
     "TrainError",
     "chance_loss",
     "check_inputs",
     "cluster_accuracy",
     "cluster_eval",
     "build_training",
+    "changed_keys",
     "create_optimizer",
     "create_scheduler",
     "export_encoder",

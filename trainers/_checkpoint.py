@@ -7,13 +7,16 @@ scaler, tracker run id) and per rank rank-<r>.json plus rng-<r>.safetensors
 hidden `.step-...tmp` folder that is renamed once complete, so a crash mid-write
 leaves only the previous checkpoint; the newest `keep` are kept. `recover` tidies
 what a crash left (half-written folders, a replaced checkpoint set aside) before
-a run looks for the newest one. Any OSError while saving (full disk, no
-permission) becomes a CheckpointError after the unfinished folder is removed.
+a run looks for the newest one. Files are serialised in memory and written by
+`write_bytes`, so a full disk is an OSError (not safetensors' or torch's own
+errors); any OSError while saving (full disk, no permission) becomes a
+CheckpointError after the unfinished folder is removed.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import random
@@ -22,8 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from trainers._tracking import changed_keys, flatten
 
 PREFIX = "step-"
 
@@ -37,7 +43,8 @@ class TrainState:
     global_step: int = 0  # optimiser steps
     tracker_id: str | None = None  # W&B run id, so a resumed run logs to the same run
     world_size: int = 1
-    fixed: dict | None = None  # settings a resumed run must share (model, optimiser, batch)
+    settings: dict | None = None  # flattened settings a resumed run must repeat (trainers.resume_settings)
+    epoch_loss_sum: float = 0.0  # the epoch's losses so far: a resumed epoch_loss averages the whole epoch
 
 
 class CheckpointError(Exception):
@@ -100,11 +107,28 @@ def _set_rng_state(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def _write_json(path: Path, obj: object) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f)
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write and fsync. A full disk raises OSError with its errno, where safetensors' save_file raises
+    SafetensorError and torch.save a RuntimeError ("unexpected pos") that name no cause."""
+    with open(path, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors serialises in memory; our write gives a full disk its OSError."""
+    write_bytes(path, safetensors.torch.save(tensors))
+
+
+def write_torch(obj: object, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def _write_json(path: Path, obj: object) -> None:
+    write_bytes(path, json.dumps(obj).encode())
 
 
 def save(
@@ -142,12 +166,12 @@ def _write(
     rank = accelerator.process_index
     meta, tensors = _rng_state()
     _write_json(tmp / f"rank-{rank}.json", {**meta, "loader": base64.b64encode(loader_state).decode()})
-    save_file(tensors, tmp / f"rng-{rank}.safetensors")
+    write_safetensors(tensors, tmp / f"rng-{rank}.safetensors")
     model_state = accelerator.get_state_dict(model)  # collective under some distributed modes
     accelerator.wait_for_everyone()  # every rank's files are in before state.json says complete
     if accelerator.is_main_process:
-        save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        write_safetensors({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
+        write_torch(optimizer.state_dict(), tmp / "optimizer.pt")
         scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
         _write_json(
             tmp / "state.json", {"train": vars(state), "scheduler": scheduler.state_dict(), "scaler": scaler}
@@ -158,21 +182,34 @@ class ResumeError(Exception):
     pass
 
 
-def load(path: Path, accelerator, model, optimizer, scheduler, fixed: dict) -> tuple[TrainState, bytes]:
-    """Restore model, optimiser, schedule, scaler, this rank's RNG; returns the state and loader position."""
+def load(
+    path: Path, accelerator, model, optimizer, scheduler, settings: dict, resumable: str
+) -> tuple[TrainState, bytes]:
+    """Restore model, optimiser, schedule, scaler, this rank's RNG; returns the state and loader position.
+
+    Refused (ResumeError) when the process count or any of `settings` differs from the checkpoint's;
+    `resumable` names the keys that may change, for the message.
+    """
     saved = json.loads((path / "state.json").read_text())
-    state = TrainState(**saved["train"])
+    train = dict(saved["train"])
+    legacy = train.pop("fixed", None)  # checkpoints before `settings` recorded a few keys
+    state = TrainState(**train)
     if state.world_size != accelerator.num_processes:
         raise ResumeError(
             f"{path} was written by {state.world_size} processes, this run has "
             f"{accelerator.num_processes}; resume with the same number, or start a new run_dir"
         )
-    for key, value in (state.fixed or {}).items():
-        if fixed.get(key) != value:
-            raise ResumeError(
-                f"{path} cannot resume this config: {key}: checkpoint has {value!r}, config has "
-                f"{fixed.get(key)!r}; restore the setting or start a new run_dir"
-            )
+    before = state.settings if state.settings is not None else flatten(legacy or {})
+    now = settings if state.settings is not None else {k: settings.get(k) for k in before}
+    differ = changed_keys(before, now)
+    if differ:
+        raise ResumeError(
+            f"{path} was trained with other settings ("
+            + "; ".join(f"{k}: checkpoint has {before.get(k)!r}, config has {now.get(k)!r}" for k in differ)
+            + "); restore them or start a new run_dir (a resumed run may change only "
+            f"{resumable})"
+        )
+    state.settings = settings
     accelerator.unwrap_model(model).load_state_dict(load_file(path / "model.safetensors", device="cpu"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(saved["scheduler"])

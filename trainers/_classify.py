@@ -36,6 +36,7 @@ from trainers._eval import (
 )
 from trainers._knn import gather_uneven
 from trainers._linear import make_head
+from trainers._lock import holds_folder
 from trainers._tracking import MetricsLog, eval_accelerator, new_accelerator
 
 
@@ -173,6 +174,7 @@ def _loaders(
     )
 
 
+@holds_folder("out")
 def finetune(
     encoder_path,
     train,
@@ -272,6 +274,7 @@ def finetune(
     )
 
 
+@holds_folder("out")
 def supervised(
     model_name: str,
     train,

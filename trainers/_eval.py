@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import shards
 from encoders import build_encoder
 from pipelines import create_loader
+from trainers._checkpoint import write_safetensors
 from trainers._knn import extract_features, knn_predict
 from trainers._linear import fit_linear_probe
 from trainers._tracking import eval_accelerator
@@ -131,8 +132,13 @@ def save_weights(module: torch.nn.Module, path: Path) -> Path:
     """A trained classifier or probe as safetensors, written under a temporary name and renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp)
-    tmp.replace(path)
+    try:
+        write_safetensors({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp)
+        tmp.replace(path)
+    except OSError as err:
+        raise EvalError(f"{path}: cannot write ({err.strerror or err}); free space, then run again") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -3,7 +3,10 @@
 Run directory: config.yaml, metrics.jsonl, checkpoints/, encoder.safetensors +
 encoder.json, and the trackers' folders. Starting a run whose directory holds a
 checkpoint resumes it exactly: epoch, step, optimiser, schedule, RNG and the
-loader's position. SIGTERM or SIGINT saves a checkpoint at the next step and exits.
+loader's position, with the settings it was trained with (only RESUMABLE ones
+may change), so config.yaml always describes what trained the encoder. Rank 0
+holds the directory's lock (trainers/_lock.py) throughout. SIGTERM or SIGINT
+saves a checkpoint at the next step and exits.
 A crash at any moment costs at most the steps since the last checkpoint; a full
 disk or a dead peer process ends the run with one line naming that checkpoint
 (RELIABILITY.md, tests/test_faults.py).
@@ -23,16 +26,17 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import AutocastKwargs, InitProcessGroupKwargs, set_seed
-from safetensors.torch import save_file
+from accelerate.utils import AutocastKwargs, InitProcessGroupKwargs, broadcast_object_list, set_seed
 
 import shards
 from encoders import SimCLRModel, build_encoder, build_head
 from pipelines import create_loader, shard_source, train_steps
 from trainers import _checkpoint as checkpoint
+from trainers._checkpoint import write_safetensors
 from trainers._config import PretrainConfig
 from trainers._graphs import GraphedStep, device_problem, graphs_problem
 from trainers._knn import extract_features, knn_accuracy
+from trainers._lock import RunDirError, RunDirLock
 from trainers._loss import chance_loss, nt_xent
 from trainers._optim import create_optimizer, create_scheduler, scaled_lr
 from trainers._tracking import MetricsLog, flatten, new_accelerator, new_run_id, trackers, wandb_init_kwargs
@@ -232,18 +236,31 @@ def import_encoder(
         "image_size": size,
         "pretrained_on": f"imported from {weights_file}",
     }
-    return _write_encoder(out, encoder, info), encoder.load_report
+    try:
+        return _write_encoder(out, encoder, info), encoder.load_report
+    except OSError as err:
+        raise TrainError(
+            f"{err.filename or out}: cannot write ({err.strerror or err}); free space, then run again"
+        ) from None
 
 
 def _write_encoder(folder: Path, encoder: torch.nn.Module, info: dict) -> Path:
+    """Both files under temporary names, renamed once whole; a failed write (full disk) removes them."""
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    tmp = folder / ".encoder.safetensors.tmp"
-    save_file(state, tmp)
-    os.replace(tmp, folder / "encoder.safetensors")
-    info["sha256"] = hashlib.sha256((folder / "encoder.safetensors").read_bytes()).hexdigest()
-    tmp = folder / ".encoder.json.tmp"  # a reader sees the old description or the new, never half
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, folder / "encoder.json")
+    weights, description = folder / ".encoder.safetensors.tmp", folder / ".encoder.json.tmp"
+    try:
+        write_safetensors(state, weights)
+        os.replace(weights, folder / "encoder.safetensors")
+        info["sha256"] = hashlib.sha256((folder / "encoder.safetensors").read_bytes()).hexdigest()
+        # a reader sees the old description or the new, never half
+        checkpoint.write_bytes(description, (json.dumps(info, indent=1) + "\n").encode())
+        os.replace(description, folder / "encoder.json")
+    except OSError as err:  # name the file the user knows, not the temporary one removed below
+        final = "encoder.json" if Path(err.filename or "").name == description.name else "encoder.safetensors"
+        raise OSError(err.errno, err.strerror, str(folder / final)) from None
+    finally:
+        weights.unlink(missing_ok=True)
+        description.unlink(missing_ok=True)
     return folder / "encoder.safetensors"
 
 
@@ -305,8 +322,20 @@ class Window:
 
 
 def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
-    """Train (or resume) the run in `cfg.run_dir`; returns a summary of where it ended."""
-    run = _setup(cfg, config_yaml)
+    """Train (or resume) the run in `cfg.run_dir`; returns a summary of where it ended.
+
+    Rank 0 holds the run_dir's lock from setup to the end, however the run ends: a second run
+    there is refused, naming this one.
+    """
+    lock = RunDirLock(Path(cfg.run_dir))
+    try:
+        return _locked_pretrain(cfg, config_yaml, lock)
+    finally:
+        lock.release()
+
+
+def _locked_pretrain(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> dict:
+    run = _setup(cfg, config_yaml, lock)
     accelerator, run_dir = run.accelerator, run.run_dir
     try:
         stopped = _train(run)
@@ -341,7 +370,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
     return summary
 
 
-def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
+def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
     """Accelerator, data, model, optimiser and schedule; the newest checkpoint loaded if there is one."""
     run_dir = Path(cfg.run_dir)
     accelerator = new_accelerator(
@@ -355,6 +384,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
     )
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
+    _on_main(accelerator, lambda: _take(lock))  # before anything reads or tidies the run_dir
     set_seed(cfg.seed)
     gpu = accelerator.device.type == "cuda"
     dtype = INPUT_DTYPE[cfg.precision] if gpu else torch.float32
@@ -402,22 +432,9 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
         cfg.optim.decay_rate,
     )
 
-    # What a checkpoint only fits (the init file does not matter once training has started).
-    fixed = {
-        "model": {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "pretrained_file"},
-        "optim.name": cfg.optim.name,
-        "batch_size": cfg.batch_size,
-        "grad_accum": cfg.grad_accum,
-        "data.fraction": cfg.data.fraction,
-        # the loader's checkpoint is of a graph with this many views
-        "data.views": [
-            cfg.data.views,
-            cfg.data.small_views,
-            cfg.data.small_size if cfg.data.small_views else None,
-        ],
-    }
-    state, loader_state = checkpoint.TrainState(world_size=world, fixed=fixed), None
-    if main:  # bad data or a bad model file has been refused by now: nothing of the run is touched
+    settings = resume_settings(cfg)
+    state, loader_state = checkpoint.TrainState(world_size=world, settings=settings), None
+    if main:  # bad data or a bad model file has been refused by now: only the lock is in run_dir
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.recover(run_dir / "checkpoints")
@@ -427,7 +444,9 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
     last = checkpoint.latest(run_dir / "checkpoints")
     if last is not None:
         try:
-            state, loader_state = checkpoint.load(last, accelerator, model, optimizer, scheduler, fixed)
+            state, loader_state = checkpoint.load(
+                last, accelerator, model, optimizer, scheduler, settings, RESUMABLE_TEXT
+            )
         except checkpoint.ResumeError as err:
             raise TrainError(str(err)) from None
         accelerator.print(f"resuming {last} at epoch {state.epoch}, step {state.global_step}")
@@ -483,6 +502,71 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
     )
 
 
+# What a resumed run may change: logging, monitoring, checkpoint cadence, when to stop, where the
+# files are. Everything else must equal the checkpoint's (lr and epochs too: the schedule is restored
+# from it), so config.yaml always describes what trained the encoder beside it.
+RESUMABLE = (
+    "run_dir",
+    "max_steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "dist_timeout",
+    "knn_k",
+    "knn_temperature",
+    "knn_every",
+    "data.knn_bank",
+    "data.knn_val",
+    "data.train",  # the shards may move: their manifest's sha256 is compared instead
+    "model.pretrained_file",  # read only when training starts
+    # how fast, not what: compilation, CUDA graphs and DALI's threads and queue leave the numbers as
+    # they are (data.augment_device does not: CPU and GPU operators draw other random streams)
+    "compile",
+    "compile_mode",
+    "cuda_graphs",
+    "data.num_threads",
+    "data.prefetch",
+)
+RESUMABLE_TEXT = ", ".join(RESUMABLE) + ", track.*"
+
+
+def resume_settings(cfg: PretrainConfig) -> dict:
+    """The flattened settings a checkpoint records and a resumed run must repeat."""
+    settings = {
+        k: v
+        for k, v in flatten(dataclasses.asdict(cfg)).items()
+        if k not in RESUMABLE and not k.startswith("track.")
+    }
+    settings["data.train manifest sha256"] = shards.sha256_file(Path(cfg.data.train) / "manifest.json")
+    return settings
+
+
+def _take(lock: RunDirLock) -> None:
+    try:
+        stale = lock.acquire()
+    except OSError as err:
+        raise TrainError(f"run_dir {lock.run_dir}: cannot write there ({err.strerror or err})") from None
+    if stale:
+        print(
+            f"note: taking over {lock.path}, left by pid {stale.get('pid')} on host {stale.get('host')}, "
+            "which has ended"
+        )
+
+
+def _on_main(accelerator: Accelerator, action: Callable[[], None]) -> None:
+    """Run `action` on the main process; if it refuses, every rank raises its one line (none waits
+    in a collective for a rank that left)."""
+    refusal = None
+    if accelerator.is_main_process:
+        try:
+            action()
+        except (TrainError, RunDirError) as err:
+            refusal = err
+    if accelerator.num_processes > 1:
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal is not None:
+        raise refusal
+
+
 def _train(run: Run) -> str | None:
     """Epochs until the schedule ends (returns None) or a stop (returns "signal" or "max_steps")."""
     with StopFlag() as stop:
@@ -502,7 +586,8 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
     """The rest of the epoch in progress: the hot loop. Returns why it stopped early, if it did."""
     cfg, accelerator, state, loader = run.cfg, run.accelerator, run.state, run.loader
     run.model.train()
-    window, loss_sum, taken, started = Window(accelerator.device), 0, 0, time.perf_counter()
+    window, started = Window(accelerator.device), time.perf_counter()
+    loss_sum, taken = state.epoch_loss_sum, state.step_in_epoch  # a resumed epoch's sum so far
     bar = shards.progress(
         total=len(loader),
         initial=state.step_in_epoch,
@@ -536,6 +621,7 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
         stopped = _stop_reason(run, stop, logged or state.step_in_epoch == len(loader))
     bar.close()
     epoch_loss = float(loss_sum / max(taken, 1))
+    state.epoch_loss_sum = float(loss_sum)  # a checkpoint mid-epoch keeps it (one read an epoch or stop)
     _check_finite(epoch_loss, state, run.run_dir)
     if state.step_in_epoch == len(loader):  # a stop on an epoch's last step still closes the epoch
         _end_epoch(run, epoch_loss, time.perf_counter() - started)
@@ -586,7 +672,7 @@ def _end_epoch(run: Run, epoch_loss: float, seconds: float) -> None:
     if cfg.data.knn_bank and cfg.data.knn_val and (state.epoch + 1) % cfg.knn_every == 0:
         record["knn_accuracy"] = _knn(cfg, run.accelerator, run.model, run.make_loader)
     state.epoch += 1
-    state.step_in_epoch = 0
+    state.step_in_epoch, state.epoch_loss_sum = 0, 0.0
     _log(run, record)
     if cfg.track.progress:
         run.accelerator.print(

@@ -49,6 +49,11 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def changed_keys(before: dict, now: dict) -> list[str]:
+    """The keys of two flattened settings whose values differ (a key only one side has counts)."""
+    return sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+
+
 def wandb_logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -83,12 +88,18 @@ def new_run_id() -> str:
 
 def new_accelerator(**kwargs):
     """A fresh Accelerator: Accelerate keeps one precision and device per process, but `fastclr run` and
-    sweeps chain runs of different settings in one process; the process group itself is kept."""
+    sweeps chain runs of different settings in one process; the process group itself is kept.
+    A launch of several processes that formed no group is refused (RunDirError)."""
+    import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    from trainers._lock import check_process_group
+
     AcceleratorState._reset_state()
-    return Accelerator(**kwargs)
+    accelerator = Accelerator(**kwargs)
+    check_process_group(accelerator.num_processes, kwargs.get("cpu", False), torch.cuda.is_available())
+    return accelerator
 
 
 def eval_accelerator(
