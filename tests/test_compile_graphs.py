@@ -127,3 +127,14 @@ def test_a_compiled_step_on_cuda_trains_without_host_syncs(mode):
     compiled, _ = _steps(False, mode, batches, precision="bf16", encoder="small_cnn")
     assert compiled == pytest.approx(eager, rel=0.05)  # bf16, other kernels: close, not equal
     assert json.dumps(compiled)  # finite floats
+
+
+def test_a_resume_may_change_how_fast_but_not_where_the_ops_run(data, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    first = pretrain(config(data, run, max_steps=3), "")
+    assert first["stopped"] == "max_steps"
+    with pytest.raises(TrainError, match="data.augment_device: checkpoint has 'auto', config has 'cpu'"):
+        pretrain(config(data, run, data__augment_device="cpu"), "")
+    faster = config(data, run, data__prefetch=3, data__num_threads=2, compile_mode="reduce-overhead")
+    resumed = pretrain(faster, "")
+    assert resumed["stopped"] is None and resumed["global_step"] == 12
