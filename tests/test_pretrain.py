@@ -203,7 +203,7 @@ def test_n_views_and_small_views_pretrain_and_a_resume_must_keep_them(data, tmp_
     summary = pretrain(config(data, tmp_path / "run", max_steps=2, **views), "")
     assert summary["global_step"] == 2
     assert shapes == [[(16, 3, 16, 16)] * 3 + [(16, 3, 8, 8)] * 2] * 2
-    with pytest.raises(TrainError, match=r"data.views: checkpoint has \[3, 2, 8\], config has \[2, 2, 8\]"):
+    with pytest.raises(TrainError, match=r"data.views: checkpoint has 3, config has 2"):
         pretrain(config(data, tmp_path / "run", **{**views, "data__views": 2}), "")
 
 
@@ -377,7 +377,7 @@ def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run([*args, "max_steps=4"], capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "global batch 16: 30 negatives per anchor" in first.stdout
+    assert "global batch 16, 2 views each: 30 negatives per anchor" in first.stdout
     (checkpoint,) = (run / "checkpoints").iterdir()
     assert {"rank-0.json", "rank-1.json", "rng-0.safetensors", "rng-1.safetensors"} <= {
         p.name for p in checkpoint.iterdir()
