@@ -118,8 +118,9 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
     ):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"config {name}={getattr(cfg, name)} must be at least 1")
-    if cfg.optim.lr <= 0:
-        raise ConfigError(f"config optim.lr={cfg.optim.lr} must be positive")
+    for name, value in (("optim.lr", cfg.optim.lr), ("online_probe_lr", cfg.online_probe_lr)):
+        if value <= 0:
+            raise ConfigError(f"config {name}={value} must be positive")
     if not 0 < cfg.data.fraction <= 1:
         raise ConfigError(f"config data.fraction={cfg.data.fraction} must be in (0, 1]")
     if cfg.optim.decay_epochs and cfg.optim.schedule != "step":

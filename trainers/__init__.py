@@ -4,7 +4,8 @@ from trainers._classify import evaluate, finetune, load_classifier, supervised
 from trainers._cluster import METHODS, cluster_accuracy, cluster_eval
 from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
 from trainers._eval import EvalError, knn_eval, linear_eval, load_encoder
-from trainers._knn import extract_features, knn_accuracy, knn_predict
+from trainers._knn import ANCHOR_K, extract_features, knn_accuracy, knn_predict
+from trainers._knn import VOTES as KNN_VOTES
 from trainers._loss import GatherLayer, chance_loss, nt_xent
 from trainers._optim import LR_SCALING, OPTIMIZERS, SCHEDULES, create_optimizer, create_scheduler, scaled_lr
 from trainers._pretrain import (
@@ -21,6 +22,8 @@ from trainers._tracking import flatten
 
 __all__ = [
     "ACCELERATE_PRECISION",
+    "ANCHOR_K",
+    "KNN_VOTES",
     "INPUT_DTYPE",
     "METHODS",
     "LR_SCALING",

@@ -3,7 +3,8 @@
 `checkpoints/step-00000123/` holds model.safetensors, optimizer.pt (read back
 with `torch.load(weights_only=True)`), state.json (epoch, step, schedule,
 scaler, tracker run id) and per rank rank-<r>.json plus rng-<r>.safetensors
-(RNG streams and the DALI loader's position). Everything is written into a
+(RNG streams and the DALI loader's position), and probe.pt when the online probe
+runs (its head and optimiser, read back the same safe way). Everything is written into a
 hidden `.step-...tmp` folder that is renamed once complete, so a crash mid-write
 leaves only the previous checkpoint; the newest `keep` are kept. `recover` tidies
 what a crash left (half-written folders, a replaced checkpoint set aside) before
@@ -26,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 PREFIX = "step-"
+PROBE = "probe.pt"
 
 
 @dataclass
@@ -108,13 +110,23 @@ def _write_json(path: Path, obj: object) -> None:
 
 
 def save(
-    folder: Path, accelerator, model, optimizer, scheduler, state: TrainState, loader_state: bytes, keep: int
+    folder: Path,
+    accelerator,
+    model,
+    optimizer,
+    scheduler,
+    state: TrainState,
+    loader_state: bytes,
+    keep: int,
+    probe=None,
 ) -> Path:
-    """Write a checkpoint of every rank into `folder/step-<global_step>`; returns its path."""
+    """Write a checkpoint of every rank into `folder/step-<global_step>`; returns its path.
+
+    `probe`: anything with state_dict() (the online probe), saved as probe.pt."""
     name = f"{PREFIX}{state.global_step:08d}"
     final, tmp, old = folder / name, folder / f".{name}.tmp", folder / f".{name}.old"
     try:
-        _write(tmp, accelerator, model, optimizer, scheduler, state, loader_state)
+        _write(tmp, accelerator, model, optimizer, scheduler, state, loader_state, probe)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"cannot write checkpoint {final} ({err.strerror or err})") from None
@@ -131,7 +143,7 @@ def save(
 
 
 def _write(
-    tmp: Path, accelerator, model, optimizer, scheduler, state: TrainState, loader_state: bytes
+    tmp: Path, accelerator, model, optimizer, scheduler, state: TrainState, loader_state: bytes, probe=None
 ) -> None:
     """Every rank's files into `tmp`; the main process writes state.json last, marking it complete."""
     if accelerator.is_main_process:
@@ -148,6 +160,8 @@ def _write(
     if accelerator.is_main_process:
         save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if probe is not None:  # every rank's probe is the same (gradients averaged)
+            torch.save(probe.state_dict(), tmp / PROBE)
         scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
         _write_json(
             tmp / "state.json", {"train": vars(state), "scheduler": scheduler.state_dict(), "scaler": scaler}
@@ -158,8 +172,12 @@ class ResumeError(Exception):
     pass
 
 
-def load(path: Path, accelerator, model, optimizer, scheduler, fixed: dict) -> tuple[TrainState, bytes]:
-    """Restore model, optimiser, schedule, scaler, this rank's RNG; returns the state and loader position."""
+def load(
+    path: Path, accelerator, model, optimizer, scheduler, fixed: dict, probe=None
+) -> tuple[TrainState, bytes]:
+    """Restore model, optimiser, schedule, scaler, this rank's RNG and the probe (if the run has one and
+    the checkpoint holds it: a probe switched on at a resume starts fresh); returns the state and loader
+    position."""
     saved = json.loads((path / "state.json").read_text())
     state = TrainState(**saved["train"])
     if state.world_size != accelerator.num_processes:
@@ -176,6 +194,8 @@ def load(path: Path, accelerator, model, optimizer, scheduler, fixed: dict) -> t
     accelerator.unwrap_model(model).load_state_dict(load_file(path / "model.safetensors", device="cpu"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(saved["scheduler"])
+    if probe is not None and (path / PROBE).is_file():
+        probe.load_state_dict(torch.load(path / PROBE, map_location="cpu", weights_only=True))
     if saved["scaler"] is not None and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(saved["scaler"])
     rank = accelerator.process_index

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -32,9 +33,10 @@ from encoders import SimCLRModel, build_encoder, build_head
 from pipelines import create_loader, shard_source, train_steps
 from trainers import _checkpoint as checkpoint
 from trainers._config import PretrainConfig
-from trainers._knn import extract_features, knn_accuracy
+from trainers._knn import ANCHOR_K, extract_features, knn_accuracy
 from trainers._loss import chance_loss, nt_xent
 from trainers._optim import create_optimizer, create_scheduler, scaled_lr
+from trainers._probe import OnlineProbe, create_probe
 from trainers._tracking import MetricsLog, flatten, new_accelerator, new_run_id, trackers, wandb_init_kwargs
 
 INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -145,18 +147,22 @@ def train_step(
     view1: torch.Tensor,
     view2: torch.Tensor,
     temperature: float,
+    on_features: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """One SimCLR step: both views in one forward, NT-Xent, backward, optimiser step.
 
     Returns the detached loss, still on the device: reading it would sync the host.
+    `on_features` (the online probe) gets the encoder's features of both views, detached.
     """
     with accelerator.accumulate(model):
         with accelerator.autocast():
-            _, z = forward(torch.cat([view1, view2]))  # both views in one pass: one set of BN stats
+            h, z = forward(torch.cat([view1, view2]))  # both views in one pass: one set of BN stats
         loss = nt_xent(*z.chunk(2), temperature=temperature)
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    if on_features is not None:
+        on_features(h.detach())
     return loss.detach()
 
 
@@ -227,6 +233,7 @@ class Run:
     channels: int
     steps_per_epoch: int
     global_batch: int
+    probe: OnlineProbe | None = None  # the online linear probe (trainers/_probe.py)
 
     @property
     def run_dir(self) -> Path:
@@ -348,6 +355,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
         )
 
     model, optimizer, forward = build_training(cfg, accelerator, channels)
+    probe = create_probe(cfg, manifest, accelerator.unwrap_model(model).encoder.num_features, accelerator)
     global_batch = cfg.batch_size * world * cfg.grad_accum
     lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)  # as build_training set it
     scheduler = create_scheduler(
@@ -379,7 +387,9 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
     last = checkpoint.latest(run_dir / "checkpoints")
     if last is not None:
         try:
-            state, loader_state = checkpoint.load(last, accelerator, model, optimizer, scheduler, fixed)
+            state, loader_state = checkpoint.load(
+                last, accelerator, model, optimizer, scheduler, fixed, probe
+            )
         except checkpoint.ResumeError as err:
             raise TrainError(str(err)) from None
         accelerator.print(f"resuming {last} at epoch {state.epoch}, step {state.global_step}")
@@ -425,6 +435,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str) -> Run:
         channels=channels,
         steps_per_epoch=steps_per_epoch,
         global_batch=global_batch,
+        probe=probe,
     )
 
 
@@ -462,8 +473,11 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
         window.wait += time.perf_counter() - waited
         if batch is None:
             break
-        view1, view2, _ = batch
-        loss = train_step(accelerator, run.model, run.forward, run.optimizer, view1, view2, cfg.temperature)
+        view1, view2, label = batch
+        probe_step = None if run.probe is None else functools.partial(run.probe.step, labels=label)
+        loss = train_step(
+            accelerator, run.model, run.forward, run.optimizer, view1, view2, cfg.temperature, probe_step
+        )
         state.step_in_epoch += 1
         loss_sum, taken = loss_sum + loss, taken + 1
         window.add(loss, view1.shape[0] * accelerator.num_processes)
@@ -503,6 +517,10 @@ def _stop_reason(run: Run, stop: StopFlag, sync_point: bool) -> str | None:
 def _log_window(run: Run, window: Window) -> float:
     """Log the window's mean loss, lr, speed and data wait; warn once if the loss sits at chance."""
     record = window.record(run.state, run.optimizer)
+    if run.probe is not None:  # a collective on several processes: every rank logs at these steps
+        record["online_train_top1"] = run.probe.train_top1(
+            functools.partial(run.accelerator.reduce, reduction="sum")
+        )
     _check_finite(record["loss"], run.state, run.run_dir)
     _log(run, record)
     window.reset()
@@ -526,7 +544,7 @@ def _end_epoch(run: Run, epoch_loss: float, seconds: float) -> None:
         "epoch_seconds": seconds,
     }
     if cfg.data.knn_bank and cfg.data.knn_val and (state.epoch + 1) % cfg.knn_every == 0:
-        record["knn_accuracy"] = _knn(cfg, run.accelerator, run.model, run.make_loader)
+        record.update(_knn(run))
     state.epoch += 1
     state.step_in_epoch = 0
     _log(run, record)
@@ -554,6 +572,7 @@ def _save(run: Run) -> Path:
             run.state,
             run.loader.state(),
             run.cfg.keep_checkpoints,
+            run.probe,
         )
     except checkpoint.CheckpointError as err:
         raise TrainError(
@@ -583,18 +602,25 @@ def _check_finite(value: float, state, run_dir: Path) -> None:
         )
 
 
-def _knn(cfg: PretrainConfig, accelerator, model, make_loader) -> float:
-    """Weighted kNN accuracy of the current encoder; the eval pipelines are built on demand and dropped."""
-    encoder = accelerator.unwrap_model(model).encoder
-    bank_loader = make_loader("val", cfg.data.knn_bank)
+def _knn(run: Run) -> dict[str, float]:
+    """kNN accuracy of the current encoder both ways (weighted, knn_k; majority, k=10) and the online
+    probe's on the same val features; the eval pipelines are built on demand and dropped."""
+    cfg, accelerator = run.cfg, run.accelerator
+    encoder = accelerator.unwrap_model(run.model).encoder
+    bank_loader = run.make_loader("val", cfg.data.knn_bank)
     bank, bank_labels = extract_features(encoder, bank_loader, accelerator.autocast)
-    queries, labels = extract_features(encoder, make_loader("val", cfg.data.knn_val), accelerator.autocast)
-    return knn_accuracy(
-        bank,
-        bank_labels,
-        queries,
-        labels,
-        bank_loader.manifest["num_classes"],
-        cfg.knn_k,
-        cfg.knn_temperature,
+    queries, labels = extract_features(
+        encoder, run.make_loader("val", cfg.data.knn_val), accelerator.autocast
     )
+    classes = bank_loader.manifest["num_classes"]
+    record = {
+        "knn_accuracy": knn_accuracy(
+            bank, bank_labels, queries, labels, classes, cfg.knn_k, cfg.knn_temperature
+        ),
+        "knn_k10_majority_accuracy": knn_accuracy(
+            bank, bank_labels, queries, labels, classes, ANCHOR_K, vote="majority"
+        ),
+    }
+    if run.probe is not None:
+        record["online_val_top1"] = run.probe.val_top1(queries, labels)
+    return record
