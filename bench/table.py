@@ -88,18 +88,29 @@ def train_table(result: dict) -> str:
 
 
 def time_to_accuracy_table(result: dict) -> str:
+    def cell(value) -> str:
+        return "-" if value is None else f"{100 * value:.2f}%"
+
     lines = [
         f"Time to accuracy, config `{result['config']}` {' '.join(result['overrides'])} "
         f"({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
         "",
-        "| step | epoch | training seconds | kNN top-1 | linear top-1 |",
-        "|---|---|---|---|---|",
+        "| step | epoch | training seconds | kNN k=200 weighted | kNN k=10 majority | linear top-1 |",
+        "|---|---|---|---|---|---|",
     ]
     for p in result["curve"]:
         lines.append(
-            f"| {p['global_step']} | {p['epoch']} | {p['train_seconds']} | {100 * p['knn']:.2f}% | "
-            f"{100 * p['linear']:.2f}% |"
+            f"| {p['global_step']} | {p['epoch']} | {p['train_seconds']} | {cell(p['knn'])} | "
+            f"{cell(p.get('knn_k10_majority'))} | {cell(p['linear'])} |"
         )
+    projection = result.get("projection")
+    if projection:
+        lines.append(
+            f"| projection (not measured) | {projection['epochs']:g} | {projection['train_seconds']} | "
+            f"{cell(projection.get('knn'))} | {cell(projection.get('knn_k10_majority'))} | "
+            f"{cell(projection.get('linear'))} |"
+        )
+        lines += ["", f"Projection: {projection['method']}; {projection['caveat']}."]
     return "\n".join(lines)
 
 
