@@ -127,8 +127,26 @@ def loss_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def probe_table(result: dict) -> str:
+    settings, off, on = result["settings"], result["probe_off"], result["probe_on"]
+    return "\n".join(
+        [
+            f"Online probe cost: `fastclr pretrain`, {settings['encoder']} (CIFAR stem), "
+            f"{settings['size']} px, batch {settings['batch_size']}, {settings['steps']} steps a run "
+            f"({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
+            "",
+            "| probe | images/s (median) | runs | ratio on/off |",
+            "|---|---|---|---|",
+            f"| off | {off['images_per_s']} | {', '.join(map(str, off['runs']))} | |",
+            f"| on | {on['images_per_s']} | {', '.join(map(str, on['runs']))} | {result['ratio_on_off']} |",
+        ]
+    )
+
+
 def render(result: dict) -> str:
     """The table for whichever benchmark wrote `result`."""
+    if "probe_on" in result:
+        return probe_table(result)
     if "speed" in result:
         return convert_table(result)
     if "curve" in result:

@@ -160,6 +160,20 @@ def test_the_projection_recovers_a_power_law_and_stays_apart_from_the_curve():
     assert "| projection (not measured) | 1000 | 2000.0 |" in table and "Projection: error = a" in table
 
 
+def test_probe_benchmark_measures_pretraining_with_the_probe_off_and_on(tmp_path):
+    run_bench(
+        "bench.probe",
+        *("--encoder", "small_cnn", "--batch-size", 8, "--steps", 4, "--log-every", 2, "--repeats", 1),
+        *("--json", tmp_path / "probe.json"),
+    )
+    result = json.loads((tmp_path / "probe.json").read_text())
+    assert result["device"] == "cpu" and result["commit"] and "bench.probe" in result["command"]
+    off, on = result["probe_off"], result["probe_on"]
+    assert len(off["runs"]) == len(on["runs"]) == 1 and off["images_per_s"] > 0 and on["images_per_s"] > 0
+    assert result["ratio_on_off"] == round(on["images_per_s"] / off["images_per_s"], 3)
+    assert "| on |" in run_bench("bench.table", tmp_path / "probe.json").stdout
+
+
 def test_loss_benchmark_times_every_batch_size(tmp_path):
     run_bench(
         "bench.loss", "--batch-sizes", 8, 16, "--calls", 2, "--repeats", 2, "--json", tmp_path / "loss.json"
