@@ -139,3 +139,14 @@ def test_weighted_knn_matches_a_numpy_reference():
         knn_predict(
             torch.from_numpy(bank), torch.from_numpy(labels), torch.from_numpy(queries), 5, vote="mode"
         )
+
+
+def test_the_online_figures_reach_tensorboard(data, tmp_path):  # noqa: F811
+    """W&B and TensorBoard get what metrics.jsonl gets (one `_log` path); TensorBoard is readable here."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    knn = {"data__knn_bank": str(data / "train"), "data__knn_val": str(data / "test")}
+    pretrain(config(data, tmp_path / "run", epochs=1, track__tensorboard=True, **knn), "")
+    folders = {p.parent for p in (tmp_path / "run").rglob("events.out.tfevents.*")}
+    tags = {tag for f in folders for tag in EventAccumulator(str(f)).Reload().Tags()["scalars"]}
+    assert {"online_train_top1", "online_val_top1", "knn_accuracy", "knn_k10_majority_accuracy"} <= tags
