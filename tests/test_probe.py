@@ -1,10 +1,15 @@
 """The online linear probe (trainers/_probe.py) and the two kNN votes (trainers/_knn.py)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from dist_probe import batches
 from safetensors.torch import load_file
 from test_pretrain import config, data, losses  # noqa: F401 (data is the shards fixture)
 
@@ -150,3 +155,25 @@ def test_the_online_figures_reach_tensorboard(data, tmp_path):  # noqa: F811
     folders = {p.parent for p in (tmp_path / "run").rglob("events.out.tfevents.*")}
     tags = {tag for f in folders for tag in EventAccumulator(str(f)).Reload().Tags()["scalars"]}
     assert {"online_train_top1", "online_val_top1", "knn_accuracy", "knn_k10_majority_accuracy"} <= tags
+
+
+@pytest.mark.multiproc
+def test_two_processes_keep_one_probe_equal_to_a_single_process_on_the_whole_batch(tmp_path):
+    """Gradients averaged over ranks: every rank's head is the head one process trains on all images."""
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    script = Path(__file__).parent / "dist_probe.py"
+    subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29547", str(script), str(tmp_path)],
+        check=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    probe = OnlineProbe(16, 4, lr=0.5, device=torch.device("cpu"), seed=0)
+    for view1, view2, labels in batches(2, 5):
+        probe.step(torch.cat([view1, view2]), labels)
+    expected = probe.train_top1()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert got["top1"] == expected
+        for key, value in probe.head.state_dict().items():
+            torch.testing.assert_close(got["head"][key], value, rtol=1e-5, atol=1e-6)
