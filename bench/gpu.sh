@@ -30,6 +30,7 @@
 #                  alone in its call (timeout_s 590); rerun to continue a timed-out run    <= 560 s
 #   brows          EXPERIMENTS.md B5 by `fastclr run`: 100 epochs + 50-epoch augmented linear
 #                  (B1-B4 need an ImageNet weights file: none here); rerun to continue   <= 560 s
+#   probe          the online probe's cost: pretrain images/s with it off and on, batch 512   <= 150 s
 #   bablations     B6 and B7 by `fastclr sweep`, 4 points each at 10 of their 100 epochs   <= 560 s
 # e.g. a second call: `bash bench/gpu.sh matrix32`, a third: `bash bench/gpu.sh tta matrix224`.
 # Results land in $OUT: JSON per benchmark (bench/train.py's saved row by row), logs,
@@ -118,6 +119,11 @@ for stage in $stages; do
       | grep '^{"global_step"' || tail -5 "$OUT/accuracy.err"
     cp "/tmp/acc-${ACC:-sgd}/time_to_accuracy.json" "$OUT/accuracy-${ACC:-sgd}-curve.json" 2>/dev/null
     cp "/tmp/acc-${ACC:-sgd}/metrics.jsonl" "$OUT/accuracy-${ACC:-sgd}-metrics.jsonl" 2>/dev/null ;;
+  probe)
+    step "online probe cost: ResNet-18, 32 px, batch 512, off and on"
+    timeout 150 python3 -m bench.probe --device cuda --size 32 --batch-size 512 --steps 60 --log-every 10 \
+      --repeats 2 --threads 4 --json "$OUT/probe-gpu.json" 2>"$OUT/probe.err" | grep ratio_on_off \
+      || tail -5 "$OUT/probe.err" ;;
   brows|bablations)  # B rows through fastclr, on the shards the accuracy stage makes (made here if missing)
     python3 -c "import sys; from pathlib import Path; from bench.time_to_accuracy import cifar_shards
 cifar_shards(Path(sys.argv[1]), Path(sys.argv[2]))" "$SRC" "$DATA" || exit 1
@@ -141,7 +147,7 @@ cifar_shards(Path(sys.argv[1]), Path(sys.argv[2]))" "$SRC" "$DATA" || exit 1
         cp "/tmp/$row/sweep/results.md" "$OUT/$row-10ep-results.md" 2>/dev/null
       done
     fi ;;
-  *) echo "unknown stage $stage (tests train tta matrix32 matrix224 convert pipeline pretrain accuracy brows bablations)" ;;
+  *) echo "unknown stage $stage (tests train tta matrix32 matrix224 convert pipeline pretrain accuracy probe brows bablations)" ;;
   esac
 done
 step "done"

@@ -85,8 +85,16 @@ def main() -> None:
             "torch": torch.__version__,
             "dali": nvidia.dali.__version__,
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
-            "probe_off": {"runs": runs["off"], "images_per_s": off, "median": statistics.median(runs["off"])},
-            "probe_on": {"runs": runs["on"], "images_per_s": on, "median": statistics.median(runs["on"])},
+            "probe_off": {
+                "runs": runs["off"],
+                "images_per_s": off,
+                "median": round(statistics.median(runs["off"]), 1),
+            },
+            "probe_on": {
+                "runs": runs["on"],
+                "images_per_s": on,
+                "median": round(statistics.median(runs["on"]), 1),
+            },
             "ratio_on_off": round(on / off, 3),
         },
         args.json,

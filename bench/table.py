@@ -137,9 +137,11 @@ def probe_table(result: dict) -> str:
             "",
             "| probe | images/s (best run) | median | runs | ratio on/off |",
             "|---|---|---|---|---|",
-            f"| off | {off['images_per_s']} | {off['median']} | {', '.join(map(str, off['runs']))} | |",
-            f"| on | {on['images_per_s']} | {on['median']} | {', '.join(map(str, on['runs']))} | "
-            f"{result['ratio_on_off']} |",
+            *(
+                f"| {name} | {mode['images_per_s']} | {round(mode['median'], 1)} | "
+                f"{', '.join(map(str, mode['runs']))} | {ratio} |"
+                for name, mode, ratio in (("off", off, ""), ("on", on, result["ratio_on_off"]))
+            ),
         ]
     )
 
