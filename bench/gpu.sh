@@ -27,7 +27,7 @@
 #   pretrain       a short `fastclr pretrain` (images/s, data wait, memory)    <= 240 s
 #   accuracy       issue 15: the anchor's 100-epoch recipe to the end, chunks of 20 epochs, kNN both
 #                  ways + linear per chunk, projection to 1000 epochs (ACC=lars: our LARS instead);
-#                  alone in its call (timeout_s 590); rerun to continue a timed-out run    <= 560 s
+#                  alone in its call (timeout_s 590); rerun to continue a timed-out run    <= 520 s
 #   brows          EXPERIMENTS.md B5 by `fastclr run`: 100 epochs + 50-epoch augmented linear
 #                  (B1-B4 need an ImageNet weights file: none here); rerun to continue   <= 560 s
 #   probe          the online probe's cost: pretrain images/s with it off and on, batch 512   <= 150 s
@@ -113,7 +113,7 @@ for stage in $stages; do
     step "time to accuracy, the anchor's 100-epoch recipe (${ACC:-sgd}; continues /tmp/acc-${ACC:-sgd})"
     acc=(--config launch/configs/anchor_simclr_cifar10_100ep.yaml)
     [ "${ACC:-sgd}" = lars ] && acc+=(optim.name=lars optim.lr=0.4 optim.weight_decay=1.0e-5 optim.warmup_epochs=10)
-    timeout 560 python3 -m bench.time_to_accuracy "${acc[@]}" --src "$SRC" --data "$DATA" \
+    timeout 520 python3 -m bench.time_to_accuracy "${acc[@]}" --src "$SRC" --data "$DATA" \
       --run-dir "/tmp/acc-${ACC:-sgd}" --chunk-epochs 20 --project-epochs 1000 data.num_threads=4 \
       --json "$OUT/accuracy-${ACC:-sgd}.json" --plot "$OUT/accuracy-${ACC:-sgd}.png" 2>"$OUT/accuracy.err" \
       | grep '^{"global_step"' || tail -5 "$OUT/accuracy.err"
