@@ -110,6 +110,14 @@ def time_to_accuracy_table(result: dict) -> str:
             f"{cell(projection.get('knn'))} | {cell(projection.get('knn_k10_majority'))} | "
             f"{cell(projection.get('linear'))} |"
         )
+    if result.get("reached"):
+        reached = [
+            f"{target}: "
+            + ("not reached" if hit is None else f"{hit['train_seconds']} s (epoch {hit['epoch']})")
+            for target, hit in result["reached"].items()
+        ]
+        lines += ["", f"Reached (measured): {'; '.join(reached)}."]
+    if projection:
         lines += ["", f"Projection: {projection['method']}; {projection['caveat']}."]
     return "\n".join(lines)
 

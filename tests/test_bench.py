@@ -118,7 +118,8 @@ def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3, 4, 5, 6]  # the second chunk resumed
     assert (tmp_path / "tta.png").stat().st_size > 0 and (tmp_path / "run" / "encoder.safetensors").is_file()
-    assert "| 6 | 2.0 |" in run_bench("bench.table", tmp_path / "tta.json").stdout
+    table = run_bench("bench.table", tmp_path / "tta.json").stdout
+    assert "| 6 | 2.0 |" in table and "linear >= 86%: " in table
 
 
 def test_the_projection_recovers_a_power_law_and_stays_apart_from_the_curve():
