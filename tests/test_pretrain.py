@@ -78,11 +78,15 @@ def test_one_epoch_writes_every_artifact(data, tmp_path):
         assert all(key in r for r in steps)
     assert 0 <= steps[-1]["data_wait"] <= 1 and steps[-1]["images_per_s"] > 0
     assert 0 <= records[-1]["knn_accuracy"] <= 1 and "epoch_loss" in records[-1]
+    # the online probe (on by default, the shards are labelled) and the anchor's k=10 majority kNN
+    assert all(0 <= r["online_train_top1"] <= 1 for r in steps)
+    assert 0 <= records[-1]["online_val_top1"] <= 1 and 0 <= records[-1]["knn_k10_majority_accuracy"] <= 1
     (checkpoint,) = (run / "checkpoints").iterdir()
     assert checkpoint.name == "step-00000006"
     assert {p.name for p in checkpoint.iterdir()} == {
         "model.safetensors",
         "optimizer.pt",
+        "probe.pt",
         "state.json",
         "rank-0.json",
         "rng-0.safetensors",
@@ -414,6 +418,7 @@ def test_two_processes_read_no_tensor_to_the_host_between_log_steps(data, tmp_pa
         "model.hidden_dim=32",
         "optim.name=lars",  # torch's Adam keeps its step count in a CPU tensor and reads it
         "optim.warmup_epochs=1",
+        "online_probe=true",  # its counters are read at log steps only, its gradients averaged each step
         "track.log_every=4",
         "track.progress=false",
     ]
