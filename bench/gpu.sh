@@ -51,6 +51,13 @@
 #   views     time to accuracy for V = 2, 4, 8 views per image, the recipe at equal compute
 #             (V x epochs = 48, so each schedule ends at the same work) and the same 60 s
 #             training budget each, 4 points a curve; its own call                        <= 3 x 170 s
+#   accuracy  issue 15: the anchor's 100-epoch recipe to the end, chunks of 20 epochs, kNN both
+#             ways + linear per chunk, projection to 1000 epochs (ACC=lars: our LARS instead);
+#             alone in its call (timeout_s 590); rerun to continue a timed-out run    <= 520 s
+#   brows     EXPERIMENTS.md B5 by `fastclr run`: 100 epochs + 50-epoch augmented linear
+#             (B1-B4 need an ImageNet weights file: none here); rerun to continue   <= 560 s
+#   probe     the online probe's cost: pretrain images/s with it off and on, batch 512   <= 150 s
+#   bablations B6 and B7 by `fastclr sweep`, 4 points each at 10 of their 100 epochs   <= 560 s
 set -uo pipefail
 if [ "${1:-}" = pack ]; then  # here, not on the GPU machine: record which code is sent
   mkdir -p .gpu-data
@@ -87,9 +94,11 @@ stages=${*:-levers pipeline tests pretrain compile}
 DATA=/tmp/benchdata
 mkdir -p "$DATA"
 SRC=.gpu-data/cifar10-jpeg.tar.gz
-step "shards"  # made once per machine: CIFAR-10 as JPEG and raw, 2,048 synthetic 224 px JPEGs
-timeout 120 python3 -m bench.pipeline --src "$SRC" --data "$DATA" --synthetic 2048 --only none > /dev/null \
-  2>"$OUT/shards.err" || { tail -5 "$OUT/shards.err"; exit 1; }
+if [[ " $stages " =~ \ (levers|pipeline|pretrain|compile|profile|batch|prefetch|matrix)\  ]]; then
+  step "shards"  # made once per machine: CIFAR-10 as JPEG and raw, 2,048 synthetic 224 px JPEGs
+  timeout 120 python3 -m bench.pipeline --src "$SRC" --data "$DATA" --synthetic 2048 --only none > /dev/null \
+    2>"$OUT/shards.err" || { tail -5 "$OUT/shards.err"; exit 1; }
+fi
 
 # bf16, channels_last, every timed step under the no-host-sync check
 train() {  # NAME TIMEOUT ARGS...
@@ -199,8 +208,46 @@ for stage in $stages; do
         || tail -5 "$OUT/views-$v.err"
       cp "/tmp/views-$v/time_to_accuracy.json" "$OUT/views-$v-curve.json" 2>/dev/null  # kept on a timeout
     done ;;
+  accuracy)  # issue 15: ~10 s start + 100 x ~2.2 s training + 5 x ~15 s (chunk start, evaluation), shards once
+    step "time to accuracy, the anchor's 100-epoch recipe (${ACC:-sgd}; continues /tmp/acc-${ACC:-sgd})"
+    acc=(--config launch/configs/anchor_simclr_cifar10_100ep.yaml)
+    [ "${ACC:-sgd}" = lars ] && acc+=(optim.name=lars optim.lr=0.4 optim.weight_decay=1.0e-5 optim.warmup_epochs=10)
+    timeout 520 python3 -m bench.time_to_accuracy "${acc[@]}" --src "$SRC" --data "$DATA" \
+      --run-dir "/tmp/acc-${ACC:-sgd}" --chunk-epochs 20 --project-epochs 1000 data.num_threads=4 \
+      --json "$OUT/accuracy-${ACC:-sgd}.json" --plot "$OUT/accuracy-${ACC:-sgd}.png" 2>"$OUT/accuracy.err" \
+      | grep '^{"global_step"' || tail -5 "$OUT/accuracy.err"
+    cp "/tmp/acc-${ACC:-sgd}/time_to_accuracy.json" "$OUT/accuracy-${ACC:-sgd}-curve.json" 2>/dev/null
+    cp "/tmp/acc-${ACC:-sgd}/metrics.jsonl" "$OUT/accuracy-${ACC:-sgd}-metrics.jsonl" 2>/dev/null ;;
+  probe)
+    step "online probe cost: ResNet-18, 32 px, batch 512, off and on"
+    timeout 150 python3 -m bench.probe --device cuda --size 32 --batch-size 512 --steps 60 --log-every 10 \
+      --repeats 2 --threads 4 --json "$OUT/probe-gpu.json" 2>"$OUT/probe.err" | grep ratio_on_off \
+      || tail -5 "$OUT/probe.err" ;;
+  brows|bablations)  # B rows through fastclr, on the shards the accuracy stage makes (made here if missing)
+    python3 -c "import sys; from pathlib import Path; from bench.time_to_accuracy import cifar_shards
+cifar_shards(Path(sys.argv[1]), Path(sys.argv[2]))" "$SRC" "$DATA" || { echo "no CIFAR-10 shards"; continue; }
+    mkdir -p "$DATA/b" && ln -sfn "$DATA/cifar10-raw" "$DATA/b/cifar10-train" \
+      && ln -sfn "$DATA/cifar10-test-raw" "$DATA/b/cifar10-test"
+    if [ "$stage" = brows ]; then  # ~100 x 2.8 s + 10 kNN checks + 50 augmented linear epochs
+      step "EXPERIMENTS.md B5 (continues /tmp/b5)"
+      echo "B1-B4: not run: they start from an ImageNet weights file (weights/resnet18-imagenet.pth), none here" \
+        | tee "$OUT/brows.txt"
+      timeout 560 python3 -m launch run --config launch/configs/b5_resnet18_scratch.yaml data="$DATA/b" \
+        runs=/tmp/b5 data.num_threads=4 track.progress=false 2>&1 | tail -4 | tee -a "$OUT/brows.txt"
+      cp /tmp/b5/experiment.json "$OUT/b5-experiment.json" 2>/dev/null
+      cp /tmp/b5/pretrain/metrics.jsonl "$OUT/b5-metrics.jsonl" 2>/dev/null
+    else  # 4 points each of ~10 x 2.8 s + a 10-epoch augmented linear: labelled 10ep, not the rows' 100
+      step "EXPERIMENTS.md B6/B7 at 10 of their 100 epochs"
+      for row in b6_augmentation_ablation b7_head_ablation; do
+        timeout 270 python3 -m launch sweep --config "launch/configs/$row.yaml" data="$DATA/b" \
+          runs="/tmp/$row" epochs=10 knn_every=10 linear.epochs=10 data.num_threads=4 track.progress=false \
+          --eval linear 2>&1 | tail -3 | tee -a "$OUT/bablations.txt"
+        cp "/tmp/$row/sweep/sweep.json" "$OUT/$row-10ep-sweep.json" 2>/dev/null
+        cp "/tmp/$row/sweep/results.md" "$OUT/$row-10ep-results.md" 2>/dev/null
+      done
+    fi ;;
   *) echo "unknown stage $stage (levers pipeline tests pretrain compile profile batch autotune prefetch tta" \
-       "matrix convert views)" ;;
+       "matrix convert views accuracy probe brows bablations)" ;;
   esac
 done
 step "done"

@@ -98,18 +98,37 @@ def train_table(result: dict) -> str:
 
 
 def time_to_accuracy_table(result: dict) -> str:
+    def cell(value) -> str:
+        return "-" if value is None else f"{100 * value:.2f}%"
+
     lines = [
         f"Time to accuracy, config `{result['config']}` {' '.join(result['overrides'])} "
         f"({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
         "",
-        "| step | epoch | training seconds | kNN top-1 | linear top-1 |",
-        "|---|---|---|---|---|",
+        "| step | epoch | training seconds | kNN k=200 weighted | kNN k=10 majority | linear top-1 |",
+        "|---|---|---|---|---|---|",
     ]
     for p in result["curve"]:
         lines.append(
-            f"| {p['global_step']} | {p['epoch']} | {p['train_seconds']} | {100 * p['knn']:.2f}% | "
-            f"{100 * p['linear']:.2f}% |"
+            f"| {p['global_step']} | {p['epoch']} | {p['train_seconds']} | {cell(p['knn'])} | "
+            f"{cell(p.get('knn_k10_majority'))} | {cell(p['linear'])} |"
         )
+    projection = result.get("projection")
+    if projection:
+        lines.append(
+            f"| projection (not measured) | {projection['epochs']:g} | {projection['train_seconds']} | "
+            f"{cell(projection.get('knn'))} | {cell(projection.get('knn_k10_majority'))} | "
+            f"{cell(projection.get('linear'))} |"
+        )
+    if result.get("reached"):
+        reached = [
+            f"{target}: "
+            + ("not reached" if hit is None else f"{hit['train_seconds']} s (epoch {hit['epoch']})")
+            for target, hit in result["reached"].items()
+        ]
+        lines += ["", f"Reached (measured): {'; '.join(reached)}."]
+    if projection:
+        lines += ["", f"Projection: {projection['method']}; {projection['caveat']}."]
     return "\n".join(lines)
 
 
@@ -163,8 +182,29 @@ def views_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def probe_table(result: dict) -> str:
+    settings, off, on = result["settings"], result["probe_off"], result["probe_on"]
+    return "\n".join(
+        [
+            f"Online probe cost: `fastclr pretrain`, {settings['encoder']} (CIFAR stem), "
+            f"{settings['size']} px, batch {settings['batch_size']}, {settings['steps']} steps a run "
+            f"({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
+            "",
+            "| probe | images/s (best run) | median | runs | ratio on/off |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {name} | {mode['images_per_s']} | {round(mode['median'], 1)} | "
+                f"{', '.join(map(str, mode['runs']))} | {ratio} |"
+                for name, mode, ratio in (("off", off, ""), ("on", on, result["ratio_on_off"]))
+            ),
+        ]
+    )
+
+
 def render(result: dict) -> str:
     """The table for whichever benchmark wrote `result`."""
+    if "probe_on" in result:
+        return probe_table(result)
     if "speed" in result:
         return convert_table(result)
     if "curve" in result:

@@ -12,6 +12,7 @@ from launch._cli_common import device, say, tracking_arguments
 from launch._errors import ConfigError
 
 CLUSTER_METHODS = ("kmeans", "gmm")  # trainers.METHODS, named here so help imports no torch
+KNN_VOTES = ("weighted", "majority")  # trainers.KNN_VOTES, likewise
 
 
 def _linear(args: argparse.Namespace) -> dict:
@@ -81,9 +82,10 @@ def _knn(args: argparse.Namespace) -> dict:
         device=device(args.cpu),
         wandb=args.wandb,
         tensorboard=args.tensorboard,
+        vote=args.vote,
     )
     print(
-        f"weighted kNN (k {args.k}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
+        f"{args.vote} kNN (k {args.k}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
         f"{args.out}/results.json"
     )
     return result
@@ -291,7 +293,7 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
             _linear,
             "linear probe of a frozen encoder on cached features (top-1/5, confusion matrix)",
         ),
-        ("knn", _knn, "weighted kNN accuracy of an encoder on a train/val shard pair"),
+        ("knn", _knn, "kNN accuracy (weighted or majority vote) of an encoder on a train/val shard pair"),
     ]:
         p = commands.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--encoder", required=True, help="pretrain run directory or its encoder.safetensors")
@@ -327,5 +329,11 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
             p.add_argument("--seed", type=int, default=0)
         else:
             p.add_argument("--k", type=int, default=200)
-            p.add_argument("--temperature", type=float, default=0.1)
+            p.add_argument("--temperature", type=float, default=0.1, help="weighted vote: exp(similarity/T)")
+            p.add_argument(
+                "--vote",
+                default="weighted",
+                choices=KNN_VOTES,
+                help="weighted (ours: k 200, T 0.1) or majority (simclr-cifar10.py: --k 10 --vote majority)",
+            )
         p.set_defaults(run=run)

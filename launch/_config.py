@@ -231,8 +231,9 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
             f"the run would never leave warm-up; refused: set optim.warmup_epochs={cfg.epochs / 10:g} "
             "(a tenth of the run, as 10 of 100) or raise epochs"
         )
-    if cfg.optim.lr <= 0:
-        raise ConfigError(f"config optim.lr={cfg.optim.lr} must be positive")
+    for name, value in (("optim.lr", cfg.optim.lr), ("online_probe_lr", cfg.online_probe_lr)):
+        if value <= 0:
+            raise ConfigError(f"config {name}={value} must be positive")
     if not 0 < cfg.data.fraction <= 1:
         raise ConfigError(f"config data.fraction={cfg.data.fraction} must be in (0, 1]")
     if cfg.data.views < 2:

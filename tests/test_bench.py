@@ -113,11 +113,72 @@ def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
     assert result["finished"] and result["total_steps"] == 6 and curve[0] == first["curve"][0]
     assert [p["global_step"] for p in curve] == [3, 6] and [p["epoch"] for p in curve] == [1.0, 2.0]
     assert curve[1]["train_seconds"] > curve[0]["train_seconds"] > 0
-    assert all(0 <= p["knn"] <= 1 and 0 <= p["linear"] <= 1 for p in curve)
+    assert all(0 <= p[key] <= 1 for p in curve for key in ("knn", "knn_k10_majority", "linear"))
+    assert result["device"] == "cpu" and result["commit"] and result["torch"] and result["dali"]
+    assert "bench.time_to_accuracy" in result["command"] and set(result["reached"]) == {
+        "linear >= 86%",
+        "knn >= 90%",
+        "knn_k10_majority >= 90%",
+    }
+    assert result["projection"] is None  # two points support no fit
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3, 4, 5, 6]  # the second chunk resumed
     assert (tmp_path / "tta.png").stat().st_size > 0 and (tmp_path / "run" / "encoder.safetensors").is_file()
-    assert "| 6 | 2.0 |" in run_bench("bench.table", tmp_path / "tta.json").stdout
+    table = run_bench("bench.table", tmp_path / "tta.json").stdout
+    assert "| 6 | 2.0 |" in table and "linear >= 86%: " in table
+
+
+def test_the_projection_recovers_a_power_law_and_stays_apart_from_the_curve():
+    from bench.table import time_to_accuracy_table
+    from bench.time_to_accuracy import project
+
+    def point(epoch):  # error falls as 0.6 * epochs^-0.4 (linear), 0.8 * epochs^-0.3 (kNN); 2 s an epoch
+        linear, knn = 1 - 0.6 * epoch**-0.4, 1 - 0.8 * epoch**-0.3
+        return {
+            "global_step": 10 * epoch,
+            "epoch": epoch,
+            "train_seconds": 2.0 * epoch,
+            "linear": linear,
+            "knn": knn,
+            "knn_k10_majority": knn + 0.01,
+        }
+
+    curve = [point(e) for e in (10, 20, 40, 70, 100)]
+    before = [dict(p) for p in curve]
+    projection = project(curve, 1000)
+    assert curve == before and "not measured" in projection["label"] and projection["epochs"] == 1000
+    assert projection["linear"] == pytest.approx(1 - 0.6 * 1000**-0.4, abs=1e-4)
+    assert projection["knn"] == pytest.approx(1 - 0.8 * 1000**-0.3, abs=1e-4)
+    assert projection["linear_fit"] == {"a": 0.6, "b": 0.4} and projection["train_seconds"] == 2000.0
+    assert project(curve[:2], 1000) is None and project(curve, 100) is None  # too few points; no farther
+    table = time_to_accuracy_table(
+        {
+            "config": "c.yaml",
+            "overrides": [],
+            "device": "NVIDIA H100 80GB HBM3",
+            "command": "python -m bench.time_to_accuracy",
+            "commit": "abc",
+            "torch": "t",
+            "dali": "d",
+            "curve": curve,
+            "projection": projection,
+        }
+    )
+    assert "| projection (not measured) | 1000 | 2000.0 |" in table and "Projection: error = a" in table
+
+
+def test_probe_benchmark_measures_pretraining_with_the_probe_off_and_on(tmp_path):
+    run_bench(
+        "bench.probe",
+        *("--encoder", "small_cnn", "--batch-size", 8, "--steps", 4, "--log-every", 2, "--repeats", 1),
+        *("--json", tmp_path / "probe.json"),
+    )
+    result = json.loads((tmp_path / "probe.json").read_text())
+    assert result["device"] == "cpu" and result["commit"] and "bench.probe" in result["command"]
+    off, on = result["probe_off"], result["probe_on"]
+    assert len(off["runs"]) == len(on["runs"]) == 1 and off["images_per_s"] > 0 and on["images_per_s"] > 0
+    assert result["ratio_on_off"] == round(on["images_per_s"] / off["images_per_s"], 3)
+    assert "| on |" in run_bench("bench.table", tmp_path / "probe.json").stdout
 
 
 def test_views_benchmark_compares_each_view_set_with_two_views(tmp_path):

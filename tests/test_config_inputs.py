@@ -98,11 +98,12 @@ def test_help_imports_no_torch_dali_timm_or_accelerate(argv):
     assert _modules_after(*argv) == set()
 
 
-def test_cluster_choices_named_in_the_cli_are_the_trainers():
+def test_cluster_and_knn_choices_named_in_the_cli_are_the_trainers():
     import trainers
-    from launch._cli_eval import CLUSTER_METHODS
+    from launch._cli_eval import CLUSTER_METHODS, KNN_VOTES
 
     assert tuple(CLUSTER_METHODS) == tuple(trainers.METHODS)
+    assert tuple(KNN_VOTES) == tuple(trainers.KNN_VOTES)
 
 
 def test_a_plain_pretrain_config_is_parsed_once(tmp_path, monkeypatch):

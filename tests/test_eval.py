@@ -7,7 +7,18 @@ import pytest
 import torch
 
 import shards
-from trainers import EvalError, PretrainConfig, cluster_accuracy, finetune, knn_eval, linear_eval, pretrain
+from launch.cli import main
+from trainers import (
+    EvalError,
+    PretrainConfig,
+    cluster_accuracy,
+    finetune,
+    knn_eval,
+    knn_predict,
+    linear_eval,
+    pretrain,
+)
+from trainers._eval import labelled_pair
 from trainers._linear import accuracy, fit_linear_probe
 
 
@@ -50,6 +61,21 @@ def test_linear_eval_writes_results_and_a_confusion_matrix(run, tmp_path):
 def test_knn_eval_from_the_encoder_file(run, tmp_path):
     result = knn_eval(run / "run" / "encoder.safetensors", run / "train", run / "test", tmp_path / "knn", k=5)
     assert result["protocol"] == "knn" and 0 <= result["top1"] <= 1 and result["train_samples"] == 64
+
+
+def test_fastclr_knn_takes_the_anchors_majority_vote(run, tmp_path, capsys):
+    encoder, train, test = run / "run", run / "train", run / "test"
+    args = ["knn", "--encoder", encoder, "--train", train, "--val", test, "--k", "10", "--cpu"]
+    assert main([*map(str, args), "--vote", "majority", "--out", str(tmp_path / "m")]) == 0
+    assert "majority kNN (k 10): top-1" in capsys.readouterr().out
+    majority = json.loads((tmp_path / "m" / "results.json").read_text())
+    weighted = knn_eval(encoder, train, test, tmp_path / "w", k=10)
+    assert (majority["vote"], majority["temperature"], weighted["vote"]) == ("majority", None, "weighted")
+    _, (bank, bank_labels), (queries, labels), _ = labelled_pair(
+        encoder, train, test, 256, torch.device("cpu")
+    )
+    expected = knn_predict(bank, bank_labels, queries, 4, k=10, vote="majority")
+    assert majority["top1"] == (expected == labels).float().mean().item()
 
 
 def test_an_encoder_of_another_architecture_is_named(run, tmp_path):

@@ -77,10 +77,17 @@ def epoch_losses(run: Path) -> list[float]:
     return [m["epoch_loss"] for m in lines if "epoch_loss" in m]
 
 
+def online_top1(run: Path) -> list[tuple[int, float]]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(m["step"], m["online_train_top1"]) for m in lines if "online_train_top1" in m]
+
+
 def assert_same_as(run: Path, reference: Path) -> None:
-    """Same loss sequence, same encoder bit for bit, a readable export, no leftovers of the crash."""
+    """Same losses and online-probe figures, same encoder bit for bit, a readable export, no leftovers
+    of the crash."""
     assert losses(run) == losses(reference) and len(losses(run)) == 12
     assert epoch_losses(run) == epoch_losses(reference)
+    assert online_top1(run) == online_top1(reference) and len(online_top1(run)) == 12
     want = load_file(reference / "encoder.safetensors")
     got = load_file(run / "encoder.safetensors")
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)

@@ -3,7 +3,8 @@
 `checkpoints/step-00000123/` holds model.safetensors, optimizer.pt (read back
 with `torch.load(weights_only=True)`), state.json (epoch, step, schedule,
 scaler, tracker run id) and per rank rank-<r>.json plus rng-<r>.safetensors
-(RNG streams and the DALI loader's position). Everything is written into a
+(RNG streams and the DALI loader's position), and probe.pt when the online probe
+runs (its head and optimiser, read back the same safe way). Everything is written into a
 hidden `.step-...tmp` folder that is renamed once complete, so a crash mid-write
 leaves only the previous checkpoint; the newest `keep` are kept. `recover` tidies
 what a crash left (half-written folders, a replaced checkpoint set aside) before
@@ -32,6 +33,7 @@ from safetensors.torch import load_file
 from trainers._tracking import changed_keys, flatten
 
 PREFIX = "step-"
+PROBE = "probe.pt"
 
 
 @dataclass
@@ -132,13 +134,23 @@ def _write_json(path: Path, obj: object) -> None:
 
 
 def save(
-    folder: Path, accelerator, model, optimizer, scheduler, state: TrainState, loader_state: bytes, keep: int
+    folder: Path,
+    accelerator,
+    model,
+    optimizer,
+    scheduler,
+    state: TrainState,
+    loader_state: bytes,
+    keep: int,
+    probe=None,
 ) -> Path:
-    """Write a checkpoint of every rank into `folder/step-<global_step>`; returns its path."""
+    """Write a checkpoint of every rank into `folder/step-<global_step>`; returns its path.
+
+    `probe`: anything with state_dict() (the online probe), saved as probe.pt."""
     name = f"{PREFIX}{state.global_step:08d}"
     final, tmp, old = folder / name, folder / f".{name}.tmp", folder / f".{name}.old"
     try:
-        _write(tmp, accelerator, model, optimizer, scheduler, state, loader_state)
+        _write(tmp, accelerator, model, optimizer, scheduler, state, loader_state, probe)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"cannot write checkpoint {final} ({err.strerror or err})") from None
@@ -155,7 +167,7 @@ def save(
 
 
 def _write(
-    tmp: Path, accelerator, model, optimizer, scheduler, state: TrainState, loader_state: bytes
+    tmp: Path, accelerator, model, optimizer, scheduler, state: TrainState, loader_state: bytes, probe=None
 ) -> None:
     """Every rank's files into `tmp`; the main process writes state.json last, marking it complete."""
     if accelerator.is_main_process:
@@ -172,6 +184,8 @@ def _write(
     if accelerator.is_main_process:
         write_safetensors({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
         write_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+        if probe is not None:  # every rank's probe is the same (gradients averaged)
+            write_torch(probe.state_dict(), tmp / PROBE)
         scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
         _write_json(
             tmp / "state.json", {"train": vars(state), "scheduler": scheduler.state_dict(), "scaler": scaler}
@@ -183,9 +197,10 @@ class ResumeError(Exception):
 
 
 def load(
-    path: Path, accelerator, model, optimizer, scheduler, settings: dict, resumable: str
+    path: Path, accelerator, model, optimizer, scheduler, settings: dict, resumable: str, probe=None
 ) -> tuple[TrainState, bytes]:
-    """Restore model, optimiser, schedule, scaler, this rank's RNG; returns the state and loader position.
+    """Restore model, optimiser, schedule, scaler, this rank's RNG and the probe (if the run has one and
+    the checkpoint holds it); returns the state and loader position.
 
     Refused (ResumeError) when the process count or any of `settings` differs from the checkpoint's;
     `resumable` names the keys that may change, for the message.
@@ -213,6 +228,8 @@ def load(
     accelerator.unwrap_model(model).load_state_dict(load_file(path / "model.safetensors", device="cpu"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(saved["scheduler"])
+    if probe is not None and (path / PROBE).is_file():
+        probe.load_state_dict(torch.load(path / PROBE, map_location="cpu", weights_only=True))
     if saved["scaler"] is not None and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(saved["scaler"])
     rank = accelerator.process_index

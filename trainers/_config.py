@@ -86,7 +86,11 @@ class PretrainConfig:
     keep_checkpoints: int = 2
     knn_k: int = 200
     knn_temperature: float = 0.1
-    knn_every: int = 1  # epochs between kNN evaluations
+    knn_every: int = (
+        1  # epochs between kNN evaluations (weighted with knn_k, knn_temperature; and k=10 majority)
+    )
+    online_probe: bool = True  # a linear head on detached features tracks top-1 (needs labelled shards)
+    online_probe_lr: float = 0.1  # its own SGD (momentum 0.9), constant rate; never touches the encoder
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

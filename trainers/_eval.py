@@ -173,22 +173,25 @@ def knn_eval(
     device: str = "cpu",
     wandb: bool = False,
     tensorboard: bool = False,
+    vote: str = "weighted",
 ) -> dict:
-    """Weighted kNN top-1 of the encoder: `train` is the labelled bank, `val` the queries."""
+    """kNN top-1 of the encoder (`vote`: weighted or majority): `train` is the labelled bank, `val` the
+    queries."""
     started = time.time()
     check_inputs(out, encoder_path, train, val)
     info, (bank, bank_labels), (queries, labels), classes = labelled_pair(
         encoder_path, train, val, batch_size, torch.device(device)
     )
     num_classes = len(classes)
-    predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
+    predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature, vote=vote)
     return write_results(
         Path(out),
         {
             "protocol": "knn",
             "top1": (predicted == labels).float().mean().item(),
             "k": k,
-            "temperature": temperature,
+            "vote": vote,
+            "temperature": temperature if vote == "weighted" else None,
             "encoder": str(encoder_path),
             "encoder_sha256": info["sha256"],
             "train": str(train),

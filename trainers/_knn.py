@@ -1,7 +1,10 @@
-"""Weighted kNN accuracy of an encoder: the cheap monitor of representation quality.
+"""kNN accuracy of an encoder: the cheap monitor of representation quality.
 
-Cosine similarity to a labelled bank, the k nearest vote with weight
-exp(similarity / T) (Wu et al. 2018, as in solo-learn and lightly).
+Cosine similarity to a labelled bank; the k nearest vote, two ways:
+- `weighted`: each with weight exp(similarity / T) (Wu et al. 2018, as in solo-learn and lightly;
+  our default, k=200, T=0.1);
+- `majority`: one vote each, ties to the lowest class (scikit-learn's
+  `KNeighborsClassifier(n_neighbors=10, metric="cosine")`, the protocol of simclr-cifar10.py).
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from shards import progress
+
+VOTES = ("weighted", "majority")
+ANCHOR_K = 10  # simclr-cifar10.py's kNN: k=10, cosine, majority vote
 
 
 def gather_uneven(tensor: torch.Tensor) -> torch.Tensor:
@@ -65,19 +71,25 @@ def knn_predict(
     k: int = 200,
     temperature: float = 0.1,
     chunk: int = 1024,
+    vote: str = "weighted",
 ) -> torch.Tensor:
-    """Predicted class of each query (all tensors L2-normalised, on one device)."""
+    """Predicted class of each query (all tensors L2-normalised, on one device); `vote` in VOTES."""
+    if vote not in VOTES:
+        raise ValueError(f"unknown kNN vote {vote!r}; choose one of: {', '.join(VOTES)}")
     k = min(k, bank.shape[0])
     predictions = []
     for start in range(0, queries.shape[0], chunk):
         similarity = queries[start : start + chunk] @ bank.T
         top, index = similarity.topk(k, dim=1)
         votes = torch.zeros(top.shape[0], num_classes, device=bank.device)
-        votes.scatter_add_(1, bank_labels[index], (top / temperature).exp())
+        weights = (top / temperature).exp() if vote == "weighted" else torch.ones_like(top)
+        votes.scatter_add_(1, bank_labels[index], weights)
         predictions.append(votes.argmax(1))
     return torch.cat(predictions)
 
 
-def knn_accuracy(bank, bank_labels, queries, query_labels, num_classes, k=200, temperature=0.1) -> float:
-    predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
+def knn_accuracy(
+    bank, bank_labels, queries, query_labels, num_classes, k=200, temperature=0.1, vote="weighted"
+) -> float:
+    predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature, vote=vote)
     return (predicted == query_labels).float().mean().item()

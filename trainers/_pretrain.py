@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -35,10 +36,11 @@ from trainers import _checkpoint as checkpoint
 from trainers._checkpoint import write_safetensors
 from trainers._config import PretrainConfig
 from trainers._graphs import GraphedStep, device_problem, graphs_problem
-from trainers._knn import extract_features, knn_accuracy
+from trainers._knn import ANCHOR_K, extract_features, knn_accuracy
 from trainers._lock import RunDirError, RunDirLock
 from trainers._loss import chance_loss, nt_xent
 from trainers._optim import create_optimizer, create_scheduler, scaled_lr
+from trainers._probe import OnlineProbe, create_probe
 from trainers._tracking import MetricsLog, flatten, new_accelerator, new_run_id, trackers, wandb_init_kwargs
 
 INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -151,8 +153,13 @@ def graphed_step(
     model: torch.nn.Module,
     forward: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
+    probe: OnlineProbe | None = None,
 ) -> GraphedStep | None:
-    """`train_step` captured in a CUDA graph when `cfg.cuda_graphs` (trainers/_graphs.py), else None."""
+    """`train_step` captured in a CUDA graph when `cfg.cuda_graphs` (trainers/_graphs.py), else None.
+
+    Called with the views, then the labels when there is a `probe` (its step is captured too: its
+    rate is constant).
+    """
     if not cfg.cuda_graphs:
         return None
     problem = graphs_problem(cfg.optim.name, cfg.precision, cfg.grad_accum, cfg.compile) or device_problem(
@@ -161,8 +168,12 @@ def graphed_step(
     if problem:
         raise TrainError(problem)
 
-    def step(*views: torch.Tensor) -> torch.Tensor:
-        return train_step(accelerator, model, forward, optimizer, views, cfg.temperature)
+    def step(*inputs: torch.Tensor) -> torch.Tensor:
+        if probe is None:
+            return train_step(accelerator, model, forward, optimizer, inputs, cfg.temperature)
+        *views, labels = inputs
+        probe_step = functools.partial(probe.step, labels=labels)
+        return train_step(accelerator, model, forward, optimizer, views, cfg.temperature, probe_step)
 
     return GraphedStep(step, getattr(optimizer, "optimizer", optimizer))  # Accelerate wraps the Lars
 
@@ -174,20 +185,26 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     views: Sequence[torch.Tensor],
     temperature: float,
+    on_features: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """One SimCLR step: the views of a size in one forward, NT-Xent over all, backward, optimiser step.
 
     `views` are the loader's (all N views, then any small ones). Returns the detached loss, still
-    on the device: reading it would sync the host.
+    on the device: reading it would sync the host. `on_features` (the online probe) gets the
+    encoder's features of every view, detached.
     """
     with accelerator.accumulate(model):
         with accelerator.autocast():
             # every view of one size in one pass: one set of BN stats (PITFALLS 5); small views their own
-            z = torch.cat([forward(torch.cat(group))[1] for group in _by_size(views)])
+            outputs = [forward(torch.cat(group)) for group in _by_size(views)]
+            h = torch.cat([features for features, _ in outputs])
+            z = torch.cat([projection for _, projection in outputs])
         loss = nt_xent(*z.chunk(len(views)), temperature=temperature)
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    if on_features is not None:
+        on_features(h.detach())
     return loss.detach()
 
 
@@ -282,7 +299,8 @@ class Run:
     channels: int
     steps_per_epoch: int
     global_batch: int
-    graphed: GraphedStep | None = None  # the step replayed as a CUDA graph (cfg.cuda_graphs)
+    probe: OnlineProbe | None = None  # the online linear probe (trainers/_probe.py)
+    graphed: GraphedStep | None = None  # the step (and probe) replayed as a CUDA graph (cfg.cuda_graphs)
 
     @property
     def run_dir(self) -> Path:
@@ -419,7 +437,8 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
         )
 
     model, optimizer, forward = build_training(cfg, accelerator, channels)
-    graphed = graphed_step(cfg, accelerator, model, forward, optimizer)
+    probe = create_probe(cfg, manifest, accelerator.unwrap_model(model).encoder.num_features, accelerator)
+    graphed = graphed_step(cfg, accelerator, model, forward, optimizer, probe)
     global_batch = cfg.batch_size * world * cfg.grad_accum
     lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)  # as build_training set it
     scheduler = create_scheduler(
@@ -445,7 +464,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
     if last is not None:
         try:
             state, loader_state = checkpoint.load(
-                last, accelerator, model, optimizer, scheduler, settings, RESUMABLE_TEXT
+                last, accelerator, model, optimizer, scheduler, settings, RESUMABLE_TEXT, probe
             )
         except checkpoint.ResumeError as err:
             raise TrainError(str(err)) from None
@@ -498,6 +517,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
         channels=channels,
         steps_per_epoch=steps_per_epoch,
         global_batch=global_batch,
+        probe=probe,
         graphed=graphed,
     )
 
@@ -602,11 +622,14 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
         window.wait += time.perf_counter() - waited
         if batch is None:
             break
-        *views, _ = batch
-        if run.graphed is None:
-            loss = train_step(accelerator, run.model, run.forward, run.optimizer, views, cfg.temperature)
-        else:  # the same step, replayed from a CUDA graph
-            loss = run.graphed(*views)
+        *views, label = batch
+        if run.graphed is not None:  # the same step (and probe), replayed from a CUDA graph
+            loss = run.graphed(*views, label) if run.probe else run.graphed(*views)
+        else:
+            probe_step = None if run.probe is None else functools.partial(run.probe.step, labels=label)
+            loss = train_step(
+                accelerator, run.model, run.forward, run.optimizer, views, cfg.temperature, probe_step
+            )
         state.step_in_epoch += 1
         loss_sum, taken = loss_sum + loss, taken + 1
         window.add(loss, views[0].shape[0] * accelerator.num_processes)
@@ -647,6 +670,10 @@ def _stop_reason(run: Run, stop: StopFlag, sync_point: bool) -> str | None:
 def _log_window(run: Run, window: Window) -> float:
     """Log the window's mean loss, lr, speed and data wait; warn once if the loss sits at chance."""
     record = window.record(run.state, run.optimizer)
+    if run.probe is not None:  # a collective on several processes: every rank logs at these steps
+        record["online_train_top1"] = run.probe.train_top1(
+            functools.partial(run.accelerator.reduce, reduction="sum")
+        )
     _check_finite(record["loss"], run.state, run.run_dir)
     _log(run, record)
     window.reset()
@@ -670,7 +697,7 @@ def _end_epoch(run: Run, epoch_loss: float, seconds: float) -> None:
         "epoch_seconds": seconds,
     }
     if cfg.data.knn_bank and cfg.data.knn_val and (state.epoch + 1) % cfg.knn_every == 0:
-        record["knn_accuracy"] = _knn(cfg, run.accelerator, run.model, run.make_loader)
+        record.update(_knn(run))
     state.epoch += 1
     state.step_in_epoch, state.epoch_loss_sum = 0, 0.0
     _log(run, record)
@@ -698,6 +725,7 @@ def _save(run: Run) -> Path:
             run.state,
             run.loader.state(),
             run.cfg.keep_checkpoints,
+            run.probe,
         )
     except checkpoint.CheckpointError as err:
         raise TrainError(
@@ -727,18 +755,25 @@ def _check_finite(value: float, state, run_dir: Path) -> None:
         )
 
 
-def _knn(cfg: PretrainConfig, accelerator, model, make_loader) -> float:
-    """Weighted kNN accuracy of the current encoder; the eval pipelines are built on demand and dropped."""
-    encoder = accelerator.unwrap_model(model).encoder
-    bank_loader = make_loader("val", cfg.data.knn_bank)
+def _knn(run: Run) -> dict[str, float]:
+    """kNN accuracy of the current encoder both ways (weighted, knn_k; majority, k=10) and the online
+    probe's on the same val features; the eval pipelines are built on demand and dropped."""
+    cfg, accelerator = run.cfg, run.accelerator
+    encoder = accelerator.unwrap_model(run.model).encoder
+    bank_loader = run.make_loader("val", cfg.data.knn_bank)
     bank, bank_labels = extract_features(encoder, bank_loader, accelerator.autocast)
-    queries, labels = extract_features(encoder, make_loader("val", cfg.data.knn_val), accelerator.autocast)
-    return knn_accuracy(
-        bank,
-        bank_labels,
-        queries,
-        labels,
-        bank_loader.manifest["num_classes"],
-        cfg.knn_k,
-        cfg.knn_temperature,
+    queries, labels = extract_features(
+        encoder, run.make_loader("val", cfg.data.knn_val), accelerator.autocast
     )
+    classes = bank_loader.manifest["num_classes"]
+    record = {
+        "knn_accuracy": knn_accuracy(
+            bank, bank_labels, queries, labels, classes, cfg.knn_k, cfg.knn_temperature
+        ),
+        "knn_k10_majority_accuracy": knn_accuracy(
+            bank, bank_labels, queries, labels, classes, ANCHOR_K, vote="majority"
+        ),
+    }
+    if run.probe is not None:
+        record["online_val_top1"] = run.probe.val_top1(queries, labels)
+    return record
