@@ -138,3 +138,19 @@ def test_a_resume_may_change_how_fast_but_not_where_the_ops_run(data, tmp_path):
     faster = config(data, run, data__prefetch=3, data__num_threads=2, compile_mode="reduce-overhead")
     resumed = pretrain(faster, "")
     assert resumed["stopped"] is None and resumed["global_step"] == 12
+
+
+@pytest.mark.gpu
+def test_a_graphed_pretrain_run_logs_the_eager_runs_losses_and_probe(data, tmp_path):  # noqa: F811
+    """The whole loop on CUDA: the probe's step is captured with the model's, its labels copied in."""
+    torch.backends.cudnn.deterministic = True
+    records = {}
+    for graphs in (False, True):
+        run = tmp_path / f"graphs-{graphs}"
+        cfg = config(data, run, cpu=False, max_steps=5, cuda_graphs=graphs, optim__name="lars")
+        pretrain(cfg, "")
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        records[graphs] = [(r["step"], r["loss"], r.get("online_train_top1")) for r in lines if "loss" in r]
+    assert [s for s, _, _ in records[True]] == [1, 2, 3, 4, 5]
+    for (_, eager, eager_top1), (_, graphed, graphed_top1) in zip(records[False], records[True], strict=True):
+        assert graphed == pytest.approx(eager, rel=1e-4) and graphed_top1 == pytest.approx(eager_top1)
