@@ -198,9 +198,9 @@ def test_n_views_and_small_views_pretrain_and_a_resume_must_keep_them(data, tmp_
 
     shapes, step = [], trainers._pretrain.train_step
 
-    def recorded(accelerator, model, forward, optimizer, views, temperature):
+    def recorded(accelerator, model, forward, optimizer, views, *rest):
         shapes.append([tuple(v.shape) for v in views])
-        return step(accelerator, model, forward, optimizer, views, temperature)
+        return step(accelerator, model, forward, optimizer, views, *rest)
 
     monkeypatch.setattr(trainers._pretrain, "train_step", recorded)
     views = dict(data__views=3, data__small_views=2, data__small_size=8)
