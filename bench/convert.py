@@ -22,9 +22,25 @@ from pathlib import Path
 
 import shards
 
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def project_commit() -> str | None:
+    """The commit of this project's tree: $FASTCLR_COMMIT (bench/gpu.sh sets it from the file written
+    when packing), else git, but only when the project root is itself the repository's top. A copy
+    without .git (the GPU machine's) would otherwise report the commit of whatever repository holds it.
+    """
+    if os.environ.get("FASTCLR_COMMIT"):
+        return os.environ["FASTCLR_COMMIT"]
+    git = ["git", "-C", str(PROJECT), "rev-parse", "--show-toplevel", "--short", "HEAD"]
+    found = subprocess.run(git, capture_output=True, text=True).stdout.split()
+    if len(found) != 2 or Path(found[0]).resolve() != PROJECT:
+        return None
+    dirty = subprocess.run(["git", "-C", str(PROJECT), "diff", "--quiet", "HEAD"]).returncode != 0
+    return found[1] + ("-dirty" if dirty else "")
+
 
 def environment() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -37,7 +53,7 @@ def environment() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "commit": commit.stdout.strip() or None,
+        "commit": project_commit(),
     }
 
 

@@ -1,47 +1,79 @@
 #!/usr/bin/env bash
-# Everything fastclr checks and measures on the lent GPU machine: `bash bench/gpu.sh [STAGE...]`.
+# Everything fastclr checks and measures on the lent GPU machine, in one call: `bash bench/gpu.sh [STAGE...]`.
 #
-# Here, once per session (about 3 minutes):
-#   ../shared/gpu/pack-deps.sh pytest iniconfig pluggy     # DALI kit + test runner -> .gpu-deps/part-0K
+# Here, once per session (about 3 minutes), from the project's root:
+#   ../shared/gpu/pack-deps.sh pytest iniconfig pluggy      # DALI kit + test runner -> .gpu-deps/part-0K
 #   mkdir -p .gpu-data && cp ../shared/data/cifar10-jpeg.tar.gz .gpu-data/
-#   grep -qx '/.gpu-data/' .git/info/exclude || echo '/.gpu-data/' >> .git/info/exclude
-# Then with the device tool, back to back (a reply with warm: false means start over):
-#   carry [".gpu-deps/part-00"]  command: mkdir -p /tmp/deps && cp .gpu-deps/part-00 /tmp/deps/
-#   carry [".gpu-deps/part-01"]  command: mkdir -p /tmp/deps && cp .gpu-deps/part-01 /tmp/deps/
-#   carry [".gpu-deps/part-02"]  command: mkdir -p /tmp/deps && cp .gpu-deps/part-02 /tmp/deps/
-#   carry [".gpu-data"]          command: bash bench/gpu.sh          (timeout_s 560)
-# With no STAGE it runs `tests train tta`: every stage has its own timeout, and
-# together they stay under about 9 minutes (the figures below are budgets, not
-# yet measured). The full matrix does not fit one call: while the machine stays
-# warm, later calls run the other stages and continue the time-to-accuracy run
-# (its run and shards stay in /tmp; a fresh machine starts it over):
-#   tests          GPU-marked tests, incl. the no-host-sync check          <= 100 s
-#   train          bench/train.py, the two targets: ResNet-18 at 32 px, batch 512, and
-#                  ResNet-50 at 224 px, batch 128; bf16, channels_last, compile off and on   <= 320 s
-#   tta            time to accuracy, CIFAR-10 ResNet-18 recipe, chunks of 5 epochs, about
-#                  40 s of training (and a chunk more) per call; rerun to continue  <= 130 s
-#   matrix32       bench/train.py, ResNet-18/34/50 at 32 px, compile off and on <= 420 s
-#   matrix224      bench/train.py, ResNet-18/34/50 at 224 px, compile off and on <= 420 s
-#   convert        the shard converter on all cores                            <= 150 s
-#   pipeline       DALI on the GPU vs the DataLoader, input pipeline alone     <= 240 s
-#   pretrain       a short `fastclr pretrain` (images/s, data wait, memory)    <= 240 s
-#   views          time to accuracy for V = 2, 4, 8 views per image, the recipe at equal compute
-#                  (V x epochs = 48, so each schedule ends at the same work) and the same 60 s
-#                  training budget each, 4 points a curve; its own call       <= 3 x 170 s
-#   accuracy       issue 15: the anchor's 100-epoch recipe to the end, chunks of 20 epochs, kNN both
-#                  ways + linear per chunk, projection to 1000 epochs (ACC=lars: our LARS instead);
-#                  alone in its call (timeout_s 590); rerun to continue a timed-out run    <= 520 s
-#   brows          EXPERIMENTS.md B5 by `fastclr run`: 100 epochs + 50-epoch augmented linear
-#                  (B1-B4 need an ImageNet weights file: none here); rerun to continue   <= 560 s
-#   probe          the online probe's cost: pretrain images/s with it off and on, batch 512   <= 150 s
-#   bablations     B6 and B7 by `fastclr sweep`, 4 points each at 10 of their 100 epochs   <= 560 s
-# e.g. a second call: `bash bench/gpu.sh matrix32`, a third: `bash bench/gpu.sh tta matrix224`.
-# Results land in $OUT: JSON per benchmark (bench/train.py's saved row by row), logs,
-# nvidia-smi. Copy the JSON to bench/results/ and render the tables into BENCHMARKS.md
-# with `python -m bench.table`.
+#   x=$(git rev-parse --git-path info/exclude); grep -qx '/.gpu-data/' "$x" || echo '/.gpu-data/' >> "$x"
+#   bash bench/gpu.sh pack      # writes .gpu-data/commit: the commit and whether the tree differs from it
+# (re-run `pack` after every commit or edit: the copy sent has no .git, so that file is the only record
+# of which code ran; gpu.sh refuses to start without it). Then with the device tool, back to back, one
+# part per call (ls .gpu-deps: four parts in 2026-11; a reply with warm: false means start over):
+#   run carry [".gpu-deps/part-00"]  command "mkdir -p /tmp/deps && cp .gpu-deps/part-00 /tmp/deps/"
+#   run carry [".gpu-deps/part-01"]  command "mkdir -p /tmp/deps && cp .gpu-deps/part-01 /tmp/deps/"
+#   run carry [".gpu-deps/part-02"]  command "mkdir -p /tmp/deps && cp .gpu-deps/part-02 /tmp/deps/"
+#   run carry [".gpu-deps/part-03"]  command "mkdir -p /tmp/deps && cp .gpu-deps/part-03 /tmp/deps/"
+#   run carry [".gpu-data"]          command "bash bench/gpu.sh"          timeout_s 560
+#   give_back
+# then copy $OUT's JSON (files_at) to bench/results/ and render it with `python -m bench.table FILE`.
+#
+# With no STAGE it runs the default sequence below, the stages that decide the most first, each under
+# its own timeout (budgets, not measurements: set up ~50 s, then 160+40+60+70+150 s, about 9 minutes).
+# Every stage writes JSON into $OUT (bench/train.py and bench/pipeline.py row by row, so a stage cut
+# short keeps what it measured), its stderr into $OUT/STAGE.err, and a line per result to stdout.
+#   levers    ResNet-18, 32 px (cifar10-raw), batch 512, bf16, channels_last; model alone and through
+#             DALI: first the first run's settings (timm's LARS, DALI ops on the GPU; 1 row,
+#             train-levers-32-before.json), then our foreach LARS x DALI ops on the GPU or the CPU x
+#             eager or the whole step as a CUDA graph (4 rows, train-levers-32.json); then ResNet-50 at
+#             224 px, batch 128, DALI ops on the GPU vs the CPU (train-levers-224.json; with the 32 px
+#             rows it sets pipelines' AUTO_CPU_MAX_SIDE)                                <= 30 + 85 + 45 s
+#   pipeline  the input pipeline alone (target: 100k two-view img/s at 32 px): raw and JPEG CIFAR-10,
+#             DALI ops on the GPU vs the CPU, prefetch 2. pipeline-gpu.json                  <= 40 s
+#   tests     pytest -m "gpu and not slow": the GPU loaders (both augment devices), the no-host-sync
+#             bench check, a graphed step giving eager's losses. pytest-gpu.txt              <= 60 s
+#   pretrain  `fastclr pretrain` 3 epochs (auto augment device, our LARS), eager and with cuda_graphs,
+#             each beside its bench row (same definition: two-view img/s across processes):
+#             pretrain-vs-bench.json, pretrain-graphs-vs-bench.json, the metrics.jsonl  <= 2 x 35 s
+#   compile   the compiled step's GPU tests (pytest -m "gpu and slow", small CNN, <= 50 s), then
+#             ResNet-18 at 32 px compiled in default and reduce-overhead mode: first-step seconds
+#             (compilation) apart from steady-state img/s. train-compile-32.json      <= 50 + 100 s
+# Further stages, for a later call while the machine stays warm (none fits the default call):
+#   profile   torch.profiler over 10 steps of ResNet-18 at 32 px through DALI, DALI ops on the GPU then
+#             the CPU: the kernels that take the GPU's time (DALI's included) and how busy it is;
+#             profile-32-gpu.json (+ its Chrome trace), profile-32-cpu.json                  <= 2 x 30 s
+#   batch     larger batches (the lr rule scales the lr): ResNet-18 at 32 px, batch 1024 and 2048,
+#             our LARS, DALI ops on the CPU, eager and graphed; train-batch-1024.json, -2048.json <= 2 x 60 s
+#   autotune  compile max-autotune, ResNet-18 32 px                                          <= 300 s
+#   prefetch  pipeline alone at prefetch 1, 2, 4 and DALI threads 4, 8, 16 (CPU ops)         <= 120 s
+#   tta       time to accuracy, CIFAR-10 ResNet-18 recipe, chunks of 5 epochs; rerun to continue <= 130 s
+#   matrix    bench/train.py, ResNet-18/34/50 at 32 and 224 px, eager and graphed           <= 420 s
+#   convert   the shard converter on all cores                                              <= 150 s
+#   views     time to accuracy for V = 2, 4, 8 views per image, the recipe at equal compute
+#             (V x epochs = 48, so each schedule ends at the same work) and the same 60 s
+#             training budget each, 4 points a curve; its own call                        <= 3 x 170 s
+#   accuracy  issue 15: the anchor's 100-epoch recipe to the end, chunks of 20 epochs, kNN both
+#             ways + linear per chunk, projection to 1000 epochs (ACC=lars: our LARS instead);
+#             alone in its call (timeout_s 590); rerun to continue a timed-out run    <= 520 s
+#   brows     EXPERIMENTS.md B5 by `fastclr run`: 100 epochs + 50-epoch augmented linear
+#             (B1-B4 need an ImageNet weights file: none here); rerun to continue   <= 560 s
+#   probe     the online probe's cost: pretrain images/s with it off and on, batch 512   <= 150 s
+#   bablations B6 and B7 by `fastclr sweep`, 4 points each at 10 of their 100 epochs   <= 560 s
 set -uo pipefail
+if [ "${1:-}" = pack ]; then  # here, not on the GPU machine: record which code is sent
+  mkdir -p .gpu-data
+  commit=$(git rev-parse --short HEAD) || exit 1
+  [ -z "$(git status --porcelain --untracked-files=normal -- . ':!.gpu-data' ':!.gpu-deps')" ] || commit="$commit-dirty"
+  echo "$commit" > .gpu-data/commit
+  echo "commit $commit written to .gpu-data/commit"
+  exit 0
+fi
 OUT=${OUT:-/tmp/fastclr-out}
 mkdir -p "$OUT"
+if [ ! -s .gpu-data/commit ]; then
+  echo "no .gpu-data/commit: run 'bash bench/gpu.sh pack' in the project before sending .gpu-data" | tee "$OUT/error.txt"
+  exit 1
+fi
+export FASTCLR_COMMIT=$(cat .gpu-data/commit)  # the benches' JSON reads it (bench/convert.py)
 SP=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 if [ ! -d "$SP/nvidia/dali" ]; then
   if [ -w "$SP" ]; then
@@ -53,73 +85,127 @@ if [ ! -d "$SP/nvidia/dali" ]; then
   fi
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 WANDB_MODE=offline
-python3 -c "import nvidia.dali, webdataset, omegaconf, torch; print('dali', nvidia.dali.__version__, 'torch', torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/versions.txt" || exit 1
+python3 -c "import nvidia.dali, webdataset, omegaconf, torch, timm; print('dali', nvidia.dali.__version__, 'torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())" | tee "$OUT/versions.txt" || exit 1
+echo "commit $FASTCLR_COMMIT" | tee -a "$OUT/versions.txt"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-echo "commit $commit" >> "$OUT/versions.txt"
 step() { echo "== $1 ($(date +%T))"; }
 
-stages=${*:-tests train tta}
+stages=${*:-levers pipeline tests pretrain compile}
 DATA=/tmp/benchdata
 mkdir -p "$DATA"
 SRC=.gpu-data/cifar10-jpeg.tar.gz
-# bf16, channels_last, every timed step under the no-host-sync check; the DataLoader gets every core
+if [[ " $stages " =~ \ (levers|pipeline|pretrain|compile|profile|batch|prefetch|matrix)\  ]]; then
+  step "shards"  # made once per machine: CIFAR-10 as JPEG and raw, 2,048 synthetic 224 px JPEGs
+  timeout 120 python3 -m bench.pipeline --src "$SRC" --data "$DATA" --synthetic 2048 --only none > /dev/null \
+    2>"$OUT/shards.err" || { tail -5 "$OUT/shards.err"; exit 1; }
+fi
+
+# bf16, channels_last, every timed step under the no-host-sync check
 train() {  # NAME TIMEOUT ARGS...
   local name=$1 limit=$2; shift 2
-  timeout "$limit" python3 -m bench.train --device cuda --src "$SRC" --data "$DATA" --synthetic 4096 \
-    --precision bf16 --channels-last --batch-size 512 --batch-size-224 128 --steps 30 --warmup 10 \
-    --repeats 3 --workers "$(nproc)" "$@" --json "$OUT/$name.json" 2>"$OUT/$name.err" | grep '^{"dataset"' \
-    || tail -5 "$OUT/$name.err"
+  timeout "$limit" python3 -m bench.train --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
+    --precision bf16 --channels-last --batch-size 512 --batch-size-224 128 --modes model dali \
+    "$@" --json "$OUT/$name.json" 2>"$OUT/$name.err" | grep '^{"dataset"' || tail -5 "$OUT/$name.err"
 }
-tta_config=(--config launch/configs/simclr_cifar10_resnet18.yaml)  # our recipe
+pipeline() {  # NAME TIMEOUT ARGS...
+  local name=$1 limit=$2; shift 2
+  timeout "$limit" python3 -m bench.pipeline --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
+    --batch-size 512 --batches 40 --warmup 5 --repeats 3 --loaders dali "$@" --json "$OUT/$name.json" \
+    2>"$OUT/$name.err" | grep '^{"dataset"' || tail -5 "$OUT/$name.err"
+}
+pretrain() {  # NAME TIMEOUT CONFIG...: 3 epochs, then its logged speed beside the matching levers row
+  local name=$1 limit=$2; shift 2
+  rm -rf "/tmp/$name"
+  timeout "$limit" python3 -m launch pretrain data.train="$DATA/cifar10-raw" run_dir="/tmp/$name" epochs=3 \
+    batch_size=512 precision=bf16 channels_last=true model.encoder=resnet18 model.cifar_stem=true \
+    optim.name=lars optim.lr=0.3 optim.warmup_epochs=1 track.log_every=20 track.progress=false "$@" \
+    > "$OUT/$name.log" 2>&1 || tail -5 "$OUT/$name.log"
+  cp "/tmp/$name/metrics.jsonl" "$OUT/$name-metrics.jsonl" 2>/dev/null
+}
+speed() {  # NAME MATCH...: pretrain's median logged img/s (epochs 2-3) beside the bench's DALI figure
+  local name=$1; shift
+  python3 -m bench.pretrain_speed --run-dir "/tmp/$name" --bench "$OUT/train-levers-32.json" \
+    --match model=resnet18 compile=false optimizer=lars "$@" --json "$OUT/$name-vs-bench.json" \
+    2>>"$OUT/$name.log" | grep -E '"(images_per_s|dali_images_per_s|pretrain_over_bench)"'
+}
 
 for stage in $stages; do
   case $stage in
+  levers)
+    step "levers at 32 px: the first run's settings (timm's LARS, DALI ops on the GPU), then ours, CPU ops, graphs"
+    r18=(--datasets cifar10-raw --models resnet18 --steps 30 --warmup 10 --repeats 3)
+    train train-levers-32-before 30 "${r18[@]}" --optimizers lars_timm --augment-devices gpu
+    train train-levers-32 85 "${r18[@]}" --optimizers lars --augment-devices gpu cpu --graphs off on
+    step "levers at 224 px: DALI ops on GPU vs CPU"
+    train train-levers-224 45 --datasets synthetic224-jpeg --models resnet50 --steps 15 --warmup 5 \
+      --repeats 2 --augment-devices gpu cpu ;;
+  pipeline)
+    step "input pipeline alone, batch 512: DALI ops on GPU vs CPU"
+    pipeline pipeline-gpu 40 --only cifar10-raw cifar10-jpeg --augment-devices gpu cpu ;;
   tests)
     step "GPU tests"
-    timeout 100 python3 -m pytest -q -m gpu tests/ -p no:cacheprovider 2>&1 | tail -30 | tee "$OUT/pytest-gpu.txt" ;;
-  train)
-    step "training throughput, the two targets: model alone vs DALI vs DataLoader"
-    train train-targets-r18-32 150 --datasets cifar10-raw --models resnet18 --compile off on
-    train train-targets-r50-224 170 --datasets synthetic224-jpeg --models resnet50 --compile off on ;;
-  matrix32)
-    step "training throughput, ResNet-18/34/50 at 32 px"
-    train train-matrix-32 420 --datasets cifar10-raw --models resnet18 resnet34 resnet50 --compile off on ;;
-  matrix224)
-    step "training throughput, ResNet-18/34/50 at 224 px"
-    train train-matrix-224 420 --datasets synthetic224-jpeg --models resnet18 resnet34 resnet50 --compile off on ;;
+    timeout 60 python3 -m pytest -q -m "gpu and not slow" tests/ -p no:cacheprovider --durations=8 2>&1 \
+      | tail -40 | tee "$OUT/pytest-gpu.txt" | tail -4 ;;
+  pretrain)
+    step "fastclr pretrain, 3 epochs, eager then graphed, each beside its bench row"
+    pretrain pretrain 35 data.augment_device=auto
+    speed pretrain cuda_graphs=false augment_device=cpu
+    pretrain pretrain-graphs 35 data.augment_device=auto cuda_graphs=true
+    speed pretrain-graphs cuda_graphs=true augment_device=cpu ;;
+  compile)
+    step "compiled step: GPU tests, then first-step seconds and steady state (default, reduce-overhead)"
+    timeout 50 python3 -m pytest -q -m "gpu and slow" tests/ -p no:cacheprovider 2>&1 | tail -15 \
+      | tee "$OUT/pytest-gpu-compile.txt" | tail -2
+    train train-compile-32 100 --datasets cifar10-raw --models resnet18 --steps 30 --warmup 10 --repeats 3 \
+      --compile default reduce-overhead ;;
+  profile)
+    step "profile ResNet-18 at 32 px through DALI: GPU ops, then CPU ops"
+    for device in gpu cpu; do
+      trace=(); [ "$device" = gpu ] && trace=(--trace "$OUT/profile-32-gpu-trace.json")
+      timeout 30 python3 -m bench.profile --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
+        --precision bf16 --channels-last --batch-size 512 --steps 10 --warmup 10 --augment-device "$device" \
+        ${trace[@]+"${trace[@]}"} --json "$OUT/profile-32-$device.json" 2>"$OUT/profile-$device.err" \
+        | grep -E '"(images_per_s|device_busy)"' || tail -3 "$OUT/profile-$device.err"
+    done
+    gzip -f "$OUT/profile-32-gpu-trace.json" 2>/dev/null ;;
+  batch)
+    step "larger batches at 32 px"
+    for batch in 1024 2048; do
+      train "train-batch-$batch" 60 --datasets cifar10-raw --models resnet18 --steps 20 --warmup 8 --repeats 3 \
+        --batch-size "$batch" --augment-devices cpu --graphs off on
+    done ;;
+  autotune)
+    step "compile max-autotune at 32 px"
+    train train-autotune-32 300 --datasets cifar10-raw --models resnet18 --steps 30 --warmup 10 --repeats 3 \
+      --compile max-autotune ;;
+  prefetch)
+    step "input pipeline alone: prefetch depth and DALI threads (CPU ops at 32 px)"
+    for depth in 1 4; do pipeline "pipeline-prefetch-$depth" 30 --only cifar10-raw --augment-devices gpu cpu --prefetch "$depth"; done
+    for threads in 4 8; do pipeline "pipeline-threads-$threads" 20 --only cifar10-raw --augment-devices cpu --threads "$threads"; done ;;
   tta)
     step "time to accuracy, CIFAR-10 ResNet-18 (continues /tmp/tta-r18 if there)"
-    timeout 130 python3 -m bench.time_to_accuracy "${tta_config[@]}" --src "$SRC" --data "$DATA" \
-      --run-dir /tmp/tta-r18 --chunk-epochs 5 --budget-seconds 40 data.num_threads=4 \
+    timeout 130 python3 -m bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \
+      --src "$SRC" --data "$DATA" --run-dir /tmp/tta-r18 --chunk-epochs 5 --budget-seconds 40 \
       --json "$OUT/tta-r18.json" --plot "$OUT/tta-r18.png" 2>"$OUT/tta.err" | grep '^{"global_step"' \
       || tail -5 "$OUT/tta.err"
     cp /tmp/tta-r18/time_to_accuracy.json "$OUT/tta-r18-curve.json" 2>/dev/null ;;  # kept even on a timeout
+  matrix)
+    step "ResNet-18/34/50 at 32 and 224 px, eager and graphed"
+    train train-matrix 420 --datasets cifar10-raw synthetic224-jpeg --models resnet18 resnet34 resnet50 \
+      --steps 20 --warmup 10 --repeats 2 --graphs off on ;;
   convert)
     step "converter on $(nproc) cores"
     timeout 150 python3 -m bench.convert --src "$SRC" --repeats 1 --workers 1 "$(nproc)" \
       --json "$OUT/convert-gpu-host.json" > /dev/null 2>"$OUT/convert.err" || tail -5 "$OUT/convert.err" ;;
-  pipeline)
-    step "pipeline throughput: DALI on the GPU vs the DataLoader, batch 512"
-    timeout 240 python3 -m bench.pipeline --device cuda --src "$SRC" --data "$DATA" \
-      --batch-size 512 --batches 40 --warmup 5 --repeats 3 --synthetic 4096 --threads "$(nproc)" \
-      --json "$OUT/pipeline-gpu.json" 2>"$OUT/pipeline.err" | grep '^{"dataset"' || tail -5 "$OUT/pipeline.err" ;;
-  pretrain)
-    step "short CIFAR-10 ResNet-18 pretrain: images/s, data wait, memory"
-    [ -d "$DATA/cifar10-raw" ] || python3 -m bench.pipeline --src "$SRC" --data "$DATA" --only none > /dev/null
-    timeout 240 python3 -m launch pretrain data.train="$DATA/cifar10-raw" run_dir=/tmp/run-r18 epochs=3 \
-      batch_size=512 precision=bf16 channels_last=true model.encoder=resnet18 model.cifar_stem=true \
-      optim.name=lars optim.lr=0.3 optim.warmup_epochs=1 track.log_every=20 track.progress=false \
-      data.num_threads=4 2>&1 | tail -8
-    cp /tmp/run-r18/metrics.jsonl "$OUT/pretrain-r18-metrics.jsonl" 2>/dev/null ;;
   views)
     step "time to accuracy at equal training seconds: V = 2, 4, 8 views of every image"
     for spec in 2:24:1.2:6 4:12:0.6:3 8:6:0.3:1.5; do  # views:epochs:warm-up (the recipe's 1/20):chunk
       IFS=: read -r v epochs warmup chunk <<< "$spec"
-      timeout 170 python3 -m bench.time_to_accuracy "${tta_config[@]}" --src "$SRC" --data "$DATA" \
-        --run-dir "/tmp/views-$v" --chunk-epochs "$chunk" --budget-seconds 60 data.views="$v" \
-        epochs="$epochs" optim.warmup_epochs="$warmup" data.num_threads=4 --json "$OUT/views-$v.json" \
-        --plot "$OUT/views-$v.png" 2>"$OUT/views-$v.err" | grep '^{"global_step"' || tail -5 "$OUT/views-$v.err"
+      timeout 170 python3 -m bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \
+        --src "$SRC" --data "$DATA" --run-dir "/tmp/views-$v" --chunk-epochs "$chunk" --budget-seconds 60 \
+        data.views="$v" epochs="$epochs" optim.warmup_epochs="$warmup" data.num_threads=4 \
+        --json "$OUT/views-$v.json" --plot "$OUT/views-$v.png" 2>"$OUT/views-$v.err" | grep '^{"global_step"' \
+        || tail -5 "$OUT/views-$v.err"
       cp "/tmp/views-$v/time_to_accuracy.json" "$OUT/views-$v-curve.json" 2>/dev/null  # kept on a timeout
     done ;;
   accuracy)  # issue 15: ~10 s start + 100 x ~2.2 s training + 5 x ~15 s (chunk start, evaluation), shards once
@@ -160,7 +246,8 @@ cifar_shards(Path(sys.argv[1]), Path(sys.argv[2]))" "$SRC" "$DATA" || { echo "no
         cp "/tmp/$row/sweep/results.md" "$OUT/$row-10ep-results.md" 2>/dev/null
       done
     fi ;;
-  *) echo "unknown stage $stage (tests train tta matrix32 matrix224 convert pipeline pretrain views accuracy probe brows bablations)" ;;
+  *) echo "unknown stage $stage (levers pipeline tests pretrain compile profile batch autotune prefetch tta" \
+       "matrix convert views accuracy probe brows bablations)" ;;
   esac
 done
 step "done"

@@ -7,6 +7,9 @@ Datasets: CIFAR-10 train shards made from ../shared/data/cifar10-jpeg.tar.gz, on
 as the original JPEGs and once raw; and synthetic 224 px JPEGs. For each, both
 loaders run the same SimCLR preset for --batches batches after --warmup, in
 alternation, --repeats times; the table reports medians and their ratio.
+--augment-devices gpu cpu measures DALI's graph once per place its operators
+run (on a GPU run, "cpu" copies only the finished views to the device); the
+DataLoader gets --threads workers, at most one per tar (PITFALLS 42).
 """
 
 from __future__ import annotations
@@ -28,7 +31,15 @@ import torch
 
 import shards
 from bench.convert import environment, unpack, write_results
-from pipelines import TorchvisionLoader, create_loader
+from pipelines import TorchvisionLoader, augment_on, create_loader
+from pipelines._loader import default_threads
+
+
+def dataloader_workers(requested: int, folder: Path, world_size: int = 1) -> int:
+    """At most one DataLoader worker per tar of a rank's share: a worker without a tar has nothing to
+    read, and the baseline refuses such a setting (gpu.sh asked 16 workers of 10 tars once)."""
+    tars = len(shards.load_manifest(folder)["shards"])
+    return max(1, min(requested, tars // world_size))
 
 
 def make_shards(src: Path, data: Path, synthetic: int) -> dict[str, tuple[Path, int]]:
@@ -92,7 +103,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synthetic", type=int, default=2048, help="number of 224 px images")
     parser.add_argument("--only", nargs="+", help="datasets to run (default: all)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="DALI threads and loader workers")
+    parser.add_argument(
+        "--threads", type=int, help="DALI threads (default: 4 for GPU ops, the cores for CPU)"
+    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers, one per tar")
+    parser.add_argument("--prefetch", type=int, default=2, help="DALI's prefetch queue depth")
+    parser.add_argument(
+        "--augment-devices", nargs="+", choices=["auto", "gpu", "cpu"], default=["auto"], help="DALI ops on"
+    )
+    parser.add_argument(
+        "--loaders", nargs="+", choices=["dali", "torchvision"], default=["dali", "torchvision"]
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -108,6 +129,7 @@ def main() -> None:
             "dali": nvidia.dali.__version__,
             "batch_size": args.batch_size,
             "dtype": str(dtype),
+            "prefetch": args.prefetch,
             "rows": [],
         }
         for name, (folder, size) in datasets.items():
@@ -116,30 +138,51 @@ def main() -> None:
             common = dict(
                 batch_size=args.batch_size, size=size, device=args.device, dtype=dtype, channels_last=cuda
             )
-            makers = {
-                "dali": partial(create_loader, "pretrain", folder, num_threads=args.threads, **common),
-                "torchvision": partial(
-                    TorchvisionLoader, "pretrain", folder, num_workers=args.threads, **common
-                ),
-            }
-            runs = {key: [] for key in makers}
-            for _ in range(args.repeats):  # alternate, so machine noise hits both alike
-                for key, make in makers.items():
-                    loader = make()  # fresh each time: no idle threads or workers of the other one running
-                    runs[key].append(measure(loader, args.batches, args.warmup, cuda))
-                    del loader
-                    gc.collect()
-            row = {
-                "dataset": name,
-                "size": size,
-                **{f"{k}_images_per_s": round(statistics.median(v)) for k, v in runs.items()},
-                "runs": {k: [round(x) for x in v] for k, v in runs.items()},
-            }
-            row["dali_over_torchvision"] = round(
-                row["dali_images_per_s"] / row["torchvision_images_per_s"], 2
-            )
-            results["rows"].append(row)
-            print(json.dumps(row), flush=True)
+            workers = dataloader_workers(args.workers, folder)
+            devices = list(dict.fromkeys(augment_on(d, size, cuda) for d in args.augment_devices))
+            for device in devices:
+                makers = {
+                    "dali": partial(
+                        create_loader,
+                        "pretrain",
+                        folder,
+                        num_threads=args.threads,
+                        prefetch=args.prefetch,
+                        augment_device=device,
+                        **common,
+                    ),
+                    "torchvision": partial(
+                        TorchvisionLoader, "pretrain", folder, num_workers=workers, **common
+                    ),
+                }
+                # the DataLoader does not depend on where DALI's ops run: measured with the first only
+                wanted = [k for k in args.loaders if k == "dali" or device == devices[0]]
+                makers = {k: v for k, v in makers.items() if k in wanted}
+                runs = {key: [] for key in makers}
+                for _ in range(args.repeats):  # alternate, so machine noise hits both alike
+                    for key, make in makers.items():
+                        loader = make()  # fresh each time: no idle threads or workers of the other one
+                        runs[key].append(measure(loader, args.batches, args.warmup, cuda))
+                        del loader
+                        gc.collect()
+                row = {
+                    "dataset": name,
+                    "size": size,
+                    "augment_device": device,
+                    "dali_threads": args.threads or default_threads(device == "gpu", cuda),
+                    "workers": workers,
+                    **{f"{k}_images_per_s": round(statistics.median(v)) for k, v in runs.items()},
+                    "runs": {k: [round(x) for x in v] for k, v in runs.items()},
+                }
+                if len(runs) == 2:
+                    row["dali_over_torchvision"] = round(
+                        row["dali_images_per_s"] / row["torchvision_images_per_s"], 2
+                    )
+                results["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                if args.json:  # kept row by row: a run cut short by a timeout keeps what it measured
+                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     write_results(results, args.json)
 
 

@@ -40,19 +40,25 @@ def convert_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _count(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def pipeline_table(result: dict) -> str:
     lines = [
         f"Two-view images per second, batch {result['batch_size']}, {result['dtype']} ({_where(result)}; "
         f"torch {result['torch']}, DALI {result['dali']}):",
         "",
-        "| shards | side | DALI | torchvision DataLoader | DALI / DataLoader | runs (DALI; DataLoader) |",
-        "|---|---|---|---|---|---|",
+        "| shards | side | DALI ops | DALI | torchvision DataLoader | DALI / DataLoader | "
+        "runs (DALI; DataLoader) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        runs = f"{row['runs']['dali']}; {row['runs']['torchvision']}"
+        runs = f"{row['runs'].get('dali', '-')}; {row['runs'].get('torchvision', '-')}"
+        dali, torchvision = (_count(row.get(f"{k}_images_per_s")) for k in ("dali", "torchvision"))
         lines.append(
-            f"| {row['dataset']} | {row['size']} | {row['dali_images_per_s']:,} | "
-            f"{row['torchvision_images_per_s']:,} | {row['dali_over_torchvision']} | {runs} |"
+            f"| {row['dataset']} | {row['size']} | {row.get('augment_device', '-')} | {dali} | "
+            f"{torchvision} | {row.get('dali_over_torchvision', '-')} | {runs} |"
         )
     return "\n".join(lines)
 
@@ -67,17 +73,21 @@ def train_table(result: dict) -> str:
         f"{result['channels_last']}; median of {result['repeats']} x {result['steps']} steps after "
         f"{result['warmup']} ({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
         "",
-        "| shards | side | model | batch | compile | model alone | DALI | DataLoader | efficiency "
+        "| shards | side | model | batch | compile | graphs | optimiser | DALI ops | first step s "
+        "| model alone | DALI | DataLoader | efficiency "
         "(DALI / model) | speedup (DALI / DataLoader) | data wait (DALI; DataLoader) | peak GiB "
         "(model; DALI; DataLoader) | epoch s (DALI; DataLoader) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         m = row["modes"]
         a, b, c = m.get("model", {}), m.get("dali", {}), m.get("torchvision", {})
+        compiled = (row.get("compile_mode") or "on") if row["compile"] else "off"
         lines.append(
-            f"| {row['dataset']} | {row['size']} | {row['model']} | {row['batch_size']} | "
-            f"{'on' if row['compile'] else 'off'} | {a.get('images_per_s', '-')} | "
+            f"| {row['dataset']} | {row['size']} | {row['model']} | {row['batch_size']} | {compiled} | "
+            f"{'on' if row.get('cuda_graphs') else 'off'} | {row.get('optimizer', 'lars (timm)')} | "
+            f"{row.get('augment_device', '-')} | {row.get('first_step_seconds', '-')} | "
+            f"{a.get('images_per_s', '-')} | "
             f"{b.get('images_per_s', '-')} | {c.get('images_per_s', '-')} | "
             f"{row.get('efficiency', '-')} | {row.get('speedup', '-')} | "
             f"{b.get('data_wait', '-')}; {c.get('data_wait', '-')} | "
@@ -135,6 +145,21 @@ def loss_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def optim_table(result: dict) -> str:
+    lines = [
+        f"Optimiser step on {result['model']}'s {result['tensors']} tensors ({result['parameters']:,} "
+        f"parameters; {_where(result)}; torch {result['torch']}, timm {result['timm']}):",
+        "",
+        "| optimiser | ms per step (median) | speedup | runs |",
+        "|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['optimizer']} | {row['ms']} | {row['speedup']} | {', '.join(map(str, row['runs']))} |"
+        )
+    return "\n".join(lines)
+
+
 def views_table(result: dict) -> str:
     lines = [
         f"N views per decoded image against the two-view loader, {result['dtype']} ({_where(result)}; "
@@ -184,10 +209,12 @@ def render(result: dict) -> str:
         return convert_table(result)
     if "curve" in result:
         return time_to_accuracy_table(result)
-    if result["rows"] and "ms" in result["rows"][0]:
-        return loss_table(result)
     if result["rows"] and "modes" in result["rows"][0]:
         return train_table(result)
+    if result["rows"] and "optimizer" in result["rows"][0]:
+        return optim_table(result)
+    if result["rows"] and "ms" in result["rows"][0]:
+        return loss_table(result)
     if result["rows"] and "cpu_saving" in result["rows"][0]:
         return views_table(result)
     return pipeline_table(result)

@@ -3,8 +3,10 @@
     python -m bench.train --json bench/results/train-cpu.json                  # a tiny CPU matrix
     python -m bench.train --device cuda --precision bf16 --channels-last --compile off on \\
         --models resnet18 resnet34 resnet50 --json bench/results/train-gpu.json
+    python -m bench.train --device cuda ... --graphs off on --augment-devices gpu cpu \\
+        --optimizers lars_timm lars
 
-For each (shard set, model, compile) one model and optimiser are built with
+For each (shard set, model, variant) one model and optimiser are built with
 `trainers.build_training` and driven by `trainers.train_step`, the pretrain
 loop's own step (both views in one forward, NT-Xent, backward, LARS step, plus
 the schedule's update), fed three ways in alternation, --repeats times:
@@ -18,7 +20,12 @@ workers, compilation), then times --steps steps between two synchronisations;
 data wait is the time spent blocked in `next(loader)`. Reported: medians of
 images/s (one image = its two views), efficiency = dali / model, speedup =
 dali / torchvision, data-wait fraction, peak GPU memory, and the epoch time
-those speeds give on the shard set. On CUDA every timed step runs under
+those speeds give on the shard set. Each row also gives the seconds of its
+first step (compilation included) and of its first measurement's warm-up
+(a CUDA graph's capture included), apart from the steady-state speeds.
+Rows vary --compile (off, on = default mode, or a torch.compile mode),
+--graphs (the whole step as one CUDA graph), --optimizers, --augment-devices
+(where DALI's ops run) and --prefetch. On CUDA every timed step runs under
 `torch.cuda.set_sync_debug_mode("error")` (--no-sync-check turns it off): a step
 that made the host wait for the GPU fails the run instead of being measured.
 """
@@ -43,14 +50,18 @@ import torch
 from accelerate import Accelerator
 
 from bench.convert import environment, write_results
-from bench.pipeline import batches_forever, make_shards
+from bench.pipeline import batches_forever, dataloader_workers, make_shards
 from pipelines import TorchvisionLoader, create_loader, shard_source, train_steps
 from trainers import (
     ACCELERATE_PRECISION,
+    COMPILE_MODES,
     INPUT_DTYPE,
+    OPTIMIZERS,
     PretrainConfig,
     build_training,
     create_scheduler,
+    graphed_step,
+    graphs_problem,
     train_step,
 )
 
@@ -58,17 +69,22 @@ MODES = ("model", "dali", "torchvision")
 DATASETS = ("cifar10-raw", "cifar10-jpeg", "synthetic224-jpeg")
 
 
-def pretrain_config(args: argparse.Namespace, model: str, size: int, batch_size: int, compile_on: bool):
+def pretrain_config(args: argparse.Namespace, model: str, size: int, batch_size: int, variant: dict):
     """The recipe being measured, as the trainer's own config (LARS, mlp_bn head, CIFAR stem at 32 px)."""
+    compile_mode = variant["compile"]
     cfg = PretrainConfig(
         batch_size=batch_size,
         precision=args.precision,
         channels_last=args.channels_last,
-        compile=compile_on,
+        compile=compile_mode != "off",
+        compile_mode="default" if compile_mode in ("off", "on") else compile_mode,
+        cuda_graphs=variant["graphs"] == "on",
         cpu=args.device == "cpu",
     )
-    cfg.data.size = size
+    cfg.data.size, cfg.data.prefetch, cfg.data.augment_device = size, args.prefetch, variant["augment_device"]
+    cfg.data.num_threads = args.dali_threads
     cfg.model.encoder, cfg.model.cifar_stem = model, size <= 64
+    cfg.optim.name = variant["optimizer"]
     return cfg
 
 
@@ -87,11 +103,13 @@ def no_host_sync(check: bool):
 
 def timed_steps(step, batches, steps: int, warmup: int, cuda: bool, sync_check: bool = False) -> dict:
     """Run `warmup` untimed steps, then `steps` timed ones; the only syncs are at the window's ends."""
+    warming = time.perf_counter()
     for _ in range(warmup):
         loss = step(next(batches))
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    warmup_seconds = time.perf_counter() - warming
     images, wait = 0, 0.0
     started = time.perf_counter()
     for _ in range(steps):
@@ -111,34 +129,47 @@ def timed_steps(step, batches, steps: int, warmup: int, cuda: bool, sync_check: 
         "images_per_s": images / seconds,
         "data_wait": wait / seconds,
         "seconds": seconds,
+        "warmup_seconds": warmup_seconds,
         "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
     }
 
 
 def make_step(cfg: PretrainConfig, accelerator: Accelerator, channels: int):
-    """batch -> loss: the pretrain loop's step on a fresh model and optimiser, with the schedule's update."""
+    """(batch -> loss, timing): the pretrain loop's step (graphed if cfg.cuda_graphs) on a fresh model
+    and optimiser, with the schedule's update; timing["first_step_seconds"] is set by the first call."""
     model, optimizer, forward = build_training(cfg, accelerator, channels)
+    graphed = graphed_step(cfg, accelerator, model, forward, optimizer)
     model.train()
     scheduler = create_scheduler(optimizer, 10**6, 0, 0.0)  # the lr update is host-side, as in the loop
     counter = itertools.count(1)
+    timing = {"first_step_seconds": None}
 
     def step(batch):
-        loss = train_step(accelerator, model, forward, optimizer, batch[:2], cfg.temperature)
+        first = timing["first_step_seconds"] is None
+        started = time.perf_counter()
+        if graphed is None:
+            loss = train_step(accelerator, model, forward, optimizer, batch[:2], cfg.temperature)
+        else:
+            loss = graphed(*batch[:2])
         scheduler.step_update(next(counter))
+        if first:  # compilation happens here: reported apart from the steady state
+            if accelerator.device.type == "cuda":
+                torch.cuda.synchronize()
+            timing["first_step_seconds"] = time.perf_counter() - started
         return loss
 
-    return step
+    return step, timing
 
 
-def measure_config(args, accelerator, folder: Path, size: int, model_name: str, compile_on: bool) -> dict:
+def measure_config(args, accelerator, folder: Path, size: int, model_name: str, variant: dict) -> dict:
     """One row: every mode --repeats times, alternating, on one model and optimiser."""
     cuda = accelerator.device.type == "cuda"
     dtype = INPUT_DTYPE[args.precision] if cuda else torch.float32
     batch_size = args.batch_size if size <= 64 else args.batch_size_224
-    cfg = pretrain_config(args, model_name, size, batch_size, compile_on)
+    cfg = pretrain_config(args, model_name, size, batch_size, variant)
     _, manifest = shard_source(folder)
     channels = manifest["image"]["channels"]
-    step = make_step(cfg, accelerator, channels)
+    step, timing = make_step(cfg, accelerator, channels)
     common = dict(
         batch_size=batch_size,
         size=size,
@@ -146,12 +177,16 @@ def measure_config(args, accelerator, folder: Path, size: int, model_name: str, 
         dtype=dtype,
         channels_last=cfg.channels_last,
     )
-    workers = min(args.workers, len(manifest["shards"]))  # the DataLoader needs a tar per worker
+    dali = dict(
+        num_threads=cfg.data.num_threads, prefetch=cfg.data.prefetch, augment_device=cfg.data.augment_device
+    )
+    workers = dataloader_workers(args.workers, folder)  # a tar per worker (PITFALLS 42)
     makers = {
-        "dali": lambda: create_loader("pretrain", folder, num_threads=args.dali_threads, **common),
+        "dali": lambda: create_loader("pretrain", folder, **dali, **common),
         "torchvision": lambda: TorchvisionLoader("pretrain", folder, num_workers=workers, **common),
     }
-    first = create_loader("pretrain", folder, num_threads=args.dali_threads, **common)
+    first = create_loader("pretrain", folder, **dali, **common)
+    dali_threads, augment_device = first.num_threads, first.augment_device
     # (a) reads real augmented batches, made once, kept on the device and cycled
     cached = [tuple(x.clone() for x in batch[:2]) for batch in itertools.islice(batches_forever(first), 4)]
     del first
@@ -168,12 +203,21 @@ def measure_config(args, accelerator, folder: Path, size: int, model_name: str, 
     del cached, step
     accelerator.free_memory()
     epoch_images = train_steps(manifest["num_samples"], batch_size, 1) * batch_size
+    first_mode = runs[args.modes[0]][0]
     row = {
         "dataset": folder.name,
         "size": size,
         "model": model_name,
         "batch_size": batch_size,
-        "compile": compile_on,
+        "compile": cfg.compile,
+        "compile_mode": cfg.compile_mode if cfg.compile else None,
+        "cuda_graphs": cfg.cuda_graphs,
+        "optimizer": cfg.optim.name,
+        "augment_device": augment_device,
+        "dali_threads": dali_threads,
+        "prefetch": cfg.data.prefetch,
+        "first_step_seconds": round(timing["first_step_seconds"], 3),
+        "first_warmup_seconds": round(first_mode["warmup_seconds"], 3),  # incl. a graph's capture
         "epoch_images": epoch_images,
         "workers": workers,
         "modes": {},
@@ -190,6 +234,23 @@ def measure_config(args, accelerator, folder: Path, size: int, model_name: str, 
         }
     row.update(ratios(row["modes"]))
     return row
+
+
+def variants(args: argparse.Namespace) -> list[dict]:
+    """Every combination of the levers asked for, in the order given (the first is the baseline)."""
+    levers = {
+        "compile": args.compile,
+        "graphs": args.graphs,
+        "optimizer": args.optimizers,
+        "augment_device": args.augment_devices,
+    }
+    combos = [dict(zip(levers, values, strict=True)) for values in itertools.product(*levers.values())]
+    return [  # a graph needs our LARS and no compile: other combinations are skipped, not failed
+        v
+        for v in combos
+        if v["graphs"] == "off"
+        or not graphs_problem(v["optimizer"], args.precision, 1, v["compile"] != "off")
+    ]
 
 
 def ratios(modes: dict) -> dict:
@@ -214,14 +275,20 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=sorted(ACCELERATE_PRECISION), default="fp32")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"])
+    parser.add_argument(
+        "--compile", nargs="+", choices=["off", "on", *COMPILE_MODES], default=["off"], help="on: default"
+    )
+    parser.add_argument("--graphs", nargs="+", choices=["off", "on"], default=["off"], help="CUDA graphs")
+    parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=["lars"])
+    parser.add_argument("--augment-devices", nargs="+", choices=["auto", "gpu", "cpu"], default=["auto"])
+    parser.add_argument("--prefetch", type=int, default=2, help="DALI's prefetch queue depth")
     parser.add_argument("--batch-size", type=int, default=32, help="per step at 32 px")
     parser.add_argument("--batch-size-224", type=int, default=8, help="per step at 224 px")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--dali-threads", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--dali-threads", type=int, help="default: 4 for GPU ops, the cores for CPU ops")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers")
     parser.add_argument("--torch-threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
@@ -232,6 +299,8 @@ def main() -> None:
     )
     parser.add_argument("--json")
     args = parser.parse_args()
+    if "on" in args.graphs and args.device == "cpu":
+        parser.error("--graphs on needs --device cuda (a CUDA graph captures GPU kernels)")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)  # on CPU: leave the loader's threads a core of their own
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=ACCELERATE_PRECISION[args.precision])
@@ -249,21 +318,19 @@ def main() -> None:
             "steps": args.steps,
             "warmup": args.warmup,
             "repeats": args.repeats,
-            "dali_threads": args.dali_threads,
             "torch_threads": torch.get_num_threads(),
             "host_sync_check": bool(cuda and args.sync_check),  # true: no timed step synced the host
             "rows": [],
         }
         for name in args.datasets:
             folder, size = folders[name]
-            for model_name in args.models:
-                for compile_flag in args.compile:
-                    row = measure_config(args, accelerator, folder, size, model_name, compile_flag == "on")
-                    results["rows"].append(row)
-                    print(json.dumps(row), flush=True)
-                    if args.json:  # kept row by row: a run cut short by a timeout keeps what it measured
-                        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+            for model_name, variant in itertools.product(args.models, variants(args)):
+                row = measure_config(args, accelerator, folder, size, model_name, variant)
+                results["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                if args.json:  # kept row by row: a run cut short by a timeout keeps what it measured
+                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     write_results(results, args.json)
 
 

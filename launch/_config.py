@@ -196,6 +196,12 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
     _choice("optim.schedule", cfg.optim.schedule, trainers.SCHEDULES)
     _choice("model.head", cfg.model.head, encoders.HEADS)
     _choice("data.preset", cfg.data.preset, list(pipelines.PRESETS))
+    _choice("compile_mode", cfg.compile_mode, trainers.COMPILE_MODES)
+    if cfg.cuda_graphs:
+        problem = trainers.graphs_problem(cfg.optim.name, cfg.precision, cfg.grad_accum, cfg.compile)
+        if problem:
+            raise ConfigError(f"config {problem}")
+    _choice("data.augment_device", cfg.data.augment_device, pipelines.AUGMENT_DEVICES)
     if cfg.model.encoder not in encoders.encoder_names():
         raise ConfigError(
             f"config model.encoder={cfg.model.encoder!r} is not valid; use small_cnn or a timm ResNet "
@@ -214,6 +220,11 @@ def validate_pretrain(cfg: trainers.PretrainConfig, check_paths: bool = True) ->
     ):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"config {name}={getattr(cfg, name)} must be at least 1")
+    if cfg.data.prefetch < 1 or (cfg.data.num_threads is not None and cfg.data.num_threads < 1):
+        raise ConfigError(
+            f"config data.prefetch={cfg.data.prefetch} and data.num_threads={cfg.data.num_threads} "
+            "must be at least 1 (num_threads may be null: chosen by where the ops run)"
+        )
     if cfg.epochs < cfg.optim.warmup_epochs:  # the rate would still be rising when the run ends
         raise ConfigError(
             f"config optim.warmup_epochs={cfg.optim.warmup_epochs:g} is more than epochs={cfg.epochs}, so "

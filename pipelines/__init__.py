@@ -3,8 +3,10 @@
 from pipelines._augment import PRESETS, Augment, PipelineError, create_augment
 from pipelines._baseline import TorchvisionLoader
 from pipelines._loader import (
+    AUGMENT_DEVICES,
     MODES,
     DaliLoader,
+    augment_on,
     create_loader,
     parse_labels,
     rank_share,
@@ -13,12 +15,14 @@ from pipelines._loader import (
 )
 
 __all__ = [
+    "AUGMENT_DEVICES",
     "MODES",
     "PRESETS",
     "Augment",
     "DaliLoader",
     "PipelineError",
     "TorchvisionLoader",
+    "augment_on",
     "create_augment",
     "create_loader",
     "parse_labels",

@@ -2,7 +2,9 @@
 
 One `@pipeline_def` per job, sharing the decode and view functions. On a GPU
 the decoder is DALI's "mixed" nvJPEG one and every op after it runs on the
-device; with `device_id=None` the same graph runs with CPU operators.
+device; with `device_id=None` the same graph runs with CPU operators. A GPU
+run may also keep the ops on the CPU (`Output.to_gpu`): DALI then copies only
+the finished views to the device, leaving the GPU's time to the model.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Output:
     channels: int
     channels_last: bool
     half: bool  # float16 (cast to bfloat16 on the device if asked) instead of float32
+    to_gpu: bool = False  # CPU operators, the finished images copied to the GPU by DALI
 
 
 def read(src: Source, shard_id: int, num_shards: int, shuffle: bool, seed: int, pad_last_batch: bool):
@@ -123,8 +126,8 @@ def view(image, aug: Augment, out: Output, mean, std, crop: bool = True):
 
 
 def normalise(image, out: Output, mean, std, mirror=0, crop=None):
-    """Flip, crop, normalise, cast and lay out in one fused op."""
-    return fn.crop_mirror_normalize(
+    """Flip, crop, normalise, cast and lay out in one fused op (then to the GPU if `out.to_gpu`)."""
+    image = fn.crop_mirror_normalize(
         image,
         mirror=mirror,
         crop=crop,
@@ -133,6 +136,7 @@ def normalise(image, out: Output, mean, std, mirror=0, crop=None):
         dtype=types.FLOAT16 if out.half else types.FLOAT,
         output_layout="HWC" if out.channels_last else "CHW",
     )
+    return image.gpu() if out.to_gpu else image
 
 
 def channel_stats(src: Source, channels: int) -> tuple[list[float], list[float]]:

@@ -28,6 +28,11 @@ from pipelines._augment import Augment, PipelineError, create_augment
 from pipelines._graph import Output, SmallViews, Source, eval_train_graph, eval_val_graph, pretrain_graph
 
 MODES = ("pretrain", "train", "val")
+AUGMENT_DEVICES = ("auto", "gpu", "cpu")
+# `auto` runs DALI's operators on the host's cores up to this image side on a GPU run: tiny images
+# cross to the GPU cheaply, and the GPU's time is left to the model (PITFALLS 40). Not yet measured
+# on a GPU: bench/gpu.sh's `levers` and `levers224` stages measure both devices at 32 and 224 px.
+AUTO_CPU_MAX_SIDE = 64
 MIN_STD = 1 / 255
 DTYPES = {torch.float32: False, torch.float16: True, torch.bfloat16: True}
 
@@ -87,6 +92,26 @@ def train_steps(num_samples: int, batch_size: int, world_size: int) -> int:
     return (num_samples // world_size) // batch_size
 
 
+def augment_on(choice: str, size: int, gpu: bool) -> str:
+    """Where DALI's decode and augment ops run: "gpu" or "cpu" (always "cpu" without a GPU)."""
+    if choice not in AUGMENT_DEVICES:
+        raise PipelineError(f"unknown augment_device {choice!r}; choose one of: {', '.join(AUGMENT_DEVICES)}")
+    if not gpu:
+        return "cpu"
+    if choice == "auto":
+        return "cpu" if size <= AUTO_CPU_MAX_SIDE else "gpu"
+    return choice
+
+
+def default_threads(ops_on_gpu: bool, gpu_run: bool = True) -> int:
+    """DALI threads: 4 feed GPU ops (PITFALLS 35), and 4 leave a CPU-only run's model its cores;
+    CPU ops feeding a GPU get this process's share of the cores (the model does not need them)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if ops_on_gpu or not gpu_run:
+        return min(4, cores)
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def check_loader_args(mode: str, dtype: torch.dtype, rank: int, world_size: int) -> None:
     """The checks every loader makes of its arguments, before reading anything."""
     if mode not in MODES:
@@ -134,6 +159,7 @@ class DaliLoader:
         seed: int = 0,
         num_threads: int | None = None,
         prefetch: int = 2,
+        augment_device: str = "auto",
         checkpoint: bytes | None = None,
         views: int = 2,
         small_views: int = 0,
@@ -158,8 +184,15 @@ class DaliLoader:
                     f"{folder}: {self.num_samples} samples cannot fill one batch of "
                     f"{batch_size} on each of {world_size} ranks; lower the batch size"
                 )
+        gpu = self.device.type == "cuda"
+        self.augment_device = augment_on(augment_device, size, gpu)
+        ops_on_gpu = self.augment_device == "gpu"
         out = Output(
-            size=size, channels=channels or src.channels, channels_last=channels_last, half=DTYPES[dtype]
+            size=size,
+            channels=channels or src.channels,
+            channels_last=channels_last,
+            half=DTYPES[dtype],
+            to_gpu=gpu and not ops_on_gpu,
         )
         if augment is None and mode != "val":
             augment = create_augment("simclr" if mode == "pretrain" else "basic", size)
@@ -168,10 +201,10 @@ class DaliLoader:
                 f"{folder}: images have one channel but the augmentation uses colour "
                 "(jitter, grayscale or solarise); use the digits preset or channels=3"
             )
-        gpu = self.device.type == "cuda"
+        self.num_threads = num_threads or default_threads(ops_on_gpu, gpu)
         common = dict(
             batch_size=batch_size,
-            num_threads=num_threads or min(4, os.cpu_count() or 1),
+            num_threads=self.num_threads,
             device_id=(self.device.index or 0) if gpu else None,
             seed=seed * 1000 + rank,
             prefetch_queue_depth=prefetch,
@@ -187,12 +220,14 @@ class DaliLoader:
                     dataclasses.replace(out, size=small_size),
                     dataclasses.replace(augment, crop_scale=tuple(small_crop_scale or augment.crop_scale)),
                 )
-            graph = pretrain_graph(src, out, augment, rank, world_size, seed, gpu, views, small, **common)
+            graph = pretrain_graph(
+                src, out, augment, rank, world_size, seed, ops_on_gpu, views, small, **common
+            )
         elif mode == "train":
-            graph = eval_train_graph(src, out, augment, rank, world_size, seed, gpu, **common)
+            graph = eval_train_graph(src, out, augment, rank, world_size, seed, ops_on_gpu, **common)
         else:
             fraction = crop_fraction or (1.0 if size <= 64 else 0.875)
-            graph = eval_val_graph(src, out, fraction, rank, world_size, gpu, **common)
+            graph = eval_val_graph(src, out, fraction, rank, world_size, ops_on_gpu, **common)
         self.pipe = graph
         self._guard(self.pipe.build)
 

@@ -44,11 +44,15 @@ def test_convert_and_pipeline_benchmarks_write_their_json(tmp_path):
         32,
         "--threads",
         1,
+        "--workers",  # more than cifar10's one tar: the DataLoader gets one worker (PITFALLS 42)
+        2,
         "--json",
         tmp_path / "pipeline.json",
     )
     pipeline = json.loads((tmp_path / "pipeline.json").read_text())
     assert [r["dataset"] for r in pipeline["rows"]] == ["cifar10-jpeg", "cifar10-raw", "synthetic224-jpeg"]
+    assert [r["workers"] for r in pipeline["rows"]] == [1, 1, 2]
+    assert [r["dali_threads"] for r in pipeline["rows"]] == [1, 1, 1]
     assert all(r["dali_images_per_s"] > 0 and r["torchvision_images_per_s"] > 0 for r in pipeline["rows"])
     table = run_bench("bench.table", tmp_path / "convert.json", tmp_path / "pipeline.json").stdout
     assert "| 1 |" in table and "synthetic224-jpeg" in table
@@ -70,6 +74,7 @@ def test_train_benchmark_measures_every_mode_and_derives_its_ratios(tmp_path):
         ("cifar10-raw", 32),
         ("synthetic224-jpeg", 224),
     ]
+    assert [r["workers"] for r in result["rows"]] == [1, 2]  # 2 asked; cifar10-raw has 1 tar (PITFALLS 42)
     for row in result["rows"]:
         modes = row["modes"]
         assert set(modes) == {"model", "dali", "torchvision"}
@@ -77,11 +82,12 @@ def test_train_benchmark_measures_every_mode_and_derives_its_ratios(tmp_path):
             assert len(mode["runs"]) == 2 and mode["images_per_s"] > 0 and 0 <= mode["data_wait"] <= 1
             assert mode["epoch_seconds"] == round(row["epoch_images"] / mode["images_per_s"], 1)
         assert row["efficiency"] == round(modes["dali"]["images_per_s"] / modes["model"]["images_per_s"], 3)
+        assert row["first_step_seconds"] > 0 and row["first_warmup_seconds"] > 0
         assert row["speedup"] == round(
             modes["dali"]["images_per_s"] / modes["torchvision"]["images_per_s"], 2
         )
     table = run_bench("bench.table", tmp_path / "train.json").stdout
-    assert "| synthetic224-jpeg | 224 | small_cnn | 4 | off |" in table
+    assert "| synthetic224-jpeg | 224 | small_cnn | 4 | off | off | lars | cpu |" in table
 
 
 def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
@@ -211,6 +217,19 @@ def test_loss_benchmark_times_every_batch_size(tmp_path):
     assert "| 16 |" in run_bench("bench.table", tmp_path / "loss.json").stdout
 
 
+def test_optim_benchmark_times_each_optimizer_step(tmp_path):
+    run_bench(
+        "bench.optim",
+        *("--model", "small_cnn", "--steps", 2, "--warmup", 1, "--repeats", 2),
+        *("--json", tmp_path / "optim.json"),
+    )
+    result = json.loads((tmp_path / "optim.json").read_text())
+    assert [r["optimizer"] for r in result["rows"]] == ["lars_timm", "lars"] and result["tensors"] > 0
+    assert all(len(r["runs"]) == 2 and r["ms"] > 0 for r in result["rows"])
+    assert result["rows"][0]["speedup"] == 1.0
+    assert "| lars |" in run_bench("bench.table", tmp_path / "optim.json").stdout
+
+
 @pytest.mark.gpu
 def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
     write_imagefolder(tmp_path / "src" / "cifar10" / "train", per_class=24, size=32)
@@ -223,3 +242,93 @@ def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
     result = json.loads((tmp_path / "gpu.json").read_text())
     assert result["host_sync_check"] and result["device"] != "cpu"  # a sync in a step fails the run
     assert all(mode["peak_memory_gb"] > 0 for mode in result["rows"][0]["modes"].values())
+
+
+def test_the_commit_is_the_projects_not_the_folder_around_a_copy(tmp_path):
+    """On the GPU machine the tree arrives without .git: git there read a parent repository (PITFALLS)."""
+    import shutil
+    from pathlib import Path
+
+    outer = tmp_path / "outer"
+    copy = outer / "project"
+    for package in ("bench", "shards"):
+        shutil.copytree(Path(__file__).parents[1] / package, copy / package)
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(outer),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+        ]
+        + ["-m", "not the project"],
+        check=True,
+    )
+    read = [sys.executable, "-c", "from bench.convert import project_commit; print(project_commit())"]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(copy)}
+    assert subprocess.run(read, capture_output=True, text=True, env=env, cwd=copy).stdout.strip() == "None"
+    told = subprocess.run(
+        read, capture_output=True, text=True, env={**env, "FASTCLR_COMMIT": "5a38ca7"}, cwd=copy
+    )
+    assert told.stdout.strip() == "5a38ca7"
+
+
+def test_profile_names_where_a_steps_time_goes(tmp_path):
+    write_imagefolder(tmp_path / "src" / "cifar10" / "train", per_class=12, size=32)
+    run_bench(
+        "bench.profile",
+        *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 16, "--model", "small_cnn"),
+        *("--batch-size", 8, "--steps", 2, "--warmup", 1, "--dali-threads", 1, "--top", 5),
+        *("--json", tmp_path / "profile.json", "--trace", tmp_path / "trace.json"),
+    )
+    result = json.loads((tmp_path / "profile.json").read_text())
+    assert len(result["top"]) == 5 and result["images_per_s"] > 0 and result["first_step_seconds"] > 0
+    assert any("conv" in row["name"] for row in result["top"])  # the model's own ops are seen
+    times = [row["self_cpu_ms_per_step"] for row in result["top"]]
+    assert times == sorted(times, reverse=True) and (tmp_path / "trace.json").stat().st_size > 0
+
+
+def test_pretrain_speed_sets_the_logged_figure_beside_the_benchs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [
+        {"step": 1, "epoch": 0, "loss": 5.0, "images_per_s": 10.0, "data_wait": 0.5},  # compiling: left out
+        {"step": 2, "epoch": 0, "epoch_loss": 5.0, "epoch_seconds": 9.0},
+        *(
+            {"step": s, "epoch": 1, "loss": 4.0, "images_per_s": v, "data_wait": 0.1}
+            for s, v in [(3, 90), (4, 80)]
+        ),
+        {"step": 5, "epoch": 1, "loss": 4.0, "images_per_s": 70.0, "data_wait": 0.2},
+        {"step": 5, "epoch": 1, "epoch_loss": 4.0, "epoch_seconds": 3.0},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    row = {"model": "resnet18", "cuda_graphs": False, "augment_device": "cpu", "batch_size": 512}
+    bench = {
+        "command": "python -m bench.train ...",
+        "device": "cpu",
+        "rows": [
+            {**row, "augment_device": "gpu", "modes": {"dali": {"images_per_s": 1.0}}},
+            {**row, "modes": {"dali": {"images_per_s": 100.0}, "model": {"images_per_s": 120.0}}},
+        ],
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    run_bench(
+        "bench.pretrain_speed",
+        *("--run-dir", run, "--bench", tmp_path / "bench.json", "--json", tmp_path / "out.json"),
+        *("--match", "model=resnet18", "augment_device=cpu", "cuda_graphs=false", "batch_size=512"),
+    )
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["pretrain"] == {
+        "images_per_s": 80.0,
+        "data_wait": 0.1,
+        "windows": 3,
+        "epoch_seconds": [9.0, 3.0],
+    }
+    assert out["bench"]["dali_images_per_s"] == 100.0 and out["bench"]["model_images_per_s"] == 120.0
+    assert out["pretrain_over_bench"] == 0.8

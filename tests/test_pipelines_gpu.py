@@ -9,12 +9,21 @@ from pipelines import create_loader, rank_share
 pytestmark = pytest.mark.gpu
 
 
+@pytest.mark.parametrize("augment_device", ["gpu", "cpu"])  # cpu: DALI's CPU ops, views copied over
 @pytest.mark.parametrize("encoding", ["jpeg", "png", "raw"])
-def test_pretrain_views_are_made_on_the_gpu(tmp_path, encoding):
+def test_pretrain_views_are_made_on_the_gpu(tmp_path, encoding, augment_device):
     folder, _ = id_shards(tmp_path, 64, encoding=encoding)
     loader = create_loader(
-        "pretrain", folder, batch_size=16, size=SIZE, device="cuda", dtype=torch.bfloat16, channels_last=True
+        "pretrain",
+        folder,
+        batch_size=16,
+        size=SIZE,
+        device="cuda",
+        dtype=torch.bfloat16,
+        channels_last=True,
+        augment_device=augment_device,
     )
+    assert loader.augment_device == augment_device
     view1, view2, label = next(iter(loader))
     assert view1.device.type == "cuda" and label.device.type == "cuda"
     assert view1.dtype == torch.bfloat16 and view1.is_contiguous(memory_format=torch.channels_last)
@@ -42,11 +51,21 @@ def test_n_views_and_small_views_on_the_gpu(tmp_path):
     assert not any(torch.equal(a, b) for i, a in enumerate(views) for b in views[i + 1 :])
 
 
-def test_gpu_val_is_exact_and_matches_the_pixels(tmp_path):
+@pytest.mark.parametrize("augment_device", ["gpu", "cpu"])
+def test_gpu_val_is_exact_and_matches_the_pixels(tmp_path, augment_device):
     folder, pixels = id_shards(tmp_path, 53, encoding="png")
     seen = []
     for rank in range(2):
-        loader = create_loader("val", folder, batch_size=8, size=SIZE, device="cuda", rank=rank, world_size=2)
+        loader = create_loader(
+            "val",
+            folder,
+            batch_size=8,
+            size=SIZE,
+            device="cuda",
+            rank=rank,
+            world_size=2,
+            augment_device=augment_device,
+        )
         count = 0
         for image, ids in loader:
             got = pixels_of(image.cpu(), folder).numpy()

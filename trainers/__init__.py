@@ -4,6 +4,7 @@ from trainers._classify import evaluate, finetune, load_classifier, supervised
 from trainers._cluster import METHODS, cluster_accuracy, cluster_eval
 from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
 from trainers._eval import EvalError, check_inputs, knn_eval, labelled_pair, linear_eval, load_encoder
+from trainers._graphs import GraphedStep, graphs_problem
 from trainers._knn import ANCHOR_K, extract_features, knn_accuracy, knn_predict
 from trainers._knn import VOTES as KNN_VOTES
 from trainers._linear import fit_linear_probe
@@ -12,10 +13,12 @@ from trainers._loss import GatherLayer, chance_loss, nt_xent
 from trainers._optim import LR_SCALING, OPTIMIZERS, SCHEDULES, create_optimizer, create_scheduler, scaled_lr
 from trainers._pretrain import (
     ACCELERATE_PRECISION,
+    COMPILE_MODES,
     INPUT_DTYPE,
     TrainError,
     build_training,
     export_encoder,
+    graphed_step,
     import_encoder,
     pretrain,
     train_step,
@@ -25,6 +28,8 @@ from trainers._tracking import changed_keys, flatten
 __all__ = [
     "ACCELERATE_PRECISION",
     "ANCHOR_K",
+    "COMPILE_MODES",
+    "GraphedStep",
     "KNN_VOTES",
     "INPUT_DTYPE",
     "METHODS",
@@ -55,6 +60,8 @@ __all__ = [
     "finetune",
     "fit_linear_probe",
     "flatten",
+    "graphed_step",
+    "graphs_problem",
     "knn_accuracy",
     "knn_eval",
     "labelled_pair",

@@ -20,7 +20,9 @@ class DataConfig:
     preset: str = "simclr"  # augmentation preset (pipelines.PRESETS)
     augment: dict[str, Any] = field(default_factory=dict)  # per-op overrides, e.g. {jitter_p: 0.5}
     channels: int | None = None  # images fed to the model; default: as stored
-    num_threads: int = 4  # DALI worker threads per process
+    num_threads: int | None = None  # DALI threads per process; None: 4, or the cores for CPU ops on a GPU run
+    prefetch: int = 2  # batches DALI prepares ahead (its prefetch_queue_depth)
+    augment_device: str = "auto"  # gpu | cpu (DALI's CPU ops on a GPU run) | auto: cpu up to 64 px
     views: int = 2  # views of every image, all from one decode; each view's positives are the others (>= 2)
     small_views: int = 0  # multi-crop: this many more views of every image at small_size, positives too
     small_size: int = 16  # side of the small views, below `size`; they get their own forward
@@ -39,7 +41,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "lars"  # lars | sgd | adam | adamw | lamb (timm)
+    name: str = "lars"  # lars (multi-tensor: trainers/_lars.py) | lars_timm | sgd | adam | adamw | lamb
     lr: float = 0.3  # base learning rate, scaled by lr_scaling
     lr_scaling: str = "linear"  # none | linear (lr * B/256) | sqrt (lr * sqrt(B)) of the global batch
     weight_decay: float = 1e-6  # never applied to norms and biases
@@ -74,6 +76,8 @@ class PretrainConfig:
     sync_bn: bool = True  # SyncBatchNorm when there is more than one process
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    cuda_graphs: bool = False  # capture the whole step in one CUDA graph (trainers/_graphs.py): one GPU, lars
     cpu: bool = False  # force the CPU even with a GPU
     dist_timeout: int = 1800  # seconds a process waits for its peers in a collective (a hung peer then
     # fails the run with one line); set when the process group starts, so the first run of a process decides

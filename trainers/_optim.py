@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
 from torch import nn
 from torch.optim import Optimizer
 
-OPTIMIZERS = ("lars", "sgd", "adam", "adamw", "lamb")
+from trainers._lars import Lars
+
+# lars: our multi-tensor LARS (trainers/_lars.py); lars_timm: timm's, its reference and "before" figure
+OPTIMIZERS = ("lars", "lars_timm", "sgd", "adam", "adamw", "lamb")
 LR_SCALING = ("none", "linear", "sqrt")
 SCHEDULES = ("cosine", "step")
 
@@ -33,16 +36,24 @@ def scaled_lr(lr: float, global_batch: int, rule: str) -> float:
 def create_optimizer(
     model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float
 ) -> Optimizer:
-    """timm's optimiser; parameters with ndim <= 1 (norms, biases) go to a group without weight decay.
+    """The optimiser; parameters with ndim <= 1 (norms, biases) go to a group without weight decay.
 
-    timm's LARS adapts only groups with weight decay (always_adapt=False), so those
-    parameters are neither decayed nor trust-ratio scaled.
+    LARS adapts only groups with weight decay (always_adapt=False), so those
+    parameters are neither decayed nor trust-ratio scaled. `lars` is the
+    multi-tensor one, the rest are timm's (`lars_timm` is timm's LARS).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimiser {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    kwargs = {"momentum": momentum} if name in ("lars", "sgd") else {}
+    if name == "lars":
+        return Lars(param_groups_weight_decay(model, weight_decay), lr=lr, momentum=momentum)
+    kwargs = {"momentum": momentum} if name in ("lars_timm", "sgd") else {}
     return create_optimizer_v2(
-        model, opt=name, lr=lr, weight_decay=weight_decay, filter_bias_and_bn=True, **kwargs
+        model,
+        opt=name.removesuffix("_timm"),
+        lr=lr,
+        weight_decay=weight_decay,
+        filter_bias_and_bn=True,
+        **kwargs,
     )
 
 

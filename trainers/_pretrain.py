@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, set_seed
+from accelerate.utils import AutocastKwargs, InitProcessGroupKwargs, broadcast_object_list, set_seed
 
 import shards
 from encoders import SimCLRModel, build_encoder, build_head
@@ -35,6 +35,7 @@ from pipelines import create_loader, shard_source, train_steps
 from trainers import _checkpoint as checkpoint
 from trainers._checkpoint import write_safetensors
 from trainers._config import PretrainConfig
+from trainers._graphs import GraphedStep, device_problem, graphs_problem
 from trainers._knn import ANCHOR_K, extract_features, knn_accuracy
 from trainers._lock import RunDirError, RunDirLock
 from trainers._loss import chance_loss, nt_xent
@@ -44,6 +45,7 @@ from trainers._tracking import MetricsLog, flatten, new_accelerator, new_run_id,
 
 INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class TrainError(Exception):
@@ -115,10 +117,13 @@ def build_training(
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.nn.Module]:
     """The model (SyncBN across GPUs, channels_last) and its optimiser at the batch-scaled lr, prepared.
 
-    Returns (model, optimizer, forward): `forward` is the compiled model when
-    `cfg.compile`, else the model itself. The pretrain loop and bench/train.py share it.
+    Returns (model, optimizer, forward): `forward` is the model compiled in
+    `cfg.compile_mode` when `cfg.compile`, else the model itself. The pretrain loop and
+    bench/train.py share it.
     """
     world = accelerator.num_processes
+    # A graph must not capture autocast's weight-cast cache (trainers/_graphs.py); None: torch's default.
+    accelerator.autocast_handler = AutocastKwargs(cache_enabled=False if cfg.cuda_graphs else None)
     model = build_model(cfg, channels)
     if model.encoder.load_report and accelerator.is_main_process:
         report = model.encoder.load_report
@@ -139,7 +144,38 @@ def build_training(
     lr = scaled_lr(cfg.optim.lr, cfg.batch_size * world * cfg.grad_accum, cfg.optim.lr_scaling)
     optimizer = create_optimizer(model, cfg.optim.name, lr, cfg.optim.weight_decay, cfg.optim.momentum)
     model, optimizer = accelerator.prepare(model, optimizer)
-    return model, optimizer, torch.compile(model) if cfg.compile else model
+    return model, optimizer, torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+
+
+def graphed_step(
+    cfg: PretrainConfig,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    forward: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    probe: OnlineProbe | None = None,
+) -> GraphedStep | None:
+    """`train_step` captured in a CUDA graph when `cfg.cuda_graphs` (trainers/_graphs.py), else None.
+
+    Called with the views, then the labels when there is a `probe` (its step is captured too: its
+    rate is constant).
+    """
+    if not cfg.cuda_graphs:
+        return None
+    problem = graphs_problem(cfg.optim.name, cfg.precision, cfg.grad_accum, cfg.compile) or device_problem(
+        accelerator.device, accelerator.num_processes
+    )
+    if problem:
+        raise TrainError(problem)
+
+    def step(*inputs: torch.Tensor) -> torch.Tensor:
+        if probe is None:
+            return train_step(accelerator, model, forward, optimizer, inputs, cfg.temperature)
+        *views, labels = inputs
+        probe_step = functools.partial(probe.step, labels=labels)
+        return train_step(accelerator, model, forward, optimizer, views, cfg.temperature, probe_step)
+
+    return GraphedStep(step, getattr(optimizer, "optimizer", optimizer))  # Accelerate wraps the Lars
 
 
 def train_step(
@@ -264,6 +300,7 @@ class Run:
     steps_per_epoch: int
     global_batch: int
     probe: OnlineProbe | None = None  # the online linear probe (trainers/_probe.py)
+    graphed: GraphedStep | None = None  # the step (and probe) replayed as a CUDA graph (cfg.cuda_graphs)
 
     @property
     def run_dir(self) -> Path:
@@ -294,7 +331,7 @@ class Window:
             "epoch": state.epoch,
             "loss": (self.loss / self.steps).item(),
             "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": self.images / seconds,
+            "images_per_s": self.images / seconds,  # two-view images, all processes: as bench/train.py
             "data_wait": self.wait / seconds,
         }
         if self.device.type == "cuda":
@@ -383,6 +420,8 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
             channels_last=cfg.channels_last,
             channels=cfg.data.channels,
             num_threads=cfg.data.num_threads,
+            prefetch=cfg.data.prefetch,
+            augment_device=cfg.data.augment_device,
             seed=cfg.seed,
             **extra,
         )
@@ -399,6 +438,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
 
     model, optimizer, forward = build_training(cfg, accelerator, channels)
     probe = create_probe(cfg, manifest, accelerator.unwrap_model(model).encoder.num_features, accelerator)
+    graphed = graphed_step(cfg, accelerator, model, forward, optimizer, probe)
     global_batch = cfg.batch_size * world * cfg.grad_accum
     lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)  # as build_training set it
     scheduler = create_scheduler(
@@ -478,6 +518,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
         steps_per_epoch=steps_per_epoch,
         global_batch=global_batch,
         probe=probe,
+        graphed=graphed,
     )
 
 
@@ -497,6 +538,13 @@ RESUMABLE = (
     "data.knn_val",
     "data.train",  # the shards may move: their manifest's sha256 is compared instead
     "model.pretrained_file",  # read only when training starts
+    # how fast, not what: compilation, CUDA graphs and DALI's threads and queue leave the numbers as
+    # they are (data.augment_device does not: CPU and GPU operators draw other random streams)
+    "compile",
+    "compile_mode",
+    "cuda_graphs",
+    "data.num_threads",
+    "data.prefetch",
 )
 RESUMABLE_TEXT = ", ".join(RESUMABLE) + ", track.*"
 
@@ -575,10 +623,13 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
         if batch is None:
             break
         *views, label = batch
-        probe_step = None if run.probe is None else functools.partial(run.probe.step, labels=label)
-        loss = train_step(
-            accelerator, run.model, run.forward, run.optimizer, views, cfg.temperature, probe_step
-        )
+        if run.graphed is not None:  # the same step (and probe), replayed from a CUDA graph
+            loss = run.graphed(*views, label) if run.probe else run.graphed(*views)
+        else:
+            probe_step = None if run.probe is None else functools.partial(run.probe.step, labels=label)
+            loss = train_step(
+                accelerator, run.model, run.forward, run.optimizer, views, cfg.temperature, probe_step
+            )
         state.step_in_epoch += 1
         loss_sum, taken = loss_sum + loss, taken + 1
         window.add(loss, views[0].shape[0] * accelerator.num_processes)
