@@ -33,6 +33,9 @@ AUGMENT_DEVICES = ("auto", "gpu", "cpu")
 # cross to the GPU cheaply, and the GPU's time is left to the model (PITFALLS 40). Not yet measured
 # on a GPU: bench/gpu.sh's `levers` and `levers224` stages measure both devices at 32 and 224 px.
 AUTO_CPU_MAX_SIDE = 64
+# ... and only with this many cores per process: 2 cores made about 7k two-view images/s of 32 px here
+# (BENCHMARKS.md), the model alone 25k on an H100, so fewer cores would starve the GPU.
+AUTO_CPU_MIN_CORES = 8
 MIN_STD = 1 / 255
 DTYPES = {torch.float32: False, torch.float16: True, torch.bfloat16: True}
 
@@ -99,17 +102,23 @@ def augment_on(choice: str, size: int, gpu: bool) -> str:
     if not gpu:
         return "cpu"
     if choice == "auto":
-        return "cpu" if size <= AUTO_CPU_MAX_SIDE else "gpu"
+        return "cpu" if size <= AUTO_CPU_MAX_SIDE and cores_per_process() >= AUTO_CPU_MIN_CORES else "gpu"
     return choice
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cores_per_process() -> int:
+    """This process's share of its cores (torchrun's LOCAL_WORLD_SIZE processes share them)."""
+    return max(1, _cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def default_threads(ops_on_gpu: bool, gpu_run: bool = True) -> int:
     """DALI threads: 4 feed GPU ops (PITFALLS 35), and 4 leave a CPU-only run's model its cores;
     CPU ops feeding a GPU get this process's share of the cores (the model does not need them)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if ops_on_gpu or not gpu_run:
-        return min(4, cores)
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(4, _cores()) if ops_on_gpu or not gpu_run else cores_per_process()
 
 
 def check_loader_args(mode: str, dtype: torch.dtype, rank: int, world_size: int) -> None:

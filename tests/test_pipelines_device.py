@@ -12,7 +12,8 @@ from pipelines import AUGMENT_DEVICES, PipelineError, augment_on, create_loader
 from pipelines._loader import AUTO_CPU_MAX_SIDE, default_threads
 
 
-def test_auto_puts_small_images_on_the_cpu_and_large_ones_on_the_gpu():
+def test_auto_puts_small_images_on_the_cpu_and_large_ones_on_the_gpu(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(16)))
     assert augment_on("auto", 32, gpu=True) == "cpu"
     assert augment_on("auto", AUTO_CPU_MAX_SIDE, gpu=True) == "cpu"
     assert augment_on("auto", AUTO_CPU_MAX_SIDE + 1, gpu=True) == "gpu"
@@ -21,6 +22,14 @@ def test_auto_puts_small_images_on_the_cpu_and_large_ones_on_the_gpu():
     assert {augment_on(choice, 224, gpu=False) for choice in AUGMENT_DEVICES} == {"cpu"}  # no GPU
     with pytest.raises(PipelineError, match="unknown augment_device 'tpu'; choose one of: auto, gpu, cpu"):
         augment_on("tpu", 32, gpu=True)
+
+
+def test_auto_keeps_small_images_on_the_gpu_without_the_cores_to_feed_it(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(16)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 4 cores a process: too few for CPU ops
+    assert augment_on("auto", 32, gpu=True) == "gpu"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert augment_on("auto", 32, gpu=True) == "cpu"
 
 
 def test_cpu_ops_feeding_a_gpu_get_the_cores_and_the_rest_four_threads(monkeypatch):
