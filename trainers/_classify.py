@@ -28,6 +28,7 @@ from shards import progress
 from trainers._eval import (
     EvalError,
     check_inputs,
+    check_out,
     load_encoder,
     plot_confusion,
     same_classes,
@@ -174,7 +175,7 @@ def _loaders(
     )
 
 
-@holds_folder("out")
+@holds_folder("out", check=check_out)
 def finetune(
     encoder_path,
     train,
@@ -274,7 +275,7 @@ def finetune(
     )
 
 
-@holds_folder("out")
+@holds_folder("out", check=check_out)
 def supervised(
     model_name: str,
     train,

@@ -61,13 +61,18 @@ def check_inputs(out, encoder=None, train=None, val=None) -> dict[str, dict]:
                 raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
     if len(manifests) == 2:
         same_classes(manifests["train"], manifests["val"], train, val)
+    check_out(out)
+    return manifests
+
+
+def check_out(out) -> None:
+    """--out can be made a folder and written in (EvalError otherwise)."""
     out = Path(out)
     existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
     if not existing.is_dir():
         raise EvalError(f"--out {out}: {existing} is a file, not a folder; choose another --out")
     if not os.access(existing, os.W_OK):
         raise EvalError(f"--out {out}: cannot write in {existing} (permission denied); choose another --out")
-    return manifests
 
 
 def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:

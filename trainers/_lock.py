@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 LOCK = ".lock"
@@ -161,9 +162,10 @@ class RunDirLock:
                 pass
 
 
-def holds_folder(argument: str):
+def holds_folder(argument: str, check: Callable[[Path], None] | None = None):
     """Decorate a trainer whose `argument` names its output folder: the launch's rank 0 (by the
-    launcher's variables, before any process group exists) holds that folder's lock throughout."""
+    launcher's variables, before any process group exists) holds that folder's lock throughout.
+    `check` vets the folder first, so a bad one is named by what is wrong with it, not by the lock."""
 
     def decorate(train):
         signature = inspect.signature(train)
@@ -173,6 +175,8 @@ def holds_folder(argument: str):
             if any(int(os.environ.get(name) or 0) for name in RANK_VARIABLES):
                 return train(*args, **kwargs)
             folder = Path(signature.bind(*args, **kwargs).arguments[argument])
+            if check is not None:
+                check(folder)
             lock = RunDirLock(folder, what=f"--{argument}")
             try:
                 lock.acquire()
