@@ -58,11 +58,10 @@ from trainers import (
     INPUT_DTYPE,
     OPTIMIZERS,
     PretrainConfig,
+    build_step,
     build_training,
     create_scheduler,
-    graphed_step,
     graphs_problem,
-    train_step,
 )
 
 MODES = ("model", "dali", "torchvision")
@@ -138,7 +137,7 @@ def make_step(cfg: PretrainConfig, accelerator: Accelerator, channels: int):
     """(batch -> loss, timing): the pretrain loop's step (graphed if cfg.cuda_graphs) on a fresh model
     and optimiser, with the schedule's update; timing["first_step_seconds"] is set by the first call."""
     model, optimizer, forward = build_training(cfg, accelerator, channels)
-    graphed = graphed_step(cfg, accelerator, model, forward, optimizer)
+    train = build_step(cfg, accelerator, model, forward, optimizer)
     model.train()
     scheduler = create_scheduler(optimizer, 10**6, 0, 0.0)  # the lr update is host-side, as in the loop
     counter = itertools.count(1)
@@ -147,10 +146,7 @@ def make_step(cfg: PretrainConfig, accelerator: Accelerator, channels: int):
     def step(batch):
         first = timing["first_step_seconds"] is None
         started = time.perf_counter()
-        if graphed is None:
-            loss = train_step(accelerator, model, forward, optimizer, batch[:2], cfg.temperature)
-        else:
-            loss = graphed(*batch[:2])
+        loss = train(*batch[:2], batch[-1])  # two views and the labels, as the loop's step takes them
         scheduler.step_update(next(counter))
         if first:  # compilation happens here: reported apart from the steady state
             if accelerator.device.type == "cuda":

@@ -5,7 +5,6 @@ compiles through AOTAutograd with the `aot_eager` backend (the same tracing, no 
 inductor itself is tested on the GPU.
 """
 
-import functools
 import json
 
 import pytest
@@ -15,11 +14,10 @@ from test_pretrain import config, data, losses  # noqa: F401  (data is a fixture
 from trainers import (
     PretrainConfig,
     TrainError,
+    build_step,
     build_training,
     create_scheduler,
-    graphed_step,
     pretrain,
-    train_step,
 )
 from trainers._tracking import new_accelerator
 
@@ -80,23 +78,19 @@ def _steps(
     accelerator = new_accelerator(mixed_precision={"fp32": "no", "bf16": "bf16"}[precision])
     set_seed(0)
     model, optimizer, forward = build_training(cfg, accelerator, 3)
-    graphed = graphed_step(cfg, accelerator, model, forward, optimizer)
-    step = graphed or functools.partial(eager_step, accelerator, model, forward, optimizer)
+    step = build_step(cfg, accelerator, model, forward, optimizer)  # graphed when cfg.cuda_graphs
+    labels = torch.zeros(batches[0][0].shape[0], dtype=torch.long, device="cuda")  # no probe: unused
     scheduler = create_scheduler(optimizer, total_steps=len(batches), warmup_steps=3, min_lr=0.0)
     out = []
     for k, (view1, view2) in enumerate(batches, 1):
         if k > 3:  # after warm-up (and the graph's capture): no step may wait for the GPU
             torch.cuda.set_sync_debug_mode("error")
         try:
-            out.append(step(view1, view2))
+            out.append(step(view1, view2, labels))
         finally:
             torch.cuda.set_sync_debug_mode("default")
         scheduler.step_update(k)  # a new lr every step: a graph that baked it in would drift
     return [loss.item() for loss in out], {k: v.float().cpu() for k, v in model.state_dict().items()}
-
-
-def eager_step(accelerator, model, forward, optimizer, *views):
-    return train_step(accelerator, model, forward, optimizer, views, 0.5)
 
 
 def _batches(n=7, size=16, batch=32):

@@ -147,34 +147,33 @@ def build_training(
     return model, optimizer, torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
 
 
-def graphed_step(
+def build_step(
     cfg: PretrainConfig,
     accelerator: Accelerator,
     model: torch.nn.Module,
     forward: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     probe: OnlineProbe | None = None,
-) -> GraphedStep | None:
-    """`train_step` captured in a CUDA graph when `cfg.cuda_graphs` (trainers/_graphs.py), else None.
+) -> Callable[..., torch.Tensor]:
+    """`step(*views, labels) -> loss`: `train_step` with the probe's step when there is a probe.
 
-    Called with the views, then the labels when there is a `probe` (its step is captured too: its
-    rate is constant).
+    With `cfg.cuda_graphs` the whole of it is captured in a CUDA graph and replayed
+    (trainers/_graphs.py): the views and labels are then static inputs, and the probe's
+    rate is constant.
     """
+
+    def step(*inputs: torch.Tensor) -> torch.Tensor:
+        *views, labels = inputs
+        probe_step = None if probe is None else functools.partial(probe.step, labels=labels)
+        return train_step(accelerator, model, forward, optimizer, views, cfg.temperature, probe_step)
+
     if not cfg.cuda_graphs:
-        return None
+        return step
     problem = graphs_problem(cfg.optim.name, cfg.precision, cfg.grad_accum, cfg.compile) or device_problem(
         accelerator.device, accelerator.num_processes
     )
     if problem:
         raise TrainError(problem)
-
-    def step(*inputs: torch.Tensor) -> torch.Tensor:
-        if probe is None:
-            return train_step(accelerator, model, forward, optimizer, inputs, cfg.temperature)
-        *views, labels = inputs
-        probe_step = functools.partial(probe.step, labels=labels)
-        return train_step(accelerator, model, forward, optimizer, views, cfg.temperature, probe_step)
-
     return GraphedStep(step, getattr(optimizer, "optimizer", optimizer))  # Accelerate wraps the Lars
 
 
@@ -288,8 +287,8 @@ class Run:
     cfg: PretrainConfig
     accelerator: Accelerator
     model: torch.nn.Module
-    forward: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    step: Callable[..., torch.Tensor]  # build_step's: (*views, labels) -> loss
     scheduler: object  # timm scheduler, stepped per optimiser step
     loader: object  # pipelines.DaliLoader of the pretrain graph
     make_loader: Callable[..., object]  # (mode, folder) -> a loader with the run's settings
@@ -300,7 +299,6 @@ class Run:
     steps_per_epoch: int
     global_batch: int
     probe: OnlineProbe | None = None  # the online linear probe (trainers/_probe.py)
-    graphed: GraphedStep | None = None  # the step (and probe) replayed as a CUDA graph (cfg.cuda_graphs)
 
     @property
     def run_dir(self) -> Path:
@@ -438,7 +436,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
 
     model, optimizer, forward = build_training(cfg, accelerator, channels)
     probe = create_probe(cfg, manifest, accelerator.unwrap_model(model).encoder.num_features, accelerator)
-    graphed = graphed_step(cfg, accelerator, model, forward, optimizer, probe)
+    step = build_step(cfg, accelerator, model, forward, optimizer, probe)
     global_batch = cfg.batch_size * world * cfg.grad_accum
     lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)  # as build_training set it
     scheduler = create_scheduler(
@@ -506,7 +504,6 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
         cfg=cfg,
         accelerator=accelerator,
         model=model,
-        forward=forward,
         optimizer=optimizer,
         scheduler=scheduler,
         loader=loader,
@@ -518,7 +515,7 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
         steps_per_epoch=steps_per_epoch,
         global_batch=global_batch,
         probe=probe,
-        graphed=graphed,
+        step=step,
     )
 
 
@@ -622,17 +619,10 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
         window.wait += time.perf_counter() - waited
         if batch is None:
             break
-        *views, label = batch
-        if run.graphed is not None:  # the same step (and probe), replayed from a CUDA graph
-            loss = run.graphed(*views, label) if run.probe else run.graphed(*views)
-        else:
-            probe_step = None if run.probe is None else functools.partial(run.probe.step, labels=label)
-            loss = train_step(
-                accelerator, run.model, run.forward, run.optimizer, views, cfg.temperature, probe_step
-            )
+        loss = run.step(*batch)  # the views and their labels (the probe's); see build_step
         state.step_in_epoch += 1
         loss_sum, taken = loss_sum + loss, taken + 1
-        window.add(loss, views[0].shape[0] * accelerator.num_processes)
+        window.add(loss, batch[0].shape[0] * accelerator.num_processes)
         bar.update()
         if not accelerator.sync_gradients:
             continue
