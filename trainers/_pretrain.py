@@ -611,6 +611,7 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
         desc=f"epoch {state.epoch}",
         enabled=accelerator.is_main_process and cfg.track.progress,
         leave=False,
+        delay=2,  # an epoch of a few seconds shows its end-of-epoch line only, not a 0% bar first
     )
     batches, stopped = loader.batches(state.step_in_epoch), None
     while stopped is None:
