@@ -349,18 +349,16 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_pat
     assert losses(run)[-1][0] == stopped_at + 2
 
 
-@pytest.mark.multiproc
-def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp_path):
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    run = tmp_path / "run"
-    args = [
-        torchrun,
+def two_process_pretrain(port: int, entry: list[str], data: Path, run: Path, *settings: str) -> list[str]:
+    """torchrun's command line for a small CPU pretrain on 2 processes: 96 images at batch 8 a
+    process make 6 steps an epoch, 2 epochs. `entry`: what torchrun starts (`-m launch`, a script)."""
+    return [
+        str(Path(sys.executable).parent / "torchrun"),
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29541",
-        "-m",
-        "launch",
+        str(port),
+        *entry,
         "pretrain",
         f"data.train={data / 'train'}",
         f"run_dir={run}",
@@ -372,12 +370,17 @@ def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp
         "data.num_threads=1",
         "model.encoder=small_cnn",
         "model.hidden_dim=32",
-        "optim.name=adam",
-        "optim.lr=0.001",
         "optim.warmup_epochs=1",  # epochs below warm-up are refused
-        "track.log_every=1",
         "track.progress=false",
+        *settings,
     ]
+
+
+@pytest.mark.multiproc
+def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp_path):
+    run = tmp_path / "run"
+    settings = ("optim.name=adam", "optim.lr=0.001", "track.log_every=1")
+    args = two_process_pretrain(29541, ["-m", "launch"], data, run, *settings)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run([*args, "max_steps=4"], capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -395,33 +398,16 @@ def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp
 @pytest.mark.multiproc
 def test_two_processes_read_no_tensor_to_the_host_between_log_steps(data, tmp_path):
     """The stop flag is agreed on at log steps and epoch ends only: no host read in the other steps."""
-    torchrun = str(Path(sys.executable).parent / "torchrun")
     out = tmp_path / "reads.json"
-    command = [
-        torchrun,
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29543",
-        str(Path(__file__).parent / "host_reads_run.py"),
-        str(out),
-        "pretrain",
-        f"data.train={data / 'train'}",
-        f"run_dir={tmp_path / 'run'}",
-        "epochs=2",
-        "batch_size=8",  # 96 images on 2 ranks: 6 steps an epoch
-        "precision=fp32",
-        "cpu=true",
-        "data.size=16",
-        "data.num_threads=1",
-        "model.encoder=small_cnn",
-        "model.hidden_dim=32",
+    command = two_process_pretrain(
+        29543,
+        [str(Path(__file__).parent / "host_reads_run.py"), str(out)],
+        data,
+        tmp_path / "run",
         "optim.name=lars",  # torch's Adam keeps its step count in a CPU tensor and reads it
-        "optim.warmup_epochs=1",
         "online_probe=true",  # its counters are read at log steps only, its gradients averaged each step
         "track.log_every=4",
-        "track.progress=false",
-    ]
+    )
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
