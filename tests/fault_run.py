@@ -13,6 +13,7 @@ calls from 1):
   prune       half way through deleting the Nth old checkpoint
   metrics     the Nth metrics.jsonl line half written
   export      encoder.safetensors half written (N is ignored)
+  knn         inside the Nth feature extraction of the kNN monitor (its epoch's checkpoint written)
 With FAULT_RANK set, only the torchrun process of that RANK arms the kill.
 """
 
@@ -109,6 +110,15 @@ def arm(moment: str, n: int) -> None:
             write(self, record)
 
         tracking.MetricsLog.write = torn_write
+    elif moment == "knn":
+        extract = pretrain.extract_features
+
+        def extract_features(*args, **kwargs):
+            if hit():
+                die()
+            return extract(*args, **kwargs)
+
+        pretrain.extract_features = extract_features
     else:
         raise SystemExit(f"fault_run: unknown moment {moment!r}")
 

@@ -30,7 +30,7 @@ def run(tmp_path_factory):
         source = shards.open_source(
             "synthetic", None, "train", num=num, size=16, classes=classes, seed=len(split)
         )
-        shards.convert(source, root / split, progress=False)
+        shards.convert(source, root / split, encoding="jpeg", progress=False)
     cfg = PretrainConfig(run_dir=str(root / "run"), epochs=1, batch_size=16, precision="fp32", cpu=True)
     cfg.data.train, cfg.data.size, cfg.data.num_threads = str(root / "train"), 16, 1
     cfg.model.encoder, cfg.model.hidden_dim, cfg.model.out_dim = "small_cnn", 32, 16

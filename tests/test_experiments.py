@@ -126,7 +126,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     for split, num in [("train", 64), ("test", 32)]:
         source = shards.open_source("synthetic", None, split, num=num, size=16, classes=4, seed=len(split))
-        shards.convert(source, root / split, shard_size=32, progress=False)
+        shards.convert(source, root / split, shard_size=32, encoding="jpeg", progress=False)
     return root
 
 

@@ -34,7 +34,7 @@ TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     source = shards.open_source("synthetic", None, "train", num=96, size=16, classes=4, seed=5)
-    shards.convert(source, root / "train", shard_size=32, progress=False)
+    shards.convert(source, root / "train", shard_size=32, encoding="jpeg", progress=False)
     return root / "train"
 
 
@@ -135,6 +135,32 @@ def test_kill_9_then_rerun_ends_equal_to_an_uninterrupted_run(
     else:
         assert f"at epoch {resumes_from // 6}, step {resumes_from}" in out
     assert_same_as(run, reference)
+
+
+@pytest.mark.parametrize("n", [1, 4], ids=["epoch-1", "last-epoch"])
+def test_a_crash_in_the_knn_monitor_loses_no_epoch(data, tmp_path, run_cli, n):
+    """The epoch's checkpoint is written before the monitor builds its loaders; the rerun logs the
+    epoch's line, kNN included, as the uninterrupted run did."""
+    knn = [f"data.knn_bank={data}", f"data.knn_val={data}", "knn_k=5"]
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert run_cli(*pretrain_args(data, reference, *knn))[0] == 0
+    killed = subprocess.run(
+        [sys.executable, FAULT_RUN, "knn", str(n), *pretrain_args(data, run, *knn)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert step_of(checkpoint.latest(run / "checkpoints")) == 6 * ((n + 1) // 2)
+    code, _, err = run_cli(*pretrain_args(data, run, *knn))
+    assert code == 0, err
+    assert_same_as(run, reference)
+    knn_lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["knn_accuracy"] for r in knn_lines if "epoch_loss" in r] == [
+        r["knn_accuracy"]
+        for r in map(json.loads, (reference / "metrics.jsonl").read_text().splitlines())
+        if "epoch_loss" in r
+    ]
 
 
 def test_another_seed_gives_other_losses(data, reference, tmp_path, run_cli):

@@ -29,7 +29,7 @@ from trainers._lock import LOCK, RunDirError, RunDirLock
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     source = shards.open_source("synthetic", None, "train", num=96, size=16, classes=4, seed=5)
-    shards.convert(source, root / "train", shard_size=32, progress=False)
+    shards.convert(source, root / "train", shard_size=32, encoding="jpeg", progress=False)
     return root / "train"
 
 

@@ -47,6 +47,14 @@ class TrainState:
     world_size: int = 1
     settings: dict | None = None  # flattened settings a resumed run must repeat (trainers.resume_settings)
     epoch_loss_sum: float = 0.0  # the epoch's losses so far: a resumed epoch_loss averages the whole epoch
+    # The line of the epoch just finished, until the kNN monitor has run and it is logged: the checkpoint
+    # comes first, so a crash in between loses nothing and the resumed run logs it.
+    epoch_record: dict | None = None
+
+
+def name_of(global_step: int) -> str:
+    """The folder name of the checkpoint at `global_step`."""
+    return f"{PREFIX}{global_step:08d}"
 
 
 class CheckpointError(Exception):
@@ -147,7 +155,7 @@ def save(
     """Write a checkpoint of every rank into `folder/step-<global_step>`; returns its path.
 
     `probe`: anything with state_dict() (the online probe), saved as probe.pt."""
-    name = f"{PREFIX}{state.global_step:08d}"
+    name = name_of(state.global_step)
     final, tmp, old = folder / name, folder / f".{name}.tmp", folder / f".{name}.old"
     try:
         _write(tmp, accelerator, model, optimizer, scheduler, state, loader_state, probe)

@@ -38,7 +38,7 @@ from trainers._eval import (
 from trainers._knn import gather_uneven
 from trainers._linear import make_head
 from trainers._lock import holds_folder
-from trainers._tracking import MetricsLog, eval_accelerator, new_accelerator
+from trainers._tracking import MetricsLog, autocast_context, eval_accelerator, new_accelerator
 
 
 @torch.no_grad()
@@ -112,6 +112,7 @@ def fit(
         else None
     )
     soft = SoftTargetCrossEntropy()
+    autocast = autocast_context(accelerator)
     history = []
     bar = progress(range(epochs), "epochs", unit="epoch", enabled=accelerator.is_main_process)
     for epoch in bar:
@@ -121,7 +122,7 @@ def fit(
             frozen.eval()  # a frozen backbone keeps its BN statistics
         loss_sum = torch.zeros((), device=accelerator.device)
         for images, labels in train_loader:
-            with accelerator.autocast():
+            with autocast():
                 if mixer is not None and len(labels) % 2 == 0:
                     images, targets = mixer(images, labels)
                     loss = soft(model(images), targets)

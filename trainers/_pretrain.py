@@ -14,6 +14,7 @@ disk or a dead peer process ends the run with one line naming that checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import AutocastKwargs, InitProcessGroupKwargs, broadcast_object_list, set_seed
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, set_seed
 
 import shards
 from encoders import SimCLRModel, build_encoder, build_head
@@ -41,7 +42,15 @@ from trainers._lock import RunDirError, RunDirLock
 from trainers._loss import chance_loss, nt_xent
 from trainers._optim import create_optimizer, create_scheduler, scaled_lr
 from trainers._probe import OnlineProbe, create_probe
-from trainers._tracking import MetricsLog, flatten, new_accelerator, new_run_id, trackers, wandb_init_kwargs
+from trainers._tracking import (
+    MetricsLog,
+    autocast_context,
+    flatten,
+    new_accelerator,
+    new_run_id,
+    trackers,
+    wandb_init_kwargs,
+)
 
 INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
@@ -122,8 +131,6 @@ def build_training(
     bench/train.py share it.
     """
     world = accelerator.num_processes
-    # A graph must not capture autocast's weight-cast cache (trainers/_graphs.py); None: torch's default.
-    accelerator.autocast_handler = AutocastKwargs(cache_enabled=False if cfg.cuda_graphs else None)
     model = build_model(cfg, channels)
     if model.encoder.load_report and accelerator.is_main_process:
         report = model.encoder.load_report
@@ -162,10 +169,15 @@ def build_step(
     rate is constant.
     """
 
+    # A graph must not capture autocast's weight-cast cache (trainers/_graphs.py); None: torch's default.
+    autocast = autocast_context(accelerator, cache_enabled=False if cfg.cuda_graphs else None)
+
     def step(*inputs: torch.Tensor) -> torch.Tensor:
         *views, labels = inputs
         probe_step = None if probe is None else functools.partial(probe.step, labels=labels)
-        return train_step(accelerator, model, forward, optimizer, views, cfg.temperature, probe_step)
+        return train_step(
+            accelerator, model, forward, optimizer, views, cfg.temperature, probe_step, autocast
+        )
 
     if not cfg.cuda_graphs:
         return step
@@ -185,15 +197,17 @@ def train_step(
     views: Sequence[torch.Tensor],
     temperature: float,
     on_features: Callable[[torch.Tensor], None] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> torch.Tensor:
     """One SimCLR step: the views of a size in one forward, NT-Xent over all, backward, optimiser step.
 
     `views` are the loader's (all N views, then any small ones). Returns the detached loss, still
     on the device: reading it would sync the host. `on_features` (the online probe) gets the
-    encoder's features of every view, detached.
+    encoder's features of every view, detached. `autocast`: `autocast_context`'s (never
+    `accelerator.autocast`, which rewrites the environment).
     """
     with accelerator.accumulate(model):
-        with accelerator.autocast():
+        with autocast():
             # every view of one size in one pass: one set of BN stats (PITFALLS 5); small views their own
             outputs = [forward(torch.cat(group)) for group in _by_size(views)]
             h = torch.cat([features for features, _ in outputs])
@@ -299,6 +313,7 @@ class Run:
     steps_per_epoch: int
     global_batch: int
     probe: OnlineProbe | None = None  # the online linear probe (trainers/_probe.py)
+    saved: Path | None = None  # the checkpoint this run wrote last
 
     @property
     def run_dir(self) -> Path:
@@ -473,6 +488,14 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
         except OSError as err:
             raise TrainError(f"run_dir {run_dir}: cannot write there ({err.strerror or err})") from None
     state.tracker_id = state.tracker_id or new_run_id()
+    if accelerator.log_with:  # before the loader: starting W&B writes the environment
+        accelerator.init_trackers(
+            cfg.track.project,
+            config=flatten(dataclasses.asdict(cfg)),
+            init_kwargs=wandb_init_kwargs(
+                run_dir, cfg.track.name or run_dir.name, cfg.track.tags, state.tracker_id
+            ),
+        )
     loader = make_loader(
         "pretrain",
         train,
@@ -484,14 +507,6 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
         small_size=cfg.data.small_size,
         small_crop_scale=tuple(cfg.data.small_crop_scale),
     )
-    if accelerator.log_with:
-        accelerator.init_trackers(
-            cfg.track.project,
-            config=flatten(dataclasses.asdict(cfg)),
-            init_kwargs=wandb_init_kwargs(
-                run_dir, cfg.track.name or run_dir.name, cfg.track.tags, state.tracker_id
-            ),
-        )
     views = cfg.data.views + cfg.data.small_views
     accelerator.print(
         f"{world} process(es) x batch {cfg.batch_size} x accumulation {cfg.grad_accum} = global batch "
@@ -509,7 +524,9 @@ def _setup(cfg: PretrainConfig, config_yaml: str, lock: RunDirLock) -> Run:
         loader=loader,
         make_loader=make_loader,
         state=state,
-        metrics=MetricsLog(run_dir / "metrics.jsonl", main, resume_step=state.global_step),
+        metrics=MetricsLog(
+            run_dir / "metrics.jsonl", main, state.global_step, redo_epoch=state.epoch_record is not None
+        ),
         manifest=manifest,
         channels=channels,
         steps_per_epoch=steps_per_epoch,
@@ -586,11 +603,14 @@ def _on_main(accelerator: Accelerator, action: Callable[[], None]) -> None:
 
 def _train(run: Run) -> str | None:
     """Epochs until the schedule ends (returns None) or a stop (returns "signal" or "max_steps")."""
+    if run.state.epoch_record is not None:  # resumed from a checkpoint whose epoch end was cut short
+        _end_epoch(run)
     with StopFlag() as stop:
         while run.state.epoch < run.cfg.epochs:
             stopped = _epoch(run, stop)
             if stopped is not None:
-                path = _save(run)
+                saved = run.saved is not None and run.saved.name == checkpoint.name_of(run.state.global_step)
+                path = run.saved if saved else _save(run)
                 run.accelerator.print(
                     f"stopped ({stopped}) at step {run.state.global_step}; checkpoint {path}; "
                     "run the same command again to resume"
@@ -638,12 +658,19 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
     state.epoch_loss_sum = float(loss_sum)  # a checkpoint mid-epoch keeps it (one read an epoch or stop)
     _check_finite(epoch_loss, state, run.run_dir)
     if state.step_in_epoch == len(loader):  # a stop on an epoch's last step still closes the epoch
-        _end_epoch(run, epoch_loss, time.perf_counter() - started)
+        state.epoch_record = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "epoch_loss": epoch_loss,
+            "epoch_seconds": time.perf_counter() - started,
+        }
+        state.epoch += 1
+        state.step_in_epoch, state.epoch_loss_sum = 0, 0.0
+        if stopped is not None or state.epoch == cfg.epochs or state.epoch % cfg.checkpoint_every == 0:
+            _save(run)  # the epoch's work is safe before the kNN monitor builds its loaders
+        _end_epoch(run)
         if state.epoch == cfg.epochs:
-            _save(run)
             return None  # nothing is left to resume: finish as a full run does
-        if stopped is None and state.epoch % cfg.checkpoint_every == 0:
-            _save(run)
     return stopped
 
 
@@ -678,20 +705,13 @@ def _log_window(run: Run, window: Window) -> float:
     return record["loss"]
 
 
-def _end_epoch(run: Run, epoch_loss: float, seconds: float) -> None:
-    """Log the finished epoch (and its kNN accuracy when due), then move to the next one."""
-    cfg, state = run.cfg, run.state
-    record = {
-        "step": state.global_step,
-        "epoch": state.epoch,
-        "epoch_loss": epoch_loss,
-        "epoch_seconds": seconds,
-    }
-    if cfg.data.knn_bank and cfg.data.knn_val and (state.epoch + 1) % cfg.knn_every == 0:
+def _end_epoch(run: Run) -> None:
+    """Log the epoch just finished (`state.epoch_record`), with its kNN accuracy when due."""
+    cfg, record = run.cfg, run.state.epoch_record
+    if cfg.data.knn_bank and cfg.data.knn_val and run.state.epoch % cfg.knn_every == 0:
         record.update(_knn(run))
-    state.epoch += 1
-    state.step_in_epoch, state.epoch_loss_sum = 0, 0.0
     _log(run, record)
+    run.state.epoch_record = None
     if cfg.track.progress:
         run.accelerator.print(
             ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
@@ -707,7 +727,7 @@ def _save(run: Run) -> Path:
     folder = run.run_dir / "checkpoints"
     previous = checkpoint.latest(folder)
     try:
-        return checkpoint.save(
+        run.saved = checkpoint.save(
             folder,
             run.accelerator,
             run.model,
@@ -718,6 +738,7 @@ def _save(run: Run) -> Path:
             run.cfg.keep_checkpoints,
             run.probe,
         )
+        return run.saved
     except checkpoint.CheckpointError as err:
         raise TrainError(
             f"{err}; the previous checkpoint {previous or '(none yet)'} is intact; free space "
@@ -751,11 +772,10 @@ def _knn(run: Run) -> dict[str, float]:
     probe's on the same val features; the eval pipelines are built on demand and dropped."""
     cfg, accelerator = run.cfg, run.accelerator
     encoder = accelerator.unwrap_model(run.model).encoder
+    autocast = autocast_context(accelerator)
     bank_loader = run.make_loader("val", cfg.data.knn_bank)
-    bank, bank_labels = extract_features(encoder, bank_loader, accelerator.autocast)
-    queries, labels = extract_features(
-        encoder, run.make_loader("val", cfg.data.knn_val), accelerator.autocast
-    )
+    bank, bank_labels = extract_features(encoder, bank_loader, autocast)
+    queries, labels = extract_features(encoder, run.make_loader("val", cfg.data.knn_val), autocast)
     classes = bank_loader.manifest["num_classes"]
     record = {
         "knn_accuracy": knn_accuracy(

@@ -11,12 +11,18 @@ from pathlib import Path
 class MetricsLog:
     """One JSON object per line, appended and flushed; the main process writes it."""
 
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None = None):
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None = None, redo_epoch: bool = False):
         self.path, self.enabled = path, enabled
         if enabled and resume_step is not None and path.is_file():
             # Lines logged after the checkpoint we start from would appear twice, and a line torn
-            # by a crash mid-write is unreadable: keep only whole lines up to that step.
-            kept = [line for line in path.read_text().splitlines() if _step(line) <= resume_step]
+            # by a crash mid-write is unreadable: keep only whole lines up to that step, but for the
+            # epoch line of that step when the resumed run logs it again (`redo_epoch`).
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if _step(line) < resume_step
+                or (_step(line) == resume_step and not (redo_epoch and '"epoch_loss"' in line))
+            ]
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, path)
@@ -64,20 +70,41 @@ def wandb_logged_in() -> bool:
 
 
 def trackers(wandb: bool, tensorboard: bool) -> list[str]:
-    """Accelerate `log_with` names; W&B goes offline when nobody is logged in (no network needed)."""
-    names = []
-    if wandb:
-        if not wandb_logged_in() and "WANDB_MODE" not in os.environ:
-            os.environ["WANDB_MODE"] = "offline"
-        names.append("wandb")
-    if tensorboard:
-        names.append("tensorboard")
-    return names
+    """Accelerate `log_with` names."""
+    return [name for name, on in (("wandb", wandb), ("tensorboard", tensorboard)) if on]
 
 
 def wandb_init_kwargs(run_dir: Path, name: str, tags: list[str], run_id: str) -> dict:
-    """Same id on every restart, `resume="allow"`: a resumed run continues its W&B run."""
-    return {"wandb": {"name": name, "tags": list(tags), "id": run_id, "resume": "allow", "dir": str(run_dir)}}
+    """Same id on every restart, `resume="allow"`: a resumed run continues its W&B run. Offline when
+    nobody is logged in (no network needed), said to wandb.init rather than through WANDB_MODE: the
+    environment must not change once DALI's threads run (`autocast_context`)."""
+    options = {"name": name, "tags": list(tags), "id": run_id, "resume": "allow", "dir": str(run_dir)}
+    if not wandb_logged_in() and "WANDB_MODE" not in os.environ:
+        options["mode"] = "offline"
+    return {"wandb": options}
+
+
+def autocast_context(accelerator, cache_enabled: bool | None = None):
+    """A zero-argument callable entering torch.autocast as `accelerator.autocast()` would, resolved once.
+
+    Accelerate converts its AutocastKwargs inside `clear_environment()` on every `autocast()` call: it
+    unsets and sets again every environment variable of the process. DALI's decoder threads read the
+    environment meanwhile (libjpeg-turbo calls getenv for every JPEG it decodes), and libc's getenv is not
+    safe against a concurrent setenv: CPU runs on JPEG shards died of a segmentation fault. So nothing
+    in fastclr may write the environment once a loader exists (tests/test_environment.py), and the
+    step enters torch.autocast with settings fixed here. `cache_enabled=False`: a CUDA graph must not
+    capture autocast's weight-cast cache.
+    """
+    import contextlib
+    import functools
+
+    import torch
+
+    if not accelerator.native_amp:
+        return contextlib.nullcontext
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[accelerator.mixed_precision]
+    options = {} if cache_enabled is None else {"cache_enabled": cache_enabled}
+    return functools.partial(torch.autocast, device_type=accelerator.device.type, dtype=dtype, **options)
 
 
 def new_run_id() -> str:
