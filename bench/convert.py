@@ -1,6 +1,6 @@
 """Shard conversion speed and size on disk, on an ImageFolder of JPEGs (CIFAR-10 by default).
 
-    python -m bench.convert --src ../shared/data/cifar10-jpeg.tar.gz --json bench/results/convert.json
+    python -m fastclr.bench.convert --src ../shared/data/cifar10-jpeg.tar.gz --json bench/results/convert.json
 
 Converts every split folder under the source (train and test: all 60,000 CIFAR-10
 images) with 1 and with 2 workers (byte-for-byte JPEG, the default), then once per
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import shards
+from fastclr import shards
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def main() -> None:
         root = unpack(Path(args.src), work)
         source_bytes = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         results = {
-            "command": " ".join(["python -m bench.convert", *sys.argv[1:]]),
+            "command": " ".join(["python -m fastclr.bench.convert", *sys.argv[1:]]),
             "source": str(args.src),
             "source_bytes": source_bytes,
             **environment(),

@@ -18,7 +18,7 @@
 #   give_back
 # The first call leaves time for a rerun if it breaks (none of this has run on a GPU yet: the CPU
 # operators feeding a GPU, the graphed step and our LARS are new); the second needs the machine warm.
-# then copy $OUT's JSON (files_at) to bench/results/ and render it with `python -m bench.table FILE`.
+# then copy $OUT's JSON (files_at) to bench/results/ and render it with `python -m fastclr.bench.table FILE`.
 #
 # With no STAGE it runs the default sequence below, the stages that decide the most first, each under
 # its own timeout (budgets, not measurements: set up ~50 s, then 160+40+60+70 s, about 6.5 minutes);
@@ -101,27 +101,27 @@ mkdir -p "$DATA"
 SRC=.gpu-data/cifar10-jpeg.tar.gz
 if [[ " $stages " =~ \ (levers|pipeline|pretrain|compile|profile|batch|prefetch|matrix)\  ]]; then
   step "shards"  # made once per machine: CIFAR-10 as JPEG and raw, 2,048 synthetic 224 px JPEGs
-  timeout 120 python3 -m bench.pipeline --src "$SRC" --data "$DATA" --synthetic 2048 --only none > /dev/null \
+  timeout 120 python3 -m fastclr.bench.pipeline --src "$SRC" --data "$DATA" --synthetic 2048 --only none > /dev/null \
     2>"$OUT/shards.err" || { tail -5 "$OUT/shards.err"; exit 1; }
 fi
 
 # bf16, channels_last, every timed step under the no-host-sync check
 train() {  # NAME TIMEOUT ARGS...
   local name=$1 limit=$2; shift 2
-  timeout "$limit" python3 -m bench.train --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
+  timeout "$limit" python3 -m fastclr.bench.train --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
     --precision bf16 --channels-last --batch-size 512 --batch-size-224 128 --modes model dali \
     "$@" --json "$OUT/$name.json" 2>"$OUT/$name.err" | grep '^{"dataset"' || tail -5 "$OUT/$name.err"
 }
 pipeline() {  # NAME TIMEOUT ARGS...
   local name=$1 limit=$2; shift 2
-  timeout "$limit" python3 -m bench.pipeline --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
+  timeout "$limit" python3 -m fastclr.bench.pipeline --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
     --batch-size 512 --batches 40 --warmup 5 --repeats 3 --loaders dali "$@" --json "$OUT/$name.json" \
     2>"$OUT/$name.err" | grep '^{"dataset"' || tail -5 "$OUT/$name.err"
 }
 pretrain() {  # NAME TIMEOUT CONFIG...: 3 epochs, then its logged speed beside the matching levers row
   local name=$1 limit=$2; shift 2
   rm -rf "/tmp/$name"
-  timeout "$limit" python3 -m launch pretrain data.train="$DATA/cifar10-raw" run_dir="/tmp/$name" epochs=3 \
+  timeout "$limit" python3 -m fastclr pretrain data.train="$DATA/cifar10-raw" run_dir="/tmp/$name" epochs=3 \
     batch_size=512 precision=bf16 channels_last=true model.encoder=resnet18 model.cifar_stem=true \
     optim.name=lars optim.lr=0.3 optim.warmup_epochs=1 track.log_every=20 track.progress=false "$@" \
     > "$OUT/$name.log" 2>&1 || tail -5 "$OUT/$name.log"
@@ -129,7 +129,7 @@ pretrain() {  # NAME TIMEOUT CONFIG...: 3 epochs, then its logged speed beside t
 }
 speed() {  # NAME MATCH...: pretrain's median logged img/s (epochs 2-3) beside the bench's DALI figure
   local name=$1; shift
-  python3 -m bench.pretrain_speed --run-dir "/tmp/$name" --bench "$OUT/train-levers-32.json" \
+  python3 -m fastclr.bench.pretrain_speed --run-dir "/tmp/$name" --bench "$OUT/train-levers-32.json" \
     --match model=resnet18 compile=false optimizer=lars "$@" --json "$OUT/$name-vs-bench.json" \
     2>>"$OUT/$name.log" | grep -E '"(images_per_s|dali_images_per_s|pretrain_over_bench)"'
 }
@@ -167,7 +167,7 @@ for stage in $stages; do
     step "profile ResNet-18 at 32 px through DALI: GPU ops, then CPU ops"
     for device in gpu cpu; do
       trace=(); [ "$device" = gpu ] && trace=(--trace "$OUT/profile-32-gpu-trace.json")
-      timeout 30 python3 -m bench.profile --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
+      timeout 30 python3 -m fastclr.bench.profile --device cuda --src "$SRC" --data "$DATA" --synthetic 2048 \
         --precision bf16 --channels-last --batch-size 512 --steps 10 --warmup 10 --augment-device "$device" \
         ${trace[@]+"${trace[@]}"} --json "$OUT/profile-32-$device.json" 2>"$OUT/profile-$device.err" \
         | grep -E '"(images_per_s|device_busy)"' || tail -3 "$OUT/profile-$device.err"
@@ -189,7 +189,7 @@ for stage in $stages; do
     for threads in 4 8; do pipeline "pipeline-threads-$threads" 20 --only cifar10-raw --augment-devices cpu --threads "$threads"; done ;;
   tta)
     step "time to accuracy, CIFAR-10 ResNet-18 (continues /tmp/tta-r18 if there)"
-    timeout 130 python3 -m bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \
+    timeout 130 python3 -m fastclr.bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \
       --src "$SRC" --data "$DATA" --run-dir /tmp/tta-r18 --chunk-epochs 5 --budget-seconds 40 \
       --json "$OUT/tta-r18.json" --plot "$OUT/tta-r18.png" 2>"$OUT/tta.err" | grep '^{"global_step"' \
       || tail -5 "$OUT/tta.err"
@@ -200,13 +200,13 @@ for stage in $stages; do
       --steps 20 --warmup 10 --repeats 2 --graphs off on ;;
   convert)
     step "converter on $(nproc) cores"
-    timeout 150 python3 -m bench.convert --src "$SRC" --repeats 1 --workers 1 "$(nproc)" \
+    timeout 150 python3 -m fastclr.bench.convert --src "$SRC" --repeats 1 --workers 1 "$(nproc)" \
       --json "$OUT/convert-gpu-host.json" > /dev/null 2>"$OUT/convert.err" || tail -5 "$OUT/convert.err" ;;
   views)
     step "time to accuracy at equal training seconds: V = 2, 4, 8 views of every image"
     for spec in 2:24:1.2:6 4:12:0.6:3 8:6:0.3:1.5; do  # views:epochs:warm-up (the recipe's 1/20):chunk
       IFS=: read -r v epochs warmup chunk <<< "$spec"
-      timeout 170 python3 -m bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \
+      timeout 170 python3 -m fastclr.bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \
         --src "$SRC" --data "$DATA" --run-dir "/tmp/views-$v" --chunk-epochs "$chunk" --budget-seconds 60 \
         data.views="$v" epochs="$epochs" optim.warmup_epochs="$warmup" data.num_threads=4 \
         --json "$OUT/views-$v.json" --plot "$OUT/views-$v.png" 2>"$OUT/views-$v.err" | grep '^{"global_step"' \
@@ -217,7 +217,7 @@ for stage in $stages; do
     step "time to accuracy, the anchor's 100-epoch recipe (${ACC:-sgd}; continues /tmp/acc-${ACC:-sgd})"
     acc=(--config launch/configs/anchor_simclr_cifar10_100ep.yaml)
     [ "${ACC:-sgd}" = lars ] && acc+=(optim.name=lars optim.lr=0.4 optim.weight_decay=1.0e-5 optim.warmup_epochs=10)
-    timeout 520 python3 -m bench.time_to_accuracy "${acc[@]}" --src "$SRC" --data "$DATA" \
+    timeout 520 python3 -m fastclr.bench.time_to_accuracy "${acc[@]}" --src "$SRC" --data "$DATA" \
       --run-dir "/tmp/acc-${ACC:-sgd}" --chunk-epochs 20 --project-epochs 1000 data.num_threads=4 \
       --json "$OUT/accuracy-${ACC:-sgd}.json" --plot "$OUT/accuracy-${ACC:-sgd}.png" 2>"$OUT/accuracy.err" \
       | grep '^{"global_step"' || tail -5 "$OUT/accuracy.err"
@@ -225,7 +225,7 @@ for stage in $stages; do
     cp "/tmp/acc-${ACC:-sgd}/metrics.jsonl" "$OUT/accuracy-${ACC:-sgd}-metrics.jsonl" 2>/dev/null ;;
   probe)
     step "online probe cost: ResNet-18, 32 px, batch 512, off and on"
-    timeout 150 python3 -m bench.probe --device cuda --size 32 --batch-size 512 --steps 60 --log-every 10 \
+    timeout 150 python3 -m fastclr.bench.probe --device cuda --size 32 --batch-size 512 --steps 60 --log-every 10 \
       --repeats 2 --threads 4 --json "$OUT/probe-gpu.json" 2>"$OUT/probe.err" | grep ratio_on_off \
       || tail -5 "$OUT/probe.err" ;;
   brows|bablations)  # B rows through fastclr, on the shards the accuracy stage makes (made here if missing)
@@ -237,14 +237,14 @@ cifar_shards(Path(sys.argv[1]), Path(sys.argv[2]))" "$SRC" "$DATA" || { echo "no
       step "EXPERIMENTS.md B5 (continues /tmp/b5)"
       echo "B1-B4: not run: they start from an ImageNet weights file (weights/resnet18-imagenet.pth), none here" \
         | tee "$OUT/brows.txt"
-      timeout 560 python3 -m launch run --config launch/configs/b5_resnet18_scratch.yaml data="$DATA/b" \
+      timeout 560 python3 -m fastclr run --config launch/configs/b5_resnet18_scratch.yaml data="$DATA/b" \
         runs=/tmp/b5 data.num_threads=4 track.progress=false 2>&1 | tail -4 | tee -a "$OUT/brows.txt"
       cp /tmp/b5/experiment.json "$OUT/b5-experiment.json" 2>/dev/null
       cp /tmp/b5/pretrain/metrics.jsonl "$OUT/b5-metrics.jsonl" 2>/dev/null
     else  # 4 points each of ~10 x 2.8 s + a 10-epoch augmented linear: labelled 10ep, not the rows' 100
       step "EXPERIMENTS.md B6/B7 at 10 of their 100 epochs"
       for row in b6_augmentation_ablation b7_head_ablation; do
-        timeout 270 python3 -m launch sweep --config "launch/configs/$row.yaml" data="$DATA/b" \
+        timeout 270 python3 -m fastclr sweep --config "launch/configs/$row.yaml" data="$DATA/b" \
           runs="/tmp/$row" epochs=10 knn_every=10 linear.epochs=10 data.num_threads=4 track.progress=false \
           --eval linear 2>&1 | tail -3 | tee -a "$OUT/bablations.txt"
         cp "/tmp/$row/sweep/sweep.json" "$OUT/$row-10ep-sweep.json" 2>/dev/null

@@ -1,7 +1,7 @@
 """NT-Xent forward and backward time, alone: the loss part of every training step.
 
-    python -m bench.loss --json bench/results/loss-cpu.json
-    python -m bench.loss --device cuda --batch-sizes 512 1024 4096 --json bench/results/loss-gpu.json
+    python -m fastclr.bench.loss --json bench/results/loss-cpu.json
+    python -m fastclr.bench.loss --device cuda --batch-sizes 512 1024 4096 --json bench/results/loss-gpu.json
 
 Times `trainers.nt_xent` on random projections (B x d per view) after --warmup
 calls: the median of --repeats timings of --calls calls each, synchronised
@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from bench.convert import environment, write_results
-from trainers import nt_xent
+from fastclr.bench.convert import environment, write_results
+from fastclr.trainers import nt_xent
 
 
 def measure(batch: int, dim: int, device: str, calls: int, warmup: int, repeats: int) -> list[float]:
@@ -60,7 +60,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # on shared cores, spinning threads can cost 20x
     cuda = args.device.startswith("cuda")
     results = {
-        "command": " ".join(["python -m bench.loss", *sys.argv[1:]]),
+        "command": " ".join(["python -m fastclr.bench.loss", *sys.argv[1:]]),
         **environment(),
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__,

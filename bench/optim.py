@@ -1,7 +1,7 @@
 """Optimiser step time alone, on a real model's parameters: multi-tensor LARS against timm's.
 
-    python -m bench.optim --json bench/results/optim-cpu.json
-    python -m bench.optim --device cuda --json bench/results/optim-gpu.json
+    python -m fastclr.bench.optim --json bench/results/optim-cpu.json
+    python -m fastclr.bench.optim --device cuda --json bench/results/optim-gpu.json
 
 For each optimiser of --optimizers: the model's parameters (SimCLR encoder and
 head, as pretraining builds them) get fixed random gradients; after --warmup
@@ -20,9 +20,9 @@ import time
 import timm
 import torch
 
-from bench.convert import environment, write_results
-from trainers import PretrainConfig, create_optimizer
-from trainers._pretrain import build_model
+from fastclr.bench.convert import environment, write_results
+from fastclr.trainers import PretrainConfig, create_optimizer
+from fastclr.trainers._pretrain import build_model
 
 
 def measure(optimizer, device: torch.device, steps: int) -> float:
@@ -60,7 +60,7 @@ def main() -> None:
         p.grad = (torch.randn(p.shape, generator=generator) * 1e-3).to(device)
     params = list(model.parameters())
     results = {
-        "command": " ".join(["python -m bench.optim", *sys.argv[1:]]),
+        "command": " ".join(["python -m fastclr.bench.optim", *sys.argv[1:]]),
         **environment(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,

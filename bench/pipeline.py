@@ -1,7 +1,7 @@
 """Two-view images per second: the DALI loader against the torchvision DataLoader, side by side.
 
-    python -m bench.pipeline --json bench/results/pipeline-cpu.json            # CPU (DALI CPU ops)
-    python -m bench.pipeline --device cuda --json bench/results/pipeline-gpu.json
+    python -m fastclr.bench.pipeline --json bench/results/pipeline-cpu.json            # CPU (DALI CPU ops)
+    python -m fastclr.bench.pipeline --device cuda --json bench/results/pipeline-gpu.json
 
 Datasets: CIFAR-10 train shards made from ../shared/data/cifar10-jpeg.tar.gz, once
 as the original JPEGs and once raw; and synthetic 224 px JPEGs. For each, both
@@ -29,10 +29,10 @@ from pathlib import Path
 import nvidia.dali
 import torch
 
-import shards
-from bench.convert import environment, unpack, write_results
-from pipelines import TorchvisionLoader, augment_on, create_loader
-from pipelines._loader import default_threads
+from fastclr import shards
+from fastclr.bench.convert import environment, unpack, write_results
+from fastclr.pipelines import TorchvisionLoader, augment_on, create_loader
+from fastclr.pipelines._loader import default_threads
 
 
 def dataloader_workers(requested: int, folder: Path, world_size: int = 1) -> int:
@@ -122,7 +122,7 @@ def main() -> None:
         data = Path(args.data or tmp)
         datasets = make_shards(Path(args.src), data, args.synthetic)
         results = {
-            "command": " ".join(["python -m bench.pipeline", *sys.argv[1:]]),
+            "command": " ".join(["python -m fastclr.bench.pipeline", *sys.argv[1:]]),
             **environment(),
             "device": torch.cuda.get_device_name() if cuda else "cpu",
             "torch": torch.__version__,

@@ -1,6 +1,6 @@
 """`fastclr pretrain`'s logged speed beside bench/train.py's end-to-end figure for the same settings.
 
-    python -m bench.pretrain_speed --run-dir runs/r18 --bench train-levers.json \\
+    python -m fastclr.bench.pretrain_speed --run-dir runs/r18 --bench train-levers.json \\
         --match model=resnet18 augment_device=cpu cuda_graphs=false compile=false --json out.json
 
 Both count two-view images per second across all processes (one image = both
@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.convert import environment, write_results
+from fastclr.bench.convert import environment, write_results
 
 
 def logged_speed(metrics: Path, skip_epochs: int = 1) -> dict:
@@ -65,7 +65,7 @@ def main() -> None:
     pretrain = logged_speed(run / "metrics.jsonl", args.skip_epochs)
     end_to_end = row["modes"]["dali"]["images_per_s"]
     results = {
-        "command": " ".join(["python -m bench.pretrain_speed", *sys.argv[1:]]),
+        "command": " ".join(["python -m fastclr.bench.pretrain_speed", *sys.argv[1:]]),
         **environment(),
         "device": bench["device"],
         "run_dir": str(run),

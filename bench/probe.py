@@ -1,7 +1,7 @@
 """What the online linear probe costs: pretraining images per second with it off and on.
 
-    python -m bench.probe --json bench/results/probe-cpu.json
-    python -m bench.probe --device cuda --size 32 --batch-size 512 --steps 60 --json probe-gpu.json
+    python -m fastclr.bench.probe --json bench/results/probe-cpu.json
+    python -m fastclr.bench.probe --device cuda --size 32 --batch-size 512 --steps 60 --json probe-gpu.json
 
 `fastclr pretrain` on synthetic labelled shards, --repeats runs with the probe
 off and on, alternating (so both see the same load on shared machines), each
@@ -22,10 +22,9 @@ from pathlib import Path
 import nvidia.dali
 import torch
 
-import shards
-import trainers
-from bench.convert import environment, write_results
-from launch._report import read_jsonl
+from fastclr import shards, trainers
+from fastclr.bench.convert import environment, write_results
+from fastclr.launch._report import read_jsonl
 
 
 def run_once(data: Path, run_dir: Path, args, probe: bool) -> float:
@@ -79,7 +78,7 @@ def main() -> None:
     write_results(
         {
             "benchmark": "online probe cost",
-            "command": " ".join(["python -m bench.probe", *sys.argv[1:]]),
+            "command": " ".join(["python -m fastclr.bench.probe", *sys.argv[1:]]),
             **environment(),
             "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
             "torch": torch.__version__,

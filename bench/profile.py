@@ -1,7 +1,7 @@
 """Where a training step's time goes: torch.profiler over steps fed by the DALI loader.
 
-    python -m bench.profile --json bench/results/profile-cpu.json
-    python -m bench.profile --device cuda --precision bf16 --channels-last --batch-size 512 \\
+    python -m fastclr.bench.profile --json bench/results/profile-cpu.json
+    python -m fastclr.bench.profile --device cuda --precision bf16 --channels-last --batch-size 512 \\
         --augment-device gpu --json profile.json --trace trace.json
 
 The pretrain loop's step (bench.train's, so graphs and compile options apply)
@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from bench.convert import environment, write_results
-from bench.pipeline import batches_forever, make_shards
-from bench.train import make_step, pretrain_config
-from pipelines import create_loader, shard_source
-from trainers import ACCELERATE_PRECISION, INPUT_DTYPE
+from fastclr.bench.convert import environment, write_results
+from fastclr.bench.pipeline import batches_forever, make_shards
+from fastclr.bench.train import make_step, pretrain_config
+from fastclr.pipelines import create_loader, shard_source
+from fastclr.trainers import ACCELERATE_PRECISION, INPUT_DTYPE
 
 
 def _time(event, kind: str) -> float:
@@ -106,7 +106,7 @@ def main() -> None:
         ranked = sorted(events, key=lambda e: _time(e, kind), reverse=True)
         device_ms = sum(_time(e, "device") for e in events)
         results = {
-            "command": " ".join(["python -m bench.profile", *sys.argv[1:]]),
+            "command": " ".join(["python -m fastclr.bench.profile", *sys.argv[1:]]),
             **environment(),
             "device": torch.cuda.get_device_name() if cuda else "cpu",
             "torch": torch.__version__,

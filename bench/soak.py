@@ -1,6 +1,6 @@
 """Soak: many short CPU pretrains on JPEG shards, each stopped and resumed once; counts the crashes.
 
-    python -m bench.soak --train shards/cifar10-train-5pct --runs 20 --json bench/results/soak.json
+    python -m fastclr.bench.soak --train shards/cifar10-train-5pct --runs 20 --json bench/results/soak.json
 
 Each run is its own `fastclr pretrain` process (small CNN, 3 epochs, fp32, kNN monitor on --val when
 given), stopped by `max_steps` part way and then run again to its end, as a user resumes. A process
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.convert import environment, write_results
+from fastclr.bench.convert import environment, write_results
 
 
 def pretrain_args(train: str, val: str | None, run_dir: Path, *extra: str) -> list[str]:
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=600, help="seconds one process may take")
     parser.add_argument(
         "--entry",
-        default=f"{sys.executable} -m launch",
+        default=f"{sys.executable} -m fastclr",
         help="the command that runs fastclr (split on spaces)",
     )
     parser.add_argument("--json", help="write the results here")

@@ -1,6 +1,7 @@
 """Markdown tables from the benchmarks' JSON, for BENCHMARKS.md.
 
-python -m bench.table bench/results/convert.json bench/results/pipeline-cpu.json bench/results/train-cpu.json
+python -m fastclr.bench.table bench/results/convert.json bench/results/pipeline-cpu.json \
+    bench/results/train-cpu.json
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """kNN and linear-probe accuracy against training wall-clock time, pretraining in chunks that resume.
 
-    python -m bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \\
+    python -m fastclr.bench.time_to_accuracy --config launch/configs/simclr_cifar10_resnet18.yaml \\
         --run-dir runs/tta-r18 --chunk-epochs 10 --json bench/results/tta-gpu.json --plot tta.png
 
 The run is the config's, with its full schedule (`epochs`), on CIFAR-10 train
@@ -42,13 +42,12 @@ import nvidia.dali
 import torch
 from safetensors.torch import load_file
 
-import shards
-import trainers
-from bench.convert import environment, unpack, write_results
-from encoders import build_encoder
-from launch._experiment import load_pretrain
-from pipelines import shard_source, train_steps
-from trainers import _checkpoint as checkpoint
+from fastclr import shards, trainers
+from fastclr.bench.convert import environment, unpack, write_results
+from fastclr.encoders import build_encoder
+from fastclr.launch._experiment import load_pretrain
+from fastclr.pipelines import shard_source, train_steps
+from fastclr.trainers import _checkpoint as checkpoint
 
 CURVE = "time_to_accuracy.json"
 ACCURACIES = ("knn", "knn_k10_majority", "linear")  # the curve's columns (knn: weighted, k=--knn-k)
@@ -222,7 +221,7 @@ def main() -> None:
             curve_file.write_text(json.dumps({"curve": curve}, indent=1) + "\n")
             print(json.dumps(point), flush=True)
         results = {
-            "command": " ".join(["python -m bench.time_to_accuracy", *sys.argv[1:]]),
+            "command": " ".join(["python -m fastclr.bench.time_to_accuracy", *sys.argv[1:]]),
             **environment(),
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "torch": torch.__version__,

@@ -1,9 +1,9 @@
 """Training images per second: the model alone, end to end through DALI, and through the DataLoader.
 
-    python -m bench.train --json bench/results/train-cpu.json                  # a tiny CPU matrix
-    python -m bench.train --device cuda --precision bf16 --channels-last --compile off on \\
+    python -m fastclr.bench.train --json bench/results/train-cpu.json                  # a tiny CPU matrix
+    python -m fastclr.bench.train --device cuda --precision bf16 --channels-last --compile off on \\
         --models resnet18 resnet34 resnet50 --json bench/results/train-gpu.json
-    python -m bench.train --device cuda ... --graphs off on --augment-devices gpu cpu \\
+    python -m fastclr.bench.train --device cuda ... --graphs off on --augment-devices gpu cpu \\
         --optimizers lars_timm lars
 
 For each (shard set, model, variant) one model and optimiser are built with
@@ -49,10 +49,10 @@ import nvidia.dali
 import torch
 from accelerate import Accelerator
 
-from bench.convert import environment, write_results
-from bench.pipeline import batches_forever, dataloader_workers, make_shards
-from pipelines import TorchvisionLoader, create_loader, shard_source, train_steps
-from trainers import (
+from fastclr.bench.convert import environment, write_results
+from fastclr.bench.pipeline import batches_forever, dataloader_workers, make_shards
+from fastclr.pipelines import TorchvisionLoader, create_loader, shard_source, train_steps
+from fastclr.trainers import (
     ACCELERATE_PRECISION,
     COMPILE_MODES,
     INPUT_DTYPE,
@@ -304,7 +304,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folders = make_shards(Path(args.src), Path(args.data or tmp), args.synthetic)
         results = {
-            "command": " ".join(["python -m bench.train", *sys.argv[1:]]),
+            "command": " ".join(["python -m fastclr.bench.train", *sys.argv[1:]]),
             **environment(),
             "device": torch.cuda.get_device_name() if cuda else "cpu",
             "torch": torch.__version__,

@@ -1,7 +1,7 @@
 """The cost of N views per decoded image against N/2 two-view passes (the decode and read are shared).
 
-    python -m bench.views --json bench/results/views-cpu.json                   # CPU (DALI CPU ops)
-    python -m bench.views --device cuda --json bench/results/views-gpu.json
+    python -m fastclr.bench.views --json bench/results/views-cpu.json                   # CPU (DALI CPU ops)
+    python -m fastclr.bench.views --device cuda --json bench/results/views-gpu.json
 
 For each shard set and each view set (`2`, `4`, `8`: N views at the set's side;
 `2+6`: two views plus six small ones, 16 px beside 32, 96 px beside 224, as in
@@ -33,10 +33,10 @@ from pathlib import Path
 import nvidia.dali
 import torch
 
-import shards
-from bench.convert import environment, unpack, write_results
-from bench.pipeline import batches_forever
-from pipelines import create_loader
+from fastclr import shards
+from fastclr.bench.convert import environment, unpack, write_results
+from fastclr.bench.pipeline import batches_forever
+from fastclr.pipelines import create_loader
 
 SMALL_SIDE = {32: 16, 224: 96}  # the small views' side beside each shard set's
 
@@ -106,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         datasets = make_shards(Path(args.src), Path(args.data or tmp), args.synthetic)
         results = {
-            "command": " ".join(["python -m bench.views", *sys.argv[1:]]),
+            "command": " ".join(["python -m fastclr.bench.views", *sys.argv[1:]]),
             **environment(),
             "device": torch.cuda.get_device_name() if cuda else "cpu",
             "torch": torch.__version__,

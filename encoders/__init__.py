@@ -1,6 +1,6 @@
 """Backbones and projection heads: `build_encoder`, `build_head`, `SimCLRModel`."""
 
-from encoders._build import (
+from fastclr.encoders._build import (
     HEADS,
     EncoderError,
     SimCLRModel,

@@ -8,16 +8,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from launch._cli_common import device, say, tracking_arguments
-from launch._errors import ConfigError
+from fastclr.launch._cli_common import device, say, tracking_arguments
+from fastclr.launch._errors import ConfigError
 
 CLUSTER_METHODS = ("kmeans", "gmm")  # trainers.METHODS, named here so help imports no torch
 KNN_VOTES = ("weighted", "majority")  # trainers.KNN_VOTES, likewise
 
 
 def _linear(args: argparse.Namespace) -> dict:
-    import shards
-    import trainers
+    from fastclr import shards, trainers
 
     trainers.check_inputs(args.out, args.encoder, args.train, args.val)  # before making a subset
     train = args.train
@@ -69,7 +68,7 @@ def _linear(args: argparse.Namespace) -> dict:
 
 
 def _knn(args: argparse.Namespace) -> dict:
-    import trainers
+    from fastclr import trainers
 
     result = trainers.knn_eval(
         args.encoder,
@@ -92,7 +91,7 @@ def _knn(args: argparse.Namespace) -> dict:
 
 
 def _cluster(args: argparse.Namespace) -> dict:
-    import trainers
+    from fastclr import trainers
 
     result = trainers.cluster_eval(
         args.data,
@@ -132,7 +131,7 @@ def add_cluster(commands: argparse._SubParsersAction) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> dict:
-    import trainers
+    from fastclr import trainers
 
     result = trainers.finetune(
         args.encoder,
@@ -158,7 +157,7 @@ def _finetune(args: argparse.Namespace) -> dict:
 
 
 def _supervised(args: argparse.Namespace) -> dict:
-    import trainers
+    from fastclr import trainers
 
     result = trainers.supervised(
         args.model,
@@ -238,7 +237,7 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    import trainers
+    from fastclr import trainers
 
     result = trainers.evaluate(args.model, args.val, args.out, batch_size=args.batch_size, cpu=args.cpu)
     say(f"top-1 {result['top1']:.2%} on {args.val}; {args.out}/results.json")
@@ -262,7 +261,7 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from launch._report import report
+    from fastclr.launch._report import report
 
     if (args.tsne_encoder is None) != (args.tsne_data is None):
         raise ConfigError("--tsne-encoder and --tsne-data go together")

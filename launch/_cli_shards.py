@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import shards
+from fastclr import shards
 
 
 def _convert(args: argparse.Namespace) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from launch._cli_common import say
+from fastclr.launch._cli_common import say
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    import trainers
-    from launch._experiment import load_pretrain
+    from fastclr import trainers
+    from fastclr.launch._experiment import load_pretrain
 
     cfg, text = load_pretrain(args.config, args.overrides)
     summary = trainers.pretrain(cfg, text)
@@ -21,8 +21,8 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from launch import _experiment as experiment
-    from launch.cli import build_parser
+    from fastclr.launch import _experiment as experiment
+    from fastclr.launch.cli import build_parser
 
     config = experiment.load_experiment(args.config, args.overrides)
     steps = experiment.build_steps(config, build_parser(), args.steps)
@@ -35,15 +35,15 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from launch._sweep import sweep
-    from launch.cli import build_parser
+    from fastclr.launch._sweep import sweep
+    from fastclr.launch.cli import build_parser
 
     path = sweep(args.config, args.grid, args.eval, args.out, args.overrides, build_parser(), say)
     say(f"wrote {path}")
 
 
 def _import_weights(args: argparse.Namespace) -> None:
-    import trainers
+    from fastclr import trainers
 
     path, report = trainers.import_encoder(
         args.model, args.file, args.out, args.size, args.cifar_stem, args.channels
@@ -58,8 +58,8 @@ def add_pretrain(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "pretrain",
         help="SimCLR pretraining of an encoder on shards (resumes a run_dir)",
-        description="SimCLR pretraining. Several GPUs: accelerate launch -m launch pretrain ...; "
-        "several CPU processes: torchrun --nproc_per_node 2 -m launch pretrain ... cpu=true",
+        description="SimCLR pretraining. Several GPUs: accelerate launch -m fastclr pretrain ...; "
+        "several CPU processes: torchrun --nproc_per_node 2 -m fastclr pretrain ... cpu=true",
     )
     p.add_argument("--config", help="YAML file (launch/configs/...); keys left out keep their defaults")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.5 data.train=DIR")
@@ -117,7 +117,7 @@ def add_experiments(commands: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from launch._demo import format_table, run_demo
+    from fastclr.launch._demo import format_table, run_demo
 
     result = run_demo(Path(args.run_dir), epochs=args.epochs, supervised_epochs=args.supervised_epochs)
     print(format_table(result))

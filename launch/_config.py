@@ -17,10 +17,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-import encoders
-import pipelines
-import trainers
-from launch._errors import ConfigError
+from fastclr import encoders, pipelines, trainers
+from fastclr.launch._errors import ConfigError
 
 
 def _valid_keys(schema: type, dotted: str) -> str:

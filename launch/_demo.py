@@ -19,12 +19,12 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-import shards
-from encoders import SmallCNN
-from pipelines import create_loader
-from trainers import PretrainConfig, extract_features, pretrain
-from trainers._classify import top1
-from trainers._linear import accuracy, fit_linear_probe, train_supervised
+from fastclr import shards
+from fastclr.encoders import SmallCNN
+from fastclr.pipelines import create_loader
+from fastclr.trainers import PretrainConfig, extract_features, pretrain
+from fastclr.trainers._classify import top1
+from fastclr.trainers._linear import accuracy, fit_linear_probe, train_supervised
 
 SIZE = 16  # digits are 8x8: views are drawn at 16 px so crops and rotations keep detail
 

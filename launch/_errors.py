@@ -15,11 +15,11 @@ class ConfigError(Exception):
 # Module -> its error types. A module never imported cannot have raised its error, so matching
 # goes through sys.modules and imports nothing (a shards command never loads torch to fail).
 USER_ERRORS = {
-    "shards": ("ShardError",),
-    "pipelines": ("PipelineError",),
-    "encoders": ("EncoderError",),
-    "trainers": ("TrainError", "EvalError", "RunDirError"),
-    "launch._errors": ("ConfigError",),
+    "fastclr.shards": ("ShardError",),
+    "fastclr.pipelines": ("PipelineError",),
+    "fastclr.encoders": ("EncoderError",),
+    "fastclr.trainers": ("TrainError", "EvalError", "RunDirError"),
+    "fastclr.launch._errors": ("ConfigError",),
 }
 
 

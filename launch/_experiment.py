@@ -30,9 +30,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import trainers
-from launch._config import ConfigError, check_text, check_types, load_config, read_yaml, validate_pretrain
-from launch._report import read_jsonl
+from fastclr import trainers
+from fastclr.launch._config import (
+    ConfigError,
+    check_text,
+    check_types,
+    load_config,
+    read_yaml,
+    validate_pretrain,
+)
+from fastclr.launch._report import read_jsonl
 
 STEP_COMMANDS = (
     "pretrain",

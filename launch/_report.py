@@ -124,8 +124,8 @@ def tsne_map(encoder_path: Path, data: Path, out: Path, samples: int = 2000, see
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
-    from pipelines import create_loader
-    from trainers import extract_features, load_encoder
+    from fastclr.pipelines import create_loader
+    from fastclr.trainers import extract_features, load_encoder
 
     encoder, info = load_encoder(encoder_path)
     loader = create_loader("val", data, batch_size=256, size=info["image_size"], channels=info["in_chans"])

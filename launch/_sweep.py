@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from launch._config import ConfigError
-from launch._experiment import (
+from fastclr.launch._config import ConfigError
+from fastclr.launch._experiment import (
     build_steps,
     load_experiment,
     resolve,
@@ -152,7 +152,7 @@ def _plots(out: Path, rows: list, columns: list) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from launch._report import curves
+    from fastclr.launch._report import curves
 
     made = []
     accuracy = [c for c in columns if c[2] in ("top1", "knn")]

@@ -1,4 +1,4 @@
-"""The `fastclr` command (also `python -m launch`): one subcommand per job.
+"""The `fastclr` command (also `python -m fastclr`): one subcommand per job.
 
 The command groups live in `_cli_shards`, `_cli_train` and `_cli_eval`; each handler imports
 torch, DALI, timm and accelerate itself, so `--help` and the shards commands start in a blink.
@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from launch._cli_common import say
-from launch._cli_eval import add_cluster, add_eval, add_evaluate, add_report, add_training
-from launch._cli_shards import add_shards
-from launch._cli_train import add_demo, add_experiments, add_pretrain
-from launch._errors import is_user_error
+from fastclr.launch._cli_common import say
+from fastclr.launch._cli_eval import add_cluster, add_eval, add_evaluate, add_report, add_training
+from fastclr.launch._cli_shards import add_shards
+from fastclr.launch._cli_train import add_demo, add_experiments, add_pretrain
+from fastclr.launch._errors import is_user_error
 
 __all__ = ["build_parser", "main", "say"]
 

@@ -1,8 +1,8 @@
 """DALI input pipelines: N-view pretraining and eval train/val, per rank, on GPU or CPU."""
 
-from pipelines._augment import PRESETS, Augment, PipelineError, create_augment
-from pipelines._baseline import TorchvisionLoader
-from pipelines._loader import (
+from fastclr.pipelines._augment import PRESETS, Augment, PipelineError, create_augment
+from fastclr.pipelines._baseline import TorchvisionLoader
+from fastclr.pipelines._loader import (
     AUGMENT_DEVICES,
     MODES,
     DaliLoader,

@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from pipelines._augment import Augment, PipelineError, create_augment
-from pipelines._graph import channel_stats
-from pipelines._loader import check_loader_args, shard_source
+from fastclr.pipelines._augment import Augment, PipelineError, create_augment
+from fastclr.pipelines._graph import channel_stats
+from fastclr.pipelines._loader import check_loader_args, shard_source
 
 
 def transform(augment: Augment | None, size: int, mean, std, crop_fraction: float) -> v2.Compose:

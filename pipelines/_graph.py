@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from nvidia.dali import fn, pipeline_def, types
 
-from pipelines._augment import Augment
+from fastclr.pipelines._augment import Augment
 
 LABEL_BYTES = 12  # ASCII labels are padded to this many bytes so a batch is one tensor
 

@@ -23,9 +23,16 @@ from pathlib import Path
 import torch
 from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-import shards
-from pipelines._augment import Augment, PipelineError, create_augment
-from pipelines._graph import Output, SmallViews, Source, eval_train_graph, eval_val_graph, pretrain_graph
+from fastclr import shards
+from fastclr.pipelines._augment import Augment, PipelineError, create_augment
+from fastclr.pipelines._graph import (
+    Output,
+    SmallViews,
+    Source,
+    eval_train_graph,
+    eval_val_graph,
+    pretrain_graph,
+)
 
 MODES = ("pretrain", "train", "val")
 AUGMENT_DEVICES = ("auto", "gpu", "cpu")

@@ -3,13 +3,12 @@
 Imports numpy, Pillow and webdataset only: never torch or DALI.
 """
 
-from shards._convert import ENCODINGS, MAX_PIXELS, check_output, convert
-from shards._errors import ShardError
-from shards._format import MANIFEST, load_manifest, read_samples, sha256_file
-from shards._progress import progress
-from shards._sources import SOURCES, SPLITS, Source, open_source
-from shards._subset import subset
-from shards._verify import check, describe, rebuild_index, verify
+from fastclr.shards._convert import ENCODINGS, MAX_PIXELS, check_output, convert
+from fastclr.shards._errors import ShardError
+from fastclr.shards._format import MANIFEST, load_manifest, read_samples, sha256_file
+from fastclr.shards._sources import SOURCES, SPLITS, Source, open_source
+from fastclr.shards._subset import subset
+from fastclr.shards._verify import check, describe, rebuild_index, verify
 
 __all__ = [
     "ENCODINGS",
@@ -25,7 +24,6 @@ __all__ = [
     "describe",
     "load_manifest",
     "open_source",
-    "progress",
     "read_samples",
     "sha256_file",
     "rebuild_index",

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from shards._errors import ShardError
-from shards._format import (
+from fastclr.progress import progress as progress_bar
+from fastclr.shards._errors import ShardError
+from fastclr.shards._format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     IMAGE_EXT,
@@ -34,8 +35,7 @@ from shards._format import (
     sha256_file,
     write_json_atomic,
 )
-from shards._progress import progress as progress_bar
-from shards._sources import Sample, Source
+from fastclr.shards._sources import Sample, Source
 
 ENCODINGS = ("auto", "jpeg", "png", "raw")
 PIL_ENCODING = {"JPEG": "jpeg", "PNG": "png"}

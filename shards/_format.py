@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shards._errors import ShardError
-from shards._sources import looks_like_image_folder
+from fastclr.shards._errors import ShardError
+from fastclr.shards._sources import looks_like_image_folder
 
 MANIFEST = "manifest.json"
 FORMAT_NAME = "fastclr-shards"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shards._errors import ShardError
+from fastclr.shards._errors import ShardError
 
 SPLITS = ("train", "test", "unlabeled")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shards._convert import prepare_output, publish_output, seal_shard
-from shards._errors import ShardError
-from shards._format import (
+from fastclr.shards._convert import prepare_output, publish_output, seal_shard
+from fastclr.shards._errors import ShardError
+from fastclr.shards._format import (
     LABEL_EXT,
     MANIFEST,
     iter_shard_paths,

@@ -8,9 +8,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from shards._convert import CorruptImage, decode_image
-from shards._errors import ShardError
-from shards._format import (
+from fastclr.shards._convert import CorruptImage, decode_image
+from fastclr.shards._errors import ShardError
+from fastclr.shards._format import (
     IMAGE_EXT,
     LABEL_EXT,
     MANIFEST,

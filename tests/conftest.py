@@ -24,7 +24,7 @@ def read_back_dali(folder: Path, image_ext: str) -> dict[int, tuple[np.ndarray, 
     """
     from nvidia.dali import fn, pipeline_def
 
-    import shards
+    from fastclr import shards
 
     manifest = shards.load_manifest(folder)
     tars = [str(folder / s["tar"]) for s in manifest["shards"]]
@@ -67,7 +67,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def run_cli(capsys):
     """Run `fastclr ARGS...` in-process; returns (exit code, stdout, stderr)."""
-    from launch.cli import main
+    from fastclr.launch.cli import main
 
     def run(*args: str) -> tuple[int, str, str]:
         try:

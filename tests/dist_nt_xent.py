@@ -6,7 +6,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from trainers import nt_xent
+from fastclr.trainers import nt_xent
 
 VIEWS = (2, 3)
 

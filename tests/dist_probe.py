@@ -5,7 +5,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from trainers._probe import OnlineProbe
+from fastclr.trainers._probe import OnlineProbe
 
 
 def batches(world: int, per_rank: int, steps: int = 3, dim: int = 16, classes: int = 4):

@@ -37,10 +37,11 @@ def tear(path: str | Path) -> None:
 
 
 def arm(moment: str, n: int) -> None:
-    import pipelines._loader as loader
-    import trainers._checkpoint as checkpoint
-    import trainers._pretrain as pretrain
-    import trainers._tracking as tracking
+    import fastclr.pipelines._loader as loader
+    import fastclr.trainers._checkpoint as checkpoint
+    import fastclr.trainers._encoder_file as encoder_file
+    import fastclr.trainers._pretrain as pretrain
+    import fastclr.trainers._tracking as tracking
 
     calls = {"n": 0}
 
@@ -67,7 +68,7 @@ def arm(moment: str, n: int) -> None:
 
         loader.DaliLoader._labels = take
     elif moment in ("checkpoint", "export"):
-        module = checkpoint if moment == "checkpoint" else pretrain
+        module = checkpoint if moment == "checkpoint" else encoder_file
         write = module.write_safetensors
 
         def save(tensors, path):
@@ -127,6 +128,6 @@ if __name__ == "__main__":
     moment, count, *argv = sys.argv[1:]
     if os.environ.get("FAULT_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):
         arm(moment, int(count))
-    from launch.cli import main
+    from fastclr.launch.cli import main
 
     sys.exit(main(argv))

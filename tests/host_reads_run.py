@@ -20,7 +20,7 @@ READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 
 def arm() -> tuple[Counter, dict]:
-    import trainers._pretrain as pretrain
+    import fastclr.trainers._pretrain as pretrain
 
     reads, steps = Counter(), {"begun": 0}
     for name in READS:
@@ -44,7 +44,7 @@ def arm() -> tuple[Counter, dict]:
 if __name__ == "__main__":
     out, *argv = sys.argv[1:]
     reads, steps = arm()
-    from launch.cli import main
+    from fastclr.launch.cli import main
 
     code = main(argv)
     rank = os.environ.get("RANK", "0")

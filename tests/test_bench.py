@@ -129,8 +129,8 @@ def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
 
 
 def test_the_projection_recovers_a_power_law_and_stays_apart_from_the_curve():
-    from bench.table import time_to_accuracy_table
-    from bench.time_to_accuracy import project
+    from fastclr.bench.table import time_to_accuracy_table
+    from fastclr.bench.time_to_accuracy import project
 
     def point(epoch):  # error falls as 0.6 * epochs^-0.4 (linear), 0.8 * epochs^-0.3 (kNN); 2 s an epoch
         linear, knn = 1 - 0.6 * epoch**-0.4, 1 - 0.8 * epoch**-0.3
@@ -156,7 +156,7 @@ def test_the_projection_recovers_a_power_law_and_stays_apart_from_the_curve():
             "config": "c.yaml",
             "overrides": [],
             "device": "NVIDIA H100 80GB HBM3",
-            "command": "python -m bench.time_to_accuracy",
+            "command": "python -m fastclr.bench.time_to_accuracy",
             "commit": "abc",
             "torch": "t",
             "dali": "d",
@@ -310,7 +310,7 @@ def test_pretrain_speed_sets_the_logged_figure_beside_the_benchs(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     row = {"model": "resnet18", "cuda_graphs": False, "augment_device": "cpu", "batch_size": 512}
     bench = {
-        "command": "python -m bench.train ...",
+        "command": "python -m fastclr.bench.train ...",
         "device": "cpu",
         "rows": [
             {**row, "augment_device": "gpu", "modes": {"dali": {"images_per_s": 1.0}}},

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_pretrain import config, data, losses  # noqa: F401  (data is a fixture)
 
-from trainers import (
+from fastclr.trainers import (
     PretrainConfig,
     TrainError,
     build_step,
@@ -19,7 +19,7 @@ from trainers import (
     create_scheduler,
     pretrain,
 )
-from trainers._tracking import new_accelerator
+from fastclr.trainers._tracking import new_accelerator
 
 
 def test_a_compiled_run_trains_as_the_eager_one(data, tmp_path, monkeypatch):  # noqa: F811

@@ -75,11 +75,11 @@ def test_a_key_given_twice_in_a_yaml_file_is_named_with_its_line(tmp_path, run_c
 
 
 def _modules_after(*argv: str) -> set[str]:
-    """The heavy modules a fresh `python -m launch ARGV` has imported once it exits."""
+    """The heavy modules a fresh `python -m fastclr ARGV` has imported once it exits."""
     probe = (
         "import runpy, sys\n"
         f"sys.argv = ['fastclr', *{list(argv)!r}]\n"
-        "try:\n    runpy.run_module('launch', run_name='__main__')\n"
+        "try:\n    runpy.run_module('fastclr', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "heavy = ('torch', 'nvidia.dali', 'timm', 'accelerate')\n"
         "print('\\n' + __import__('json').dumps(sorted(m for m in sys.modules if m in heavy)))\n"
@@ -99,15 +99,15 @@ def test_help_imports_no_torch_dali_timm_or_accelerate(argv):
 
 
 def test_cluster_and_knn_choices_named_in_the_cli_are_the_trainers():
-    import trainers
-    from launch._cli_eval import CLUSTER_METHODS, KNN_VOTES
+    from fastclr import trainers
+    from fastclr.launch._cli_eval import CLUSTER_METHODS, KNN_VOTES
 
     assert tuple(CLUSTER_METHODS) == tuple(trainers.METHODS)
     assert tuple(KNN_VOTES) == tuple(trainers.KNN_VOTES)
 
 
 def test_a_plain_pretrain_config_is_parsed_once(tmp_path, monkeypatch):
-    from launch import _config, _experiment
+    from fastclr.launch import _config, _experiment
 
     calls = []
     real = _config.read_yaml
@@ -135,8 +135,8 @@ def _shard_folders(value) -> set[str]:
 def test_every_config_header_says_how_to_make_each_shard_folder_it_reads(path):
     import shlex
 
-    from launch import _experiment as experiment
-    from launch.cli import build_parser
+    from fastclr.launch import _experiment as experiment
+    from fastclr.launch.cli import build_parser
 
     header = []
     for line in path.read_text().splitlines():

@@ -21,10 +21,10 @@ def test_demo_runs_and_prints_both_accuracies(tmp_path, monkeypatch, run_cli):
 def test_the_next_steps_the_demo_prints_are_commands_fastclr_accepts():
     import shlex
 
-    from launch._config import load_config, validate_pretrain
-    from launch._demo import NEXT_STEPS
-    from launch.cli import build_parser
-    from trainers import PretrainConfig
+    from fastclr.launch._config import load_config, validate_pretrain
+    from fastclr.launch._demo import NEXT_STEPS
+    from fastclr.launch.cli import build_parser
+    from fastclr.trainers import PretrainConfig
 
     commands = [shlex.split(line) for line in NEXT_STEPS if line.strip().startswith("fastclr ")]
     assert [c[1] for c in commands] == ["shards", "shards", "pretrain", "linear"]

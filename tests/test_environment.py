@@ -16,9 +16,8 @@ import weakref
 import pytest
 import wandb
 
-import shards
-import trainers
-from trainers import PretrainConfig
+from fastclr import shards, trainers
+from fastclr.trainers import PretrainConfig
 
 
 @pytest.fixture(scope="module")

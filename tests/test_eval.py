@@ -6,9 +6,9 @@ import shutil
 import pytest
 import torch
 
-import shards
-from launch.cli import main
-from trainers import (
+from fastclr import shards
+from fastclr.launch.cli import main
+from fastclr.trainers import (
     EvalError,
     PretrainConfig,
     cluster_accuracy,
@@ -18,8 +18,8 @@ from trainers import (
     linear_eval,
     pretrain,
 )
-from trainers._eval import labelled_pair
-from trainers._linear import accuracy, fit_linear_probe
+from fastclr.trainers._eval import labelled_pair
+from fastclr.trainers._linear import accuracy, fit_linear_probe
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def weights(module):
 def test_head_only_fine_tuning_keeps_the_backbone_bit_identical_and_full_changes_it(
     run, tmp_path, monkeypatch, mode
 ):
-    import trainers._classify as classify
+    import fastclr.trainers._classify as classify
 
     seen = {}
     real_fit = classify.fit
@@ -213,7 +213,7 @@ def test_supervised_baseline_with_cutmix_mixup_and_label_smoothing(run, tmp_path
 
 
 def test_a_vit_and_a_vgg_build_for_small_images():
-    from encoders import build_classifier
+    from fastclr.encoders import build_classifier
 
     for name in ("vit_tiny_patch16_224", "vgg11"):
         model = build_classifier(name, num_classes=7, img_size=32)

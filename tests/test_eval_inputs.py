@@ -5,10 +5,8 @@ from datasets import write_imagefolder
 from test_eval import run  # noqa: F401 - the module's tiny pretrain run and shards
 from test_shards_bad_input import one_line_error
 
-import shards
-import trainers._classify
-import trainers._cluster
-import trainers._eval
+from fastclr import shards
+from fastclr.trainers import _classify, _cluster, _eval
 
 
 @pytest.fixture
@@ -18,7 +16,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a loader was built before the inputs were checked")
 
-    for module in (trainers._eval, trainers._classify, trainers._cluster):
+    for module in (_eval, _classify, _cluster):
         monkeypatch.setattr(module, "create_loader", refuse)
 
 

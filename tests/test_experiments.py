@@ -11,12 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import shards
-import trainers
-from launch import _experiment as experiment
-from launch._config import ConfigError
-from launch._sweep import parse_grid
-from launch.cli import build_parser, main
+from fastclr import shards, trainers
+from fastclr.launch import _experiment as experiment
+from fastclr.launch._config import ConfigError
+from fastclr.launch._sweep import parse_grid
+from fastclr.launch.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "launch" / "configs").glob("*.yaml"))
@@ -82,11 +81,11 @@ def test_accelerate_configs_parse(name, processes, machines):
     config = load_config_from_file(str(path))  # refuses keys it does not know
     assert (config.num_processes, config.num_machines) == (processes, machines)
     args = launch_command_parser().parse_args(
-        ["--config_file", str(path), "-m", "launch", "run", "--config", "x.yaml"]
+        ["--config_file", str(path), "-m", "fastclr", "run", "--config", "x.yaml"]
     )
     args = _validate_launch_command(args)[0]
     assert args.num_processes == processes and args.multi_gpu == (processes > 1)
-    assert args.module and args.training_script == "launch"
+    assert args.module and args.training_script == "fastclr"
 
 
 def test_slurm_script_starts_one_launch_per_node_with_its_rank_and_the_main_address(tmp_path):
@@ -118,7 +117,7 @@ def test_slurm_script_starts_one_launch_per_node_with_its_rank_and_the_main_addr
     for rank, line in enumerate(lines):
         assert f"--machine_rank {rank} " in line
         assert "--main_process_ip gpu-a17 " in line and "--num_processes 16 " in line
-        assert line.endswith("-m launch run --config my config.yaml data=/mnt/shards")
+        assert line.endswith("-m fastclr run --config my config.yaml data=/mnt/shards")
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +266,7 @@ def test_supervised_decay_epochs_steps_the_rate(data, tmp_path):
 
 
 def test_import_weights_makes_an_encoder_the_evaluations_load(tmp_path):
-    from encoders import build_encoder
+    from fastclr.encoders import build_encoder
 
     source = build_encoder("resnet18")  # stands in for an ImageNet file (nothing is downloaded)
     torch.save(source.state_dict(), tmp_path / "resnet18-imagenet.pth")

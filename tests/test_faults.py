@@ -21,10 +21,10 @@ from safetensors.torch import load_file
 from test_pretrain import losses
 from test_shards_bad_input import one_line_error
 
-import shards
-from launch.cli import main
-from trainers import _checkpoint as checkpoint
-from trainers import load_encoder
+from fastclr import shards
+from fastclr.launch.cli import main
+from fastclr.trainers import _checkpoint as checkpoint
+from fastclr.trainers import load_encoder
 
 FAULT_RUN = str(Path(__file__).parent / "fault_run.py")
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
@@ -185,7 +185,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_path
     run = tmp_path / "run"
     args = pretrain_args(data, run, "epochs=200")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "launch", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "fastclr", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     wait_for_metrics(run, proc)
     proc.send_signal(signal.SIGINT)
@@ -239,7 +239,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(
 def test_a_full_disk_while_exporting_the_encoder_is_one_line_and_the_rerun_exports(
     data, reference, tmp_path, run_cli, monkeypatch
 ):
-    import trainers._pretrain as pretrain
+    import fastclr.trainers._encoder_file as encoder_file
 
     run = tmp_path / "run"
     write_bytes = checkpoint.write_bytes
@@ -257,7 +257,7 @@ def test_a_full_disk_while_exporting_the_encoder_is_one_line_and_the_rerun_expor
     assert f"last checkpoint: {run / 'checkpoints' / 'step-00000012'}" in line
     assert not (run / "encoder.safetensors").exists() and [p.name for p in run.rglob(".*")] == []
     monkeypatch.setattr(checkpoint, "write_bytes", write_bytes)
-    assert pretrain.write_safetensors is checkpoint.write_safetensors
+    assert encoder_file.write_safetensors is checkpoint.write_safetensors
     code, out, err = run_cli(*pretrain_args(data, run))
     assert code == 0 and "at epoch 2, step 12" in out, err
     assert_same_as(run, reference)
@@ -315,7 +315,7 @@ def test_a_real_full_disk_while_checkpointing_is_one_line_and_the_rerun_resumes(
 
 @pytest.mark.skipif(shutil.which("mount") is None, reason="no mount command")
 def test_a_real_full_disk_while_importing_weights_is_one_line_without_a_temp_file(tmp_path, run_cli):
-    from encoders import build_encoder
+    from fastclr.encoders import build_encoder
 
     torch.save(build_encoder("small_cnn").state_dict(), tmp_path / "cnn.pth")  # 0.6 MB as safetensors
     with small_filesystem(tmp_path / "out", "200k") as out:
@@ -337,8 +337,8 @@ def test_a_real_full_disk_while_importing_weights_is_one_line_without_a_temp_fil
 
 @pytest.mark.skipif(shutil.which("mount") is None, reason="no mount command")
 def test_a_real_full_disk_while_saving_eval_weights_is_one_line_without_a_temp_file(tmp_path):
-    from trainers import EvalError
-    from trainers._eval import save_weights
+    from fastclr.trainers import EvalError
+    from fastclr.trainers._eval import save_weights
 
     with small_filesystem(tmp_path / "out", "200k") as out:
         with pytest.raises(EvalError, match="model.safetensors: cannot write \\(No space left on device\\)"):
@@ -347,7 +347,7 @@ def test_a_real_full_disk_while_saving_eval_weights_is_one_line_without_a_temp_f
 
 
 def test_a_full_disk_while_logging_is_one_line_naming_the_file(data, tmp_path, run_cli, monkeypatch):
-    import trainers._tracking as tracking
+    import fastclr.trainers._tracking as tracking
 
     write, lines = tracking.MetricsLog.write, []
 
@@ -419,7 +419,7 @@ def test_a_rank_killed_mid_run_stops_the_other_with_a_clear_error_and_the_rerun_
     assert "fastclr: error: process 0 of 2: another process stopped or hung" in out, out
     assert "last checkpoint: " + str(run / "checkpoints" / "step-00000006") in out, out
     second = subprocess.run(
-        [*launch, "-m", "launch", *args], capture_output=True, text=True, env=env, timeout=300
+        [*launch, "-m", "fastclr", *args], capture_output=True, text=True, env=env, timeout=300
     )
     assert second.returncode == 0, second.stdout + second.stderr
     assert "at epoch 1, step 6" in second.stdout and "done: 2 epochs, 12 steps" in second.stdout

@@ -17,11 +17,10 @@ from safetensors.torch import save_file
 from test_faults import pretrain_args
 from test_shards_bad_input import one_line_error
 
-import shards
-import shards._verify
-from encoders import build_encoder
-from shards._convert import seal_shard
-from trainers import EvalError, load_encoder
+from fastclr import shards
+from fastclr.encoders import build_encoder
+from fastclr.shards._convert import seal_shard
+from fastclr.trainers import EvalError, load_encoder
 
 SHARD = "train-000001"
 

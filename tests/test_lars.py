@@ -4,9 +4,9 @@ import pytest
 import torch
 from timm.optim import Lars as TimmLars
 
-from encoders import build_encoder
-from trainers import create_optimizer, create_scheduler
-from trainers._lars import Lars
+from fastclr.encoders import build_encoder
+from fastclr.trainers import create_optimizer, create_scheduler
+from fastclr.trainers._lars import Lars
 
 
 def _losses_and_weights(name: str, steps: int = 4, lr_on_device: bool = False):

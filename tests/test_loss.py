@@ -10,7 +10,7 @@ import dist_nt_xent
 import pytest
 import torch
 
-from trainers import chance_loss, nt_xent
+from fastclr.trainers import chance_loss, nt_xent
 
 
 def reference(*views, temperature):

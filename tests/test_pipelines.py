@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-import shards
-from pipelines import (
+from fastclr import shards
+from fastclr.pipelines import (
     PipelineError,
     TorchvisionLoader,
     create_augment,
@@ -13,7 +13,7 @@ from pipelines import (
     parse_labels,
     rank_share,
 )
-from pipelines._loader import shard_source
+from fastclr.pipelines._loader import shard_source
 
 SIZE = 16
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_pipelines import IDENTITY, SIZE, id_shards, pixels_of
 
-from pipelines import AUGMENT_DEVICES, PipelineError, augment_on, create_loader
-from pipelines._loader import AUTO_CPU_MAX_SIDE, default_threads
+from fastclr.pipelines import AUGMENT_DEVICES, PipelineError, augment_on, create_loader
+from fastclr.pipelines._loader import AUTO_CPU_MAX_SIDE, default_threads
 
 
 def test_auto_puts_small_images_on_the_cpu_and_large_ones_on_the_gpu(monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from test_pipelines import SIZE, id_shards, pixels_of
 
-from pipelines import create_loader, rank_share
+from fastclr.pipelines import create_loader, rank_share
 
 pytestmark = pytest.mark.gpu
 

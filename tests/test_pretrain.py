@@ -12,11 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import shards
-from encoders import build_encoder
-from trainers import (
+from fastclr import shards
+from fastclr.encoders import build_encoder
+from fastclr.trainers import (
     PretrainConfig,
     TrainError,
+    _pretrain,
     build_training,
     create_optimizer,
     create_scheduler,
@@ -145,7 +146,6 @@ def test_resume_with_another_world_size_is_refused(data, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
-    import trainers._pretrain
 
     calls = []
 
@@ -154,7 +154,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data,
         loss = nt_xent(*views, temperature=temperature)
         return loss * float("nan") if len(calls) >= 8 else loss
 
-    monkeypatch.setattr(trainers._pretrain, "nt_xent", nan_from_step_8)
+    monkeypatch.setattr(_pretrain, "nt_xent", nan_from_step_8)
     with pytest.raises(
         TrainError, match=r"loss became nan by step 8 .*last good checkpoint: .*step-00000006"
     ):
@@ -194,15 +194,14 @@ def test_train_step_takes_one_forward_per_view_size_and_every_view_into_the_loss
 
 
 def test_n_views_and_small_views_pretrain_and_a_resume_must_keep_them(data, tmp_path, monkeypatch):
-    import trainers._pretrain
 
-    shapes, step = [], trainers._pretrain.train_step
+    shapes, step = [], _pretrain.train_step
 
     def recorded(accelerator, model, forward, optimizer, views, *rest):
         shapes.append([tuple(v.shape) for v in views])
         return step(accelerator, model, forward, optimizer, views, *rest)
 
-    monkeypatch.setattr(trainers._pretrain, "train_step", recorded)
+    monkeypatch.setattr(_pretrain, "train_step", recorded)
     views = dict(data__views=3, data__small_views=2, data__small_size=8)
     summary = pretrain(config(data, tmp_path / "run", max_steps=2, **views), "")
     assert summary["global_step"] == 2
@@ -243,7 +242,7 @@ def test_lars_neither_decays_nor_adapts_norms_and_biases():
     decayed = next(g for g in optimizer.param_groups if g["weight_decay"] > 0)
     plain = next(g for g in optimizer.param_groups if g["weight_decay"] == 0)
     assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in plain["params"])
-    assert not plain["always_adapt"] and type(optimizer).__module__ == "trainers._lars"
+    assert not plain["always_adapt"] and type(optimizer).__module__ == "fastclr.trainers._lars"
     scheduler = create_scheduler(optimizer, total_steps=100, warmup_steps=10, min_lr=0.0)
     scheduler.step_update(5)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
@@ -266,7 +265,7 @@ def test_resnet18_with_cifar_stem_trains_a_step(data, tmp_path):
 
 def run_fastclr(*args, env=None, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "launch", *map(str, args)],
+        [sys.executable, "-m", "fastclr", *map(str, args)],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -330,7 +329,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_pat
         "track.progress=false",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "launch", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "fastclr", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "metrics.jsonl").is_file():
@@ -351,7 +350,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_pat
 
 def two_process_pretrain(port: int, entry: list[str], data: Path, run: Path, *settings: str) -> list[str]:
     """torchrun's command line for a small CPU pretrain on 2 processes: 96 images at batch 8 a
-    process make 6 steps an epoch, 2 epochs. `entry`: what torchrun starts (`-m launch`, a script)."""
+    process make 6 steps an epoch, 2 epochs. `entry`: what torchrun starts (`-m fastclr`, a script)."""
     return [
         str(Path(sys.executable).parent / "torchrun"),
         "--nproc_per_node",
@@ -380,7 +379,7 @@ def two_process_pretrain(port: int, entry: list[str], data: Path, run: Path, *se
 def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp_path):
     run = tmp_path / "run"
     settings = ("optim.name=adam", "optim.lr=0.001", "track.log_every=1")
-    args = two_process_pretrain(29541, ["-m", "launch"], data, run, *settings)
+    args = two_process_pretrain(29541, ["-m", "fastclr"], data, run, *settings)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run([*args, "max_steps=4"], capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr

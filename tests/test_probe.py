@@ -13,10 +13,10 @@ from dist_probe import batches
 from safetensors.torch import load_file
 from test_pretrain import config, data, losses  # noqa: F401 (data is the shards fixture)
 
-import shards
-from encoders import build_encoder
-from trainers import knn_predict, pretrain
-from trainers._probe import OnlineProbe
+from fastclr import shards
+from fastclr.encoders import build_encoder
+from fastclr.trainers import knn_predict, pretrain
+from fastclr.trainers._probe import OnlineProbe
 
 
 def records(run_dir):

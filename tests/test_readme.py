@@ -31,13 +31,13 @@ def test_readme_gives_the_cpu_multi_process_launch_and_why_accelerate_cpu_starts
     import accelerate.commands.launch as accelerate_launch
 
     text = " ".join((ROOT / "README.md").read_text().split())
-    assert "torchrun --nproc_per_node 2 -m launch pretrain ... cpu=true" in text
+    assert "torchrun --nproc_per_node 2 -m fastclr pretrain ... cpu=true" in text
     assert "`accelerate launch --cpu --num_processes 2` starts **one** process" in text
     chosen = []
     monkeypatch.setattr(accelerate_launch, "simple_launcher", lambda args: chosen.append("simple"))
     monkeypatch.setattr(accelerate_launch, "multi_gpu_launcher", lambda args: chosen.append("multi"))
     args = accelerate_launch.launch_command_parser().parse_args(
-        ["--cpu", "--num_processes", "2", "-m", "launch", "--help"]
+        ["--cpu", "--num_processes", "2", "-m", "fastclr", "--help"]
     )
     accelerate_launch.launch_command(args)
     assert chosen == ["simple"]

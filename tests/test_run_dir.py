@@ -18,11 +18,11 @@ import pytest
 from test_faults import TORCHRUN, pretrain_args, wait_for_metrics
 from test_shards_bad_input import one_line_error
 
-import shards
-import trainers._lock as lock_module
-from launch._config import validate_pretrain
-from launch._demo import demo_config
-from trainers._lock import LOCK, RunDirError, RunDirLock
+import fastclr.trainers._lock as lock_module
+from fastclr import shards
+from fastclr.launch._config import validate_pretrain
+from fastclr.launch._demo import demo_config
+from fastclr.trainers._lock import LOCK, RunDirError, RunDirLock
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def snapshot(run: Path) -> dict[str, bytes]:
 def test_a_second_run_in_a_busy_run_dir_is_refused_naming_the_first(data, tmp_path, run_cli):
     run = tmp_path / "run"
     first = subprocess.Popen(
-        [sys.executable, "-m", "launch", *pretrain_args(data, run, "epochs=200")],
+        [sys.executable, "-m", "fastclr", *pretrain_args(data, run, "epochs=200")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -152,7 +152,7 @@ def test_torchrun_without_cpu_true_on_a_machine_without_gpus_is_refused(data, tm
     """The case that ran two one-process jobs in one folder, with duplicated metrics lines."""
     args = [a for a in pretrain_args(data, tmp_path / "run", "batch_size=8") if a != "cpu=true"]
     result = subprocess.run(
-        [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29551", "-m", "launch", *args],
+        [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29551", "-m", "fastclr", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
@@ -230,7 +230,7 @@ def test_a_busy_run_dir_refuses_every_rank_of_a_process_group_at_once(data, tmp_
     held.acquire()
     try:
         result = subprocess.run(
-            [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29553", "-m", "launch"]
+            [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29553", "-m", "fastclr"]
             + pretrain_args(data, tmp_path / "run", "batch_size=8", "dist_timeout=60"),
             capture_output=True,
             text=True,
@@ -272,7 +272,7 @@ def test_a_checkpoint_from_before_settings_were_recorded_checks_the_keys_it_has(
     """Older checkpoints kept only model, optimiser, batch and data fraction under `fixed`."""
     from test_pretrain import config
 
-    from trainers import TrainError, pretrain
+    from fastclr.trainers import TrainError, pretrain
 
     cfg = config(data.parent, tmp_path / "run", max_steps=2)
     pretrain(cfg, "")

@@ -14,8 +14,8 @@ import pytest
 from datasets import write_cifar10
 from test_shards_bad_input import one_line_error
 
-import shards
-from bench.convert import unpack
+from fastclr import shards
+from fastclr.bench.convert import unpack
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ["shards", "pipelines", "encoders", "trainers", "launch", "bench"]

@@ -10,7 +10,7 @@ import time
 import pytest
 from datasets import write_cifar10, write_imagefolder, write_mnist
 
-import shards
+from fastclr import shards
 
 
 def one_line_error(code, err):
@@ -181,7 +181,7 @@ def test_a_conversion_killed_halfway_leaves_nothing_finished_and_a_rerun_starts_
     cmd = [
         sys.executable,
         "-m",
-        "launch",
+        "fastclr",
         "shards",
         "convert",
         "synthetic",

@@ -17,7 +17,7 @@ from datasets import (
     write_tiny_imagenet_val,
 )
 
-import shards
+from fastclr import shards
 
 
 def convert(name, src, out, split="train", **kw):
@@ -253,7 +253,7 @@ def test_help_lists_every_command(run_cli):
 
 def test_python_dash_m_launch_is_the_same_command():
     result = subprocess.run(
-        [sys.executable, "-m", "launch", "shards", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "fastclr", "shards", "--help"], capture_output=True, text=True, check=True
     )
     assert "convert" in result.stdout
 

@@ -14,17 +14,18 @@ from datasets import write_imagefolder
 from PIL import Image
 from test_shards_bad_input import one_line_error
 
-import shards
-import shards._convert
+import fastclr.shards._convert
+from fastclr import shards
+from fastclr.progress import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = ["shards", "convert", "synthetic", "--size", 32, "--encoding", "png", "--quiet"]
 
 
 def fastclr(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m launch ARGS` in a fresh process (its own stdout encoding, its own memory)."""
+    """`python -m fastclr ARGS` in a fresh process (its own stdout encoding, its own memory)."""
     return subprocess.run(
-        [sys.executable, "-m", "launch", *map(str, args)],
+        [sys.executable, "-m", "fastclr", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
@@ -110,7 +111,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_in_bounded_memory(tmp_p
 
 
 def test_max_pixels_default_is_stated_in_help(capsys):
-    from launch.cli import build_parser
+    from fastclr.launch.cli import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["shards", "convert", "--help"])
@@ -237,7 +238,7 @@ class _Stream:
 def test_progress_is_a_redrawn_bar_on_a_terminal_and_whole_lines_elsewhere(monkeypatch, terminal):
     stream = _Stream(terminal)
     monkeypatch.setattr(sys, "stderr", stream)
-    for _ in shards.progress(range(50), "work", total=50, mininterval=0, miniters=1):
+    for _ in progress(range(50), "work", total=50, mininterval=0, miniters=1):
         pass
     if terminal:
         assert "\r" in stream.text and "work: 100%" in stream.text
@@ -247,5 +248,5 @@ def test_progress_is_a_redrawn_bar_on_a_terminal_and_whole_lines_elsewhere(monke
         assert len(lines) == len(set(line.split("[")[0] for line in lines))  # no repeated count
     quiet = _Stream(terminal)
     monkeypatch.setattr(sys, "stderr", quiet)
-    list(shards.progress(range(5), "hidden", enabled=False))
+    list(progress(range(5), "hidden", enabled=False))
     assert quiet.text == ""

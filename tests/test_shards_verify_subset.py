@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import read_back_webdataset
 
-import shards
+from fastclr import shards
 
 
 @pytest.fixture

@@ -1,77 +1,73 @@
-"""Training loops, losses, optimisers, checkpoints and tracking."""
+"""Training loops, losses, optimisers, checkpoints and tracking.
 
-from trainers._classify import evaluate, finetune, load_classifier, supervised
-from trainers._cluster import METHODS, cluster_accuracy, cluster_eval
-from trainers._config import DataConfig, ModelConfig, OptimConfig, PretrainConfig, TrackConfig
-from trainers._eval import EvalError, check_inputs, knn_eval, labelled_pair, linear_eval, load_encoder
-from trainers._graphs import GraphedStep, graphs_problem
-from trainers._knn import ANCHOR_K, extract_features, knn_accuracy, knn_predict
-from trainers._knn import VOTES as KNN_VOTES
-from trainers._linear import fit_linear_probe
-from trainers._lock import RunDirError
-from trainers._loss import GatherLayer, chance_loss, nt_xent
-from trainers._optim import LR_SCALING, OPTIMIZERS, SCHEDULES, create_optimizer, create_scheduler, scaled_lr
-from trainers._pretrain import (
-    ACCELERATE_PRECISION,
-    COMPILE_MODES,
-    INPUT_DTYPE,
-    TrainError,
-    build_step,
-    build_training,
-    export_encoder,
-    import_encoder,
-    pretrain,
-    train_step,
-)
-from trainers._tracking import changed_keys, flatten
+Names load on first use (PEP 562), so `from fastclr.trainers import PretrainConfig` reads a
+dataclass without importing torch, and `fastclr <command> --help` answers at once.
+"""
 
-__all__ = [
-    "ACCELERATE_PRECISION",
-    "ANCHOR_K",
-    "COMPILE_MODES",
-    "GraphedStep",
-    "KNN_VOTES",
-    "INPUT_DTYPE",
-    "METHODS",
-    "LR_SCALING",
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "DataConfig",
-    "EvalError",
-    "GatherLayer",
-    "ModelConfig",
-    "OptimConfig",
-    "PretrainConfig",
-    "TrackConfig",
-    "RunDirError",
-    "TrainError",
-    "chance_loss",
-    "check_inputs",
-    "cluster_accuracy",
-    "cluster_eval",
-    "build_training",
-    "changed_keys",
-    "create_optimizer",
-    "create_scheduler",
-    "export_encoder",
-    "import_encoder",
-    "evaluate",
-    "extract_features",
-    "finetune",
-    "fit_linear_probe",
-    "flatten",
-    "build_step",
-    "graphs_problem",
-    "knn_accuracy",
-    "knn_eval",
-    "labelled_pair",
-    "linear_eval",
-    "load_classifier",
-    "load_encoder",
-    "knn_predict",
-    "nt_xent",
-    "pretrain",
-    "scaled_lr",
-    "supervised",
-    "train_step",
-]
+import importlib
+
+# public name -> the module defining it ("module:name" where the module calls it otherwise)
+_PUBLIC = {
+    "evaluate": "_classify",
+    "finetune": "_classify",
+    "load_classifier": "_classify",
+    "supervised": "_classify",
+    "METHODS": "_cluster",
+    "cluster_accuracy": "_cluster",
+    "cluster_eval": "_cluster",
+    "DataConfig": "_config",
+    "ModelConfig": "_config",
+    "OptimConfig": "_config",
+    "PretrainConfig": "_config",
+    "TrackConfig": "_config",
+    "export_encoder": "_encoder_file",
+    "import_encoder": "_encoder_file",
+    "load_encoder": "_encoder_file",
+    "EvalError": "_errors",
+    "TrainError": "_errors",
+    "check_inputs": "_eval",
+    "knn_eval": "_eval",
+    "labelled_pair": "_eval",
+    "linear_eval": "_eval",
+    "GraphedStep": "_graphs",
+    "graphs_problem": "_graphs",
+    "ANCHOR_K": "_knn",
+    "extract_features": "_knn",
+    "knn_accuracy": "_knn",
+    "knn_predict": "_knn",
+    "KNN_VOTES": "_knn:VOTES",
+    "fit_linear_probe": "_linear",
+    "RunDirError": "_lock",
+    "GatherLayer": "_loss",
+    "chance_loss": "_loss",
+    "nt_xent": "_loss",
+    "LR_SCALING": "_optim",
+    "OPTIMIZERS": "_optim",
+    "SCHEDULES": "_optim",
+    "create_optimizer": "_optim",
+    "create_scheduler": "_optim",
+    "scaled_lr": "_optim",
+    "ACCELERATE_PRECISION": "_pretrain",
+    "COMPILE_MODES": "_pretrain",
+    "INPUT_DTYPE": "_pretrain",
+    "build_step": "_pretrain",
+    "build_training": "_pretrain",
+    "pretrain": "_pretrain",
+    "train_step": "_pretrain",
+    "changed_keys": "_tracking",
+    "flatten": "_tracking",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attribute = _PUBLIC[name].partition(":")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute or name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

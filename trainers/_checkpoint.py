@@ -30,7 +30,7 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
-from trainers._tracking import changed_keys, flatten
+from fastclr.trainers._tracking import changed_keys, flatten
 
 PREFIX = "step-"
 PROBE = "probe.pt"

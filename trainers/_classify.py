@@ -22,23 +22,23 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
-from encoders import build_classifier, build_encoder
-from pipelines import create_loader, shard_source
-from shards import progress
-from trainers._eval import (
-    EvalError,
+from fastclr.encoders import build_classifier, build_encoder
+from fastclr.pipelines import create_loader, shard_source
+from fastclr.progress import progress
+from fastclr.trainers._encoder_file import load_encoder
+from fastclr.trainers._errors import EvalError
+from fastclr.trainers._eval import (
     check_inputs,
     check_out,
-    load_encoder,
     plot_confusion,
     same_classes,
     save_weights,
     write_results,
 )
-from trainers._knn import gather_uneven
-from trainers._linear import make_head
-from trainers._lock import holds_folder
-from trainers._tracking import MetricsLog, autocast_context, eval_accelerator, new_accelerator
+from fastclr.trainers._knn import gather_uneven
+from fastclr.trainers._linear import make_head
+from fastclr.trainers._lock import holds_folder
+from fastclr.trainers._tracking import MetricsLog, autocast_context, eval_accelerator, new_accelerator
 
 
 @torch.no_grad()

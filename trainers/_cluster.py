@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines import create_loader, shard_source
-from trainers._eval import EvalError, check_inputs, load_encoder, tracker, write_results
-from trainers._knn import extract_features
+from fastclr.pipelines import create_loader, shard_source
+from fastclr.trainers._encoder_file import load_encoder
+from fastclr.trainers._errors import EvalError
+from fastclr.trainers._eval import check_inputs, tracker, write_results
+from fastclr.trainers._knn import extract_features
 
 METHODS = ("kmeans", "gmm")
 

@@ -8,43 +8,21 @@ settings, the encoder's hash) and, for the probe, a confusion matrix PNG.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-import shards
-from encoders import build_encoder
-from pipelines import create_loader
-from trainers._checkpoint import write_safetensors
-from trainers._knn import extract_features, knn_predict
-from trainers._linear import fit_linear_probe
-from trainers._tracking import eval_accelerator
-
-
-class EvalError(Exception):
-    """Wrong encoder file or data for an evaluation, phrased as what to fix."""
-
-
-def encoder_files(path: str | Path) -> tuple[Path, Path]:
-    """encoder.safetensors and encoder.json of a run directory or of the weights file's folder."""
-    path = Path(path)
-    weights = path / "encoder.safetensors" if path.is_dir() else path
-    info_path = weights.with_name("encoder.json")
-    if not weights.is_file():
-        raise EvalError(
-            f"{weights}: not found; pass a run directory made by `fastclr pretrain` or its "
-            "encoder.safetensors"
-        )
-    if not info_path.is_file():
-        raise EvalError(
-            f"{info_path}: missing; the encoder's architecture is recorded there by `fastclr pretrain`"
-        )
-    return weights, info_path
+from fastclr import shards
+from fastclr.pipelines import create_loader
+from fastclr.trainers._checkpoint import write_safetensors
+from fastclr.trainers._encoder_file import encoder_files, load_encoder
+from fastclr.trainers._errors import EvalError
+from fastclr.trainers._knn import extract_features, knn_predict
+from fastclr.trainers._linear import fit_linear_probe
+from fastclr.trainers._tracking import eval_accelerator
 
 
 def check_inputs(out, encoder=None, train=None, val=None) -> dict[str, dict]:
@@ -73,31 +51,6 @@ def check_out(out) -> None:
         raise EvalError(f"--out {out}: {existing} is a file, not a folder; choose another --out")
     if not os.access(existing, os.W_OK):
         raise EvalError(f"--out {out}: cannot write in {existing} (permission denied); choose another --out")
-
-
-def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The frozen encoder of a run directory or an encoder.safetensors file, and its encoder.json."""
-    weights, info_path = encoder_files(path)
-    try:
-        info = json.loads(info_path.read_text())
-    except ValueError as err:
-        raise EvalError(f"{info_path}: not valid JSON ({err}); export the encoder again") from None
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    if info.get("sha256") not in (None, digest):
-        raise EvalError(
-            f"{weights}: sha256 differs from {info_path.name}; the weights were changed or replaced"
-        )
-    encoder = build_encoder(info["encoder"], info["cifar_stem"], in_chans=info["in_chans"])
-    try:
-        encoder.load_state_dict(load_file(weights))
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
-        raise EvalError(
-            f"{weights}: does not fit a {info['encoder']} (cifar_stem={info['cifar_stem']}, "
-            f"{info['in_chans']} channels): {first[:160]}; another architecture or width?"
-        ) from None
-    info["sha256"] = digest
-    return encoder.eval().requires_grad_(False), info
 
 
 def _features(encoder, info: dict, folder: str | Path, batch_size: int, device: torch.device):

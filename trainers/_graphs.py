@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from trainers._lars import Lars
+from fastclr.trainers._lars import Lars
 
 
 def graphs_problem(optimizer_name: str, precision: str, grad_accum: int, compile_model: bool) -> str | None:

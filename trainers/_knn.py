@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from shards import progress
+from fastclr.progress import progress
 
 VOTES = ("weighted", "majority")
 ANCHOR_K = 10  # simclr-cifar10.py's kNN: k=10, cosine, majority vote

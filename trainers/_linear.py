@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shards import progress
+from fastclr.progress import progress
 
 HEADS = ("linear", "mlp2")
 

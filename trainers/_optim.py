@@ -14,7 +14,7 @@ from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
 from torch import nn
 from torch.optim import Optimizer
 
-from trainers._lars import Lars
+from fastclr.trainers._lars import Lars
 
 # lars: our multi-tensor LARS (trainers/_lars.py); lars_timm: timm's, its reference and "before" figure
 OPTIMIZERS = ("lars", "lars_timm", "sgd", "adam", "adamw", "lamb")

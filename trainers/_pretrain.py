@@ -18,9 +18,6 @@ import contextlib
 import dataclasses
 import datetime
 import functools
-import hashlib
-import json
-import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -30,19 +27,21 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, set_seed
 
-import shards
-from encoders import SimCLRModel, build_encoder, build_head
-from pipelines import create_loader, shard_source, train_steps
-from trainers import _checkpoint as checkpoint
-from trainers._checkpoint import write_safetensors
-from trainers._config import PretrainConfig
-from trainers._graphs import GraphedStep, device_problem, graphs_problem
-from trainers._knn import ANCHOR_K, extract_features, knn_accuracy
-from trainers._lock import RunDirError, RunDirLock
-from trainers._loss import chance_loss, nt_xent
-from trainers._optim import create_optimizer, create_scheduler, scaled_lr
-from trainers._probe import OnlineProbe, create_probe
-from trainers._tracking import (
+from fastclr import shards
+from fastclr.encoders import SimCLRModel, build_encoder, build_head
+from fastclr.pipelines import create_loader, shard_source, train_steps
+from fastclr.progress import progress
+from fastclr.trainers import _checkpoint as checkpoint
+from fastclr.trainers._config import PretrainConfig
+from fastclr.trainers._encoder_file import export_encoder
+from fastclr.trainers._errors import TrainError
+from fastclr.trainers._graphs import GraphedStep, device_problem, graphs_problem
+from fastclr.trainers._knn import ANCHOR_K, extract_features, knn_accuracy
+from fastclr.trainers._lock import RunDirError, RunDirLock
+from fastclr.trainers._loss import chance_loss, nt_xent
+from fastclr.trainers._optim import create_optimizer, create_scheduler, scaled_lr
+from fastclr.trainers._probe import OnlineProbe, create_probe
+from fastclr.trainers._tracking import (
     MetricsLog,
     autocast_context,
     flatten,
@@ -55,10 +54,6 @@ from trainers._tracking import (
 INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-class TrainError(Exception):
-    """The run cannot go on (non-finite loss, wrong resume); the message says what to do."""
 
 
 class StopFlag:
@@ -230,68 +225,6 @@ def _by_size(views: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
         else:
             groups.append([view])
     return groups
-
-
-def export_encoder(
-    run_dir: Path, encoder: torch.nn.Module, cfg: PretrainConfig, manifest: dict, channels: int
-) -> Path:
-    """encoder.safetensors and encoder.json: what eval needs to rebuild and feed it."""
-    info = {
-        "encoder": cfg.model.encoder,
-        "cifar_stem": cfg.model.cifar_stem,
-        "in_chans": channels,
-        "num_features": encoder.num_features,
-        "image_size": cfg.data.size,
-        "mean": manifest["mean"],
-        "std": manifest["std"],
-        "pretrained_on": cfg.data.train,
-        "data_fraction": cfg.data.fraction,
-    }
-    return _write_encoder(run_dir, encoder, info)
-
-
-def import_encoder(
-    name: str, weights_file: str, out: str | Path, size: int, cifar_stem: bool = False, in_chans: int = 3
-) -> tuple[Path, dict]:
-    """An encoder folder, as `fastclr pretrain` exports one, from a local torchvision/timm weights file:
-    ImageNet-supervised baselines then go through the same linear and fine-tune commands."""
-    encoder = build_encoder(name, cifar_stem, weights_file, in_chans=in_chans)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = {
-        "encoder": name,
-        "cifar_stem": cifar_stem,
-        "in_chans": in_chans,
-        "num_features": encoder.num_features,
-        "image_size": size,
-        "pretrained_on": f"imported from {weights_file}",
-    }
-    try:
-        return _write_encoder(out, encoder, info), encoder.load_report
-    except OSError as err:
-        raise TrainError(
-            f"{err.filename or out}: cannot write ({err.strerror or err}); free space, then run again"
-        ) from None
-
-
-def _write_encoder(folder: Path, encoder: torch.nn.Module, info: dict) -> Path:
-    """Both files under temporary names, renamed once whole; a failed write (full disk) removes them."""
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    weights, description = folder / ".encoder.safetensors.tmp", folder / ".encoder.json.tmp"
-    try:
-        write_safetensors(state, weights)
-        os.replace(weights, folder / "encoder.safetensors")
-        info["sha256"] = hashlib.sha256((folder / "encoder.safetensors").read_bytes()).hexdigest()
-        # a reader sees the old description or the new, never half
-        checkpoint.write_bytes(description, (json.dumps(info, indent=1) + "\n").encode())
-        os.replace(description, folder / "encoder.json")
-    except OSError as err:  # name the file the user knows, not the temporary one removed below
-        final = "encoder.json" if Path(err.filename or "").name == description.name else "encoder.safetensors"
-        raise OSError(err.errno, err.strerror, str(folder / final)) from None
-    finally:
-        weights.unlink(missing_ok=True)
-        description.unlink(missing_ok=True)
-    return folder / "encoder.safetensors"
 
 
 @dataclasses.dataclass
@@ -625,7 +558,7 @@ def _epoch(run: Run, stop: StopFlag) -> str | None:
     run.model.train()
     window, started = Window(accelerator.device), time.perf_counter()
     loss_sum, taken = state.epoch_loss_sum, state.step_in_epoch  # a resumed epoch's sum so far
-    bar = shards.progress(
+    bar = progress(
         total=len(loader),
         initial=state.step_in_epoch,
         desc=f"epoch {state.epoch}",

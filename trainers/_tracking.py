@@ -121,7 +121,7 @@ def new_accelerator(**kwargs):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from trainers._lock import check_process_group
+    from fastclr.trainers._lock import check_process_group
 
     AcceleratorState._reset_state()
     accelerator = Accelerator(**kwargs)

@@ -1,4 +1,4 @@
-"""Progress bars for every layer (shards is the lowest, so all may import it): tqdm on a terminal,
+"""Progress bars for every package: tqdm on a terminal,
 whole lines without carriage returns when stderr goes to a file or a pipe (logs, Slurm, CI)."""
 
 from __future__ import annotations

@@ -1,5 +1,0 @@
-import sys
-
-from launch.cli import main
-
-sys.exit(main())

@@ -1,0 +1,123 @@
+"""The encoder file: `encoder.safetensors` + `encoder.json`, written by pretraining or `import-weights`,
+read by every evaluation, `report` and users' own code.
+
+encoder.json describes how to rebuild and feed the weights: the architecture (`encoder`, `cifar_stem`,
+`in_chans`, `num_features`), the input (`image_size`, `mean`, `std`), where it came from, and the
+weights' sha256, so changed weights are refused rather than evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from fastclr.encoders import build_encoder
+from fastclr.trainers._checkpoint import write_bytes, write_safetensors
+from fastclr.trainers._errors import EvalError, TrainError
+
+
+def export_encoder(run_dir: Path, encoder: torch.nn.Module, cfg, manifest: dict, channels: int) -> Path:
+    """encoder.safetensors and encoder.json: what eval needs to rebuild and feed it."""
+    info = {
+        "encoder": cfg.model.encoder,
+        "cifar_stem": cfg.model.cifar_stem,
+        "in_chans": channels,
+        "num_features": encoder.num_features,
+        "image_size": cfg.data.size,
+        "mean": manifest["mean"],
+        "std": manifest["std"],
+        "pretrained_on": cfg.data.train,
+        "data_fraction": cfg.data.fraction,
+    }
+    return _write_encoder(run_dir, encoder, info)
+
+
+def import_encoder(
+    name: str, weights_file: str, out: str | Path, size: int, cifar_stem: bool = False, in_chans: int = 3
+) -> tuple[Path, dict]:
+    """An encoder folder, as `fastclr pretrain` exports one, from a local torchvision/timm weights file:
+    ImageNet-supervised baselines then go through the same linear and fine-tune commands."""
+    encoder = build_encoder(name, cifar_stem, weights_file, in_chans=in_chans)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {
+        "encoder": name,
+        "cifar_stem": cifar_stem,
+        "in_chans": in_chans,
+        "num_features": encoder.num_features,
+        "image_size": size,
+        "pretrained_on": f"imported from {weights_file}",
+    }
+    try:
+        return _write_encoder(out, encoder, info), encoder.load_report
+    except OSError as err:
+        raise TrainError(
+            f"{err.filename or out}: cannot write ({err.strerror or err}); free space, then run again"
+        ) from None
+
+
+def _write_encoder(folder: Path, encoder: torch.nn.Module, info: dict) -> Path:
+    """Both files under temporary names, renamed once whole; a failed write (full disk) removes them."""
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    weights, description = folder / ".encoder.safetensors.tmp", folder / ".encoder.json.tmp"
+    try:
+        write_safetensors(state, weights)
+        os.replace(weights, folder / "encoder.safetensors")
+        info["sha256"] = hashlib.sha256((folder / "encoder.safetensors").read_bytes()).hexdigest()
+        # a reader sees the old description or the new, never half
+        write_bytes(description, (json.dumps(info, indent=1) + "\n").encode())
+        os.replace(description, folder / "encoder.json")
+    except OSError as err:  # name the file the user knows, not the temporary one removed below
+        final = "encoder.json" if Path(err.filename or "").name == description.name else "encoder.safetensors"
+        raise OSError(err.errno, err.strerror, str(folder / final)) from None
+    finally:
+        weights.unlink(missing_ok=True)
+        description.unlink(missing_ok=True)
+    return folder / "encoder.safetensors"
+
+
+def encoder_files(path: str | Path) -> tuple[Path, Path]:
+    """encoder.safetensors and encoder.json of a run directory or of the weights file's folder."""
+    path = Path(path)
+    weights = path / "encoder.safetensors" if path.is_dir() else path
+    info_path = weights.with_name("encoder.json")
+    if not weights.is_file():
+        raise EvalError(
+            f"{weights}: not found; pass a run directory made by `fastclr pretrain` or its "
+            "encoder.safetensors"
+        )
+    if not info_path.is_file():
+        raise EvalError(
+            f"{info_path}: missing; the encoder's architecture is recorded there by `fastclr pretrain`"
+        )
+    return weights, info_path
+
+
+def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The frozen encoder of a run directory or an encoder.safetensors file, and its encoder.json."""
+    weights, info_path = encoder_files(path)
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError as err:
+        raise EvalError(f"{info_path}: not valid JSON ({err}); export the encoder again") from None
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if info.get("sha256") not in (None, digest):
+        raise EvalError(
+            f"{weights}: sha256 differs from {info_path.name}; the weights were changed or replaced"
+        )
+    encoder = build_encoder(info["encoder"], info["cifar_stem"], in_chans=info["in_chans"])
+    try:
+        encoder.load_state_dict(load_file(weights))
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise EvalError(
+            f"{weights}: does not fit a {info['encoder']} (cifar_stem={info['cifar_stem']}, "
+            f"{info['in_chans']} channels): {first[:160]}; another architecture or width?"
+        ) from None
+    info["sha256"] = digest
+    return encoder.eval().requires_grad_(False), info
