@@ -21,8 +21,7 @@ import timm
 import torch
 
 from fastclr.bench.convert import environment, write_results
-from fastclr.trainers import PretrainConfig, create_optimizer
-from fastclr.trainers._pretrain import build_model
+from fastclr.trainers import PretrainConfig, build_model, create_optimizer
 
 
 def measure(optimizer, device: torch.device, steps: int) -> float:

@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
 from fastclr.bench.convert import environment, write_results
 from fastclr.bench.pipeline import batches_forever, make_shards
 from fastclr.bench.train import make_step, pretrain_config
 from fastclr.pipelines import create_loader, shard_source
-from fastclr.trainers import ACCELERATE_PRECISION, INPUT_DTYPE
+from fastclr.trainers import INPUT_DTYPE, new_accelerator
 
 
 def _time(event, kind: str) -> float:
@@ -48,7 +47,7 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=2048)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=sorted(ACCELERATE_PRECISION), default="fp32")
+    parser.add_argument("--precision", choices=sorted(INPUT_DTYPE), default="fp32")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--compile", default="off")
@@ -63,7 +62,7 @@ def main() -> None:
     parser.add_argument("--trace", help="write a Chrome trace here")
     parser.add_argument("--json")
     args = parser.parse_args()
-    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=ACCELERATE_PRECISION[args.precision])
+    accelerator = new_accelerator(cpu=args.device == "cpu")
     cuda = accelerator.device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         folder, size = make_shards(Path(args.src), Path(args.data or tmp), args.synthetic)[args.dataset]

@@ -22,11 +22,12 @@ from pathlib import Path
 from fastclr.bench.convert import environment, write_results
 
 
-def pretrain_args(train: str, val: str | None, run_dir: Path, *extra: str) -> list[str]:
+def pretrain_args(train: str, val: str | None, run_dir: Path, batch_size: int, *extra: str) -> list[str]:
     args = [
         "pretrain",
         f"data.train={train}",
         f"run_dir={run_dir}",
+        f"batch_size={batch_size}",
         "model.encoder=small_cnn",
         "epochs=3",
         "cpu=true",
@@ -40,17 +41,17 @@ def pretrain_args(train: str, val: str | None, run_dir: Path, *extra: str) -> li
     return args
 
 
-def one_run(entry: list[str], train: str, val: str | None, run_dir: Path, stop_at: int, timeout: int) -> dict:
+def one_run(entry: list[str], args: argparse.Namespace, run_dir: Path) -> dict:
     """Both halves of one run: the stopped start and the resume. Returns their exit codes."""
     result = {}
-    for phase, extra in (("start", [f"max_steps={stop_at}"]), ("resume", [])):
+    for phase, extra in (("start", [f"max_steps={args.stop_at}"]), ("resume", [])):
         started = time.time()
         try:
             done = subprocess.run(
-                [*entry, *pretrain_args(train, val, run_dir, *extra)],
+                [*entry, *pretrain_args(args.train, args.val, run_dir, args.batch_size, *extra)],
                 capture_output=True,
                 text=True,
-                timeout=timeout,
+                timeout=args.timeout,
             )
             code, tail = done.returncode, (done.stdout + done.stderr)[-300:]
         except subprocess.TimeoutExpired:
@@ -72,6 +73,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--stop-at", type=int, default=10, help="max_steps of each run's first half")
+    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--timeout", type=int, default=600, help="seconds one process may take")
     parser.add_argument(
         "--entry",
@@ -83,14 +85,7 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         for n in range(args.runs):
-            run = one_run(
-                args.entry.split(),
-                args.train,
-                args.val,
-                Path(scratch) / f"run-{n}",
-                args.stop_at,
-                args.timeout,
-            )
+            run = one_run(args.entry.split(), args, Path(scratch) / f"run-{n}")
             runs.append(run)
             print(json.dumps({"run": n, **run}), flush=True)
     codes = [phase["returncode"] for run in runs for phase in run.values()]

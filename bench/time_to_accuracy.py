@@ -207,7 +207,7 @@ def main() -> None:
             target = min(total, step + max(1, math.ceil(args.chunk_epochs * steps_per_epoch)))
             cfg.max_steps = target  # the trainer resumes from the run's checkpoint and stops here with one
             started = time.perf_counter()
-            summary = trainers.pretrain(cfg, text)
+            summary = trainers.pretrain(cfg)
             spent += time.perf_counter() - started
             step = summary["global_step"]
             encoder = export_checkpoint_encoder(cfg, run_dir / "tta" / f"step-{step:08d}")

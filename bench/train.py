@@ -53,15 +53,14 @@ from fastclr.bench.convert import environment, write_results
 from fastclr.bench.pipeline import batches_forever, dataloader_workers, make_shards
 from fastclr.pipelines import TorchvisionLoader, create_loader, shard_source, train_steps
 from fastclr.trainers import (
-    ACCELERATE_PRECISION,
     COMPILE_MODES,
     INPUT_DTYPE,
     OPTIMIZERS,
     PretrainConfig,
     build_step,
     build_training,
-    create_scheduler,
     graphs_problem,
+    new_accelerator,
 )
 
 MODES = ("model", "dali", "torchvision")
@@ -136,25 +135,23 @@ def timed_steps(step, batches, steps: int, warmup: int, cuda: bool, sync_check: 
 def make_step(cfg: PretrainConfig, accelerator: Accelerator, channels: int):
     """(batch -> loss, timing): the pretrain loop's step (graphed if cfg.cuda_graphs) on a fresh model
     and optimiser, with the schedule's update; timing["first_step_seconds"] is set by the first call."""
-    model, optimizer, forward = build_training(cfg, accelerator, channels)
-    train = build_step(cfg, accelerator, model, forward, optimizer)
-    model.train()
-    scheduler = create_scheduler(optimizer, 10**6, 0, 0.0)  # the lr update is host-side, as in the loop
-    counter = itertools.count(1)
+    cfg.optim.warmup_epochs = 0  # a schedule longer than any bench: the rate stays near the base rate
+    training = build_training(cfg, accelerator, channels, steps_per_epoch=10**6 // cfg.epochs)
+    step = build_step(training)
+    training.model.train()
     timing = {"first_step_seconds": None}
 
-    def step(batch):
+    def timed(batch):
         first = timing["first_step_seconds"] is None
         started = time.perf_counter()
-        loss = train(*batch[:2], batch[-1])  # two views and the labels, as the loop's step takes them
-        scheduler.step_update(next(counter))
+        loss = step(*batch)  # the views and the labels, as the loop's step takes them
         if first:  # compilation happens here: reported apart from the steady state
             if accelerator.device.type == "cuda":
                 torch.cuda.synchronize()
             timing["first_step_seconds"] = time.perf_counter() - started
         return loss
 
-    return step, timing
+    return timed, timing
 
 
 def measure_config(args, accelerator, folder: Path, size: int, model_name: str, variant: dict) -> dict:
@@ -184,7 +181,8 @@ def measure_config(args, accelerator, folder: Path, size: int, model_name: str, 
     first = create_loader("pretrain", folder, **dali, **common)
     dali_threads, augment_device = first.num_threads, first.augment_device
     # (a) reads real augmented batches, made once, kept on the device and cycled
-    cached = [tuple(x.clone() for x in batch[:2]) for batch in itertools.islice(batches_forever(first), 4)]
+    # whole batches (views and labels): a graphed step's static inputs must be what DALI's batches are
+    cached = [tuple(x.clone() for x in batch) for batch in itertools.islice(batches_forever(first), 4)]
     del first
     runs = {mode: [] for mode in args.modes}
     for _ in range(args.repeats):  # alternate, so machine noise hits every mode alike
@@ -269,7 +267,7 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=2048, help="number of 224 px images")
     parser.add_argument("--models", nargs="+", default=["resnet18"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=sorted(ACCELERATE_PRECISION), default="fp32")
+    parser.add_argument("--precision", choices=sorted(INPUT_DTYPE), default="fp32")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument(
         "--compile", nargs="+", choices=["off", "on", *COMPILE_MODES], default=["off"], help="on: default"
@@ -299,7 +297,7 @@ def main() -> None:
         parser.error("--graphs on needs --device cuda (a CUDA graph captures GPU kernels)")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)  # on CPU: leave the loader's threads a core of their own
-    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=ACCELERATE_PRECISION[args.precision])
+    accelerator = new_accelerator(cpu=args.device == "cpu")
     cuda = accelerator.device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         folders = make_shards(Path(args.src), Path(args.data or tmp), args.synthetic)

@@ -13,7 +13,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     from fastclr.launch._experiment import load_pretrain
 
     cfg, text = load_pretrain(args.config, args.overrides)
-    summary = trainers.pretrain(cfg, text)
+    summary = trainers.pretrain(cfg)
     if summary["stopped"] is None and summary["main_process"]:
         print(
             f"done: {summary['epoch']} epochs, {summary['global_step']} steps; encoder {summary['encoder']}"

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from fastclr import shards
@@ -85,7 +84,7 @@ def run_demo(run_dir: Path, epochs: int = 150, supervised_epochs: int = 100, see
     paths = digit_shards(cache_dir())
     cfg = demo_config(paths, run_dir, epochs)
     stage(2, f"SimCLR pretraining of a small CNN on 1,437 unlabelled digits, {epochs} epochs, in {run_dir}")
-    summary = pretrain(cfg, config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    summary = pretrain(cfg)
 
     def loader(mode: str, name: str, batch_size: int = 256, seed: int = 0):
         preset = "digits" if mode == "train" else None

@@ -267,7 +267,7 @@ def run_steps(config: DictConfig, steps: list[Step], say=print) -> dict | None:
         say(f"[{resolved['name']}] {step.name}: fastclr {step.command}")
         started = time.time()
         if step.command == "pretrain":
-            summary = trainers.pretrain(step.pretrain, step.pretrain_yaml)
+            summary = trainers.pretrain(step.pretrain)
             if summary["stopped"] is not None:
                 return None
             result = _pretrain_result(Path(step.pretrain.run_dir))

@@ -40,7 +40,8 @@ def arm(moment: str, n: int) -> None:
     import fastclr.pipelines._loader as loader
     import fastclr.trainers._checkpoint as checkpoint
     import fastclr.trainers._encoder_file as encoder_file
-    import fastclr.trainers._pretrain as pretrain
+    import fastclr.trainers._loss as loss_module
+    import fastclr.trainers._monitor as monitor
     import fastclr.trainers._tracking as tracking
 
     calls = {"n": 0}
@@ -50,14 +51,14 @@ def arm(moment: str, n: int) -> None:
         return calls["n"] == n
 
     if moment in ("step", "hang"):
-        nt_xent = pretrain.nt_xent
+        nt_xent = loss_module.nt_xent
 
         def loss(*args, **kwargs):
             if hit():
                 die() if moment == "step" else os.kill(os.getpid(), signal.SIGSTOP)
             return nt_xent(*args, **kwargs)
 
-        pretrain.nt_xent = loss
+        loss_module.nt_xent = loss
     elif moment == "batch":
         labels = loader.DaliLoader._labels
 
@@ -112,14 +113,14 @@ def arm(moment: str, n: int) -> None:
 
         tracking.MetricsLog.write = torn_write
     elif moment == "knn":
-        extract = pretrain.extract_features
+        extract = monitor.extract_features
 
         def extract_features(*args, **kwargs):
             if hit():
                 die()
             return extract(*args, **kwargs)
 
-        pretrain.extract_features = extract_features
+        monitor.extract_features = extract_features
     else:
         raise SystemExit(f"fault_run: unknown moment {moment!r}")
 

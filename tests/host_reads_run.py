@@ -20,7 +20,7 @@ READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 
 def arm() -> tuple[Counter, dict]:
-    import fastclr.trainers._pretrain as pretrain
+    import fastclr.trainers._loop as loop
 
     reads, steps = Counter(), {"begun": 0}
     for name in READS:
@@ -31,13 +31,13 @@ def arm() -> tuple[Counter, dict]:
             return _original(self, *args, **kwargs)
 
         setattr(torch.Tensor, name, counted)
-    train_step = pretrain.train_step
+    train_step = loop.train_step
 
     def step(*args, **kwargs):
         steps["begun"] += 1
         return train_step(*args, **kwargs)
 
-    pretrain.train_step = step
+    loop.train_step = step
     return reads, steps
 
 

@@ -19,7 +19,15 @@ def run_bench(*args):
 def test_convert_and_pipeline_benchmarks_write_their_json(tmp_path):
     for split in ("train", "test"):
         write_imagefolder(tmp_path / "src" / "cifar10" / split, per_class=12, size=32)
-    run_bench("bench.convert", "--src", tmp_path / "src", "--repeats", 1, "--json", tmp_path / "convert.json")
+    run_bench(
+        "fastclr.bench.convert",
+        "--src",
+        tmp_path / "src",
+        "--repeats",
+        1,
+        "--json",
+        tmp_path / "convert.json",
+    )
     convert = json.loads((tmp_path / "convert.json").read_text())
     assert convert["speed"][0]["images"] == 72 and {r["encoding"] for r in convert["size"]} == {
         "jpeg (kept)",
@@ -27,7 +35,7 @@ def test_convert_and_pipeline_benchmarks_write_their_json(tmp_path):
         "raw",
     }
     run_bench(
-        "bench.pipeline",
+        "fastclr.bench.pipeline",
         "--src",
         tmp_path / "src",
         "--data",
@@ -54,7 +62,7 @@ def test_convert_and_pipeline_benchmarks_write_their_json(tmp_path):
     assert [r["workers"] for r in pipeline["rows"]] == [1, 1, 2]
     assert [r["dali_threads"] for r in pipeline["rows"]] == [1, 1, 1]
     assert all(r["dali_images_per_s"] > 0 and r["torchvision_images_per_s"] > 0 for r in pipeline["rows"])
-    table = run_bench("bench.table", tmp_path / "convert.json", tmp_path / "pipeline.json").stdout
+    table = run_bench("fastclr.bench.table", tmp_path / "convert.json", tmp_path / "pipeline.json").stdout
     assert "| 1 |" in table and "synthetic224-jpeg" in table
 
 
@@ -62,7 +70,7 @@ def test_train_benchmark_measures_every_mode_and_derives_its_ratios(tmp_path):
     for split in ("train", "test"):
         write_imagefolder(tmp_path / "src" / "cifar10" / split, per_class=12, size=32)
     run_bench(
-        "bench.train",
+        "fastclr.bench.train",
         *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 32),
         *("--models", "small_cnn", "--batch-size", 8, "--batch-size-224", 4),
         *("--steps", 2, "--warmup", 1, "--repeats", 2, "--dali-threads", 1, "--workers", 2),
@@ -86,7 +94,7 @@ def test_train_benchmark_measures_every_mode_and_derives_its_ratios(tmp_path):
         assert row["speedup"] == round(
             modes["dali"]["images_per_s"] / modes["torchvision"]["images_per_s"], 2
         )
-    table = run_bench("bench.table", tmp_path / "train.json").stdout
+    table = run_bench("fastclr.bench.table", tmp_path / "train.json").stdout
     assert "| synthetic224-jpeg | 224 | small_cnn | 4 | off | off | lars | cpu |" in table
 
 
@@ -104,10 +112,10 @@ def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
         *("--run-dir", tmp_path / "run", "--chunk-epochs", 1, "--probe-epochs", 5, "--knn-k", 5),
         *("--eval-batch-size", 16, "--json", tmp_path / "tta.json"),
     )
-    run_bench("bench.time_to_accuracy", *common, "--budget-seconds", 0.001, "track.log_every=1")
+    run_bench("fastclr.bench.time_to_accuracy", *common, "--budget-seconds", 0.001, "track.log_every=1")
     first = json.loads((tmp_path / "tta.json").read_text())
     assert [p["global_step"] for p in first["curve"]] == [3] and not first["finished"]
-    run_bench("bench.time_to_accuracy", *common, "--plot", tmp_path / "tta.png", "track.log_every=1")
+    run_bench("fastclr.bench.time_to_accuracy", *common, "--plot", tmp_path / "tta.png", "track.log_every=1")
     result = json.loads((tmp_path / "tta.json").read_text())
     curve = result["curve"]
     assert result["finished"] and result["total_steps"] == 6 and curve[0] == first["curve"][0]
@@ -124,7 +132,7 @@ def test_time_to_accuracy_resumes_its_run_and_continues_its_curve(tmp_path):
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3, 4, 5, 6]  # the second chunk resumed
     assert (tmp_path / "tta.png").stat().st_size > 0 and (tmp_path / "run" / "encoder.safetensors").is_file()
-    table = run_bench("bench.table", tmp_path / "tta.json").stdout
+    table = run_bench("fastclr.bench.table", tmp_path / "tta.json").stdout
     assert "| 6 | 2.0 |" in table and "linear >= 86%: " in table
 
 
@@ -169,7 +177,7 @@ def test_the_projection_recovers_a_power_law_and_stays_apart_from_the_curve():
 
 def test_probe_benchmark_measures_pretraining_with_the_probe_off_and_on(tmp_path):
     run_bench(
-        "bench.probe",
+        "fastclr.bench.probe",
         *("--encoder", "small_cnn", "--batch-size", 8, "--steps", 4, "--log-every", 2, "--repeats", 1),
         *("--json", tmp_path / "probe.json"),
     )
@@ -178,13 +186,13 @@ def test_probe_benchmark_measures_pretraining_with_the_probe_off_and_on(tmp_path
     off, on = result["probe_off"], result["probe_on"]
     assert len(off["runs"]) == len(on["runs"]) == 1 and off["images_per_s"] > 0 and on["images_per_s"] > 0
     assert result["ratio_on_off"] == round(on["images_per_s"] / off["images_per_s"], 3)
-    assert "| on |" in run_bench("bench.table", tmp_path / "probe.json").stdout
+    assert "| on |" in run_bench("fastclr.bench.table", tmp_path / "probe.json").stdout
 
 
 def test_views_benchmark_compares_each_view_set_with_two_views(tmp_path):
     write_imagefolder(tmp_path / "src" / "cifar10" / "test", per_class=8, size=32)
     run_bench(
-        "bench.views",
+        "fastclr.bench.views",
         *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 16, "--threads", 1),
         *("--sets", 2, 4, "2+3", "--batch-size", 8, "--batch-size-224", 2, "--batches", 2, "--warmup", 1),
         *("--repeats", 2, "--json", tmp_path / "views.json"),
@@ -204,22 +212,31 @@ def test_views_benchmark_compares_each_view_set_with_two_views(tmp_path):
         rows[("synthetic224-jpeg", "2+3")]["small_size"] == 96
         and rows[("cifar10-test-jpeg", "2")]["speed"] == 1
     )
-    assert "| 2 x 32 px + 3 x 16 px |" in run_bench("bench.table", tmp_path / "views.json").stdout
+    assert "| 2 x 32 px + 3 x 16 px |" in run_bench("fastclr.bench.table", tmp_path / "views.json").stdout
 
 
 def test_loss_benchmark_times_every_batch_size(tmp_path):
     run_bench(
-        "bench.loss", "--batch-sizes", 8, 16, "--calls", 2, "--repeats", 2, "--json", tmp_path / "loss.json"
+        "fastclr.bench.loss",
+        "--batch-sizes",
+        8,
+        16,
+        "--calls",
+        2,
+        "--repeats",
+        2,
+        "--json",
+        tmp_path / "loss.json",
     )
     result = json.loads((tmp_path / "loss.json").read_text())
     assert [r["batch_size"] for r in result["rows"]] == [8, 16]
     assert all(len(r["runs"]) == 2 and r["ms"] > 0 for r in result["rows"])
-    assert "| 16 |" in run_bench("bench.table", tmp_path / "loss.json").stdout
+    assert "| 16 |" in run_bench("fastclr.bench.table", tmp_path / "loss.json").stdout
 
 
 def test_optim_benchmark_times_each_optimizer_step(tmp_path):
     run_bench(
-        "bench.optim",
+        "fastclr.bench.optim",
         *("--model", "small_cnn", "--steps", 2, "--warmup", 1, "--repeats", 2),
         *("--json", tmp_path / "optim.json"),
     )
@@ -227,14 +244,14 @@ def test_optim_benchmark_times_each_optimizer_step(tmp_path):
     assert [r["optimizer"] for r in result["rows"]] == ["lars_timm", "lars"] and result["tensors"] > 0
     assert all(len(r["runs"]) == 2 and r["ms"] > 0 for r in result["rows"])
     assert result["rows"][0]["speedup"] == 1.0
-    assert "| lars |" in run_bench("bench.table", tmp_path / "optim.json").stdout
+    assert "| lars |" in run_bench("fastclr.bench.table", tmp_path / "optim.json").stdout
 
 
 @pytest.mark.gpu
 def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
     write_imagefolder(tmp_path / "src" / "cifar10" / "train", per_class=24, size=32)
     run_bench(
-        "bench.train",
+        "fastclr.bench.train",
         *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 16),
         *("--device", "cuda", "--precision", "bf16", "--channels-last", "--datasets", "cifar10-raw"),
         *("--batch-size", 64, "--steps", 3, "--warmup", 2, "--repeats", 1, "--json", tmp_path / "gpu.json"),
@@ -282,7 +299,7 @@ def test_the_commit_is_the_projects_not_the_folder_around_a_copy(tmp_path):
 def test_profile_names_where_a_steps_time_goes(tmp_path):
     write_imagefolder(tmp_path / "src" / "cifar10" / "train", per_class=12, size=32)
     run_bench(
-        "bench.profile",
+        "fastclr.bench.profile",
         *("--src", tmp_path / "src", "--data", tmp_path / "data", "--synthetic", 16, "--model", "small_cnn"),
         *("--batch-size", 8, "--steps", 2, "--warmup", 1, "--dali-threads", 1, "--top", 5),
         *("--json", tmp_path / "profile.json", "--trace", tmp_path / "trace.json"),
@@ -319,7 +336,7 @@ def test_pretrain_speed_sets_the_logged_figure_beside_the_benchs(tmp_path):
     }
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     run_bench(
-        "bench.pretrain_speed",
+        "fastclr.bench.pretrain_speed",
         *("--run-dir", run, "--bench", tmp_path / "bench.json", "--json", tmp_path / "out.json"),
         *("--match", "model=resnet18", "augment_device=cpu", "cuda_graphs=false", "batch_size=512"),
     )
@@ -332,3 +349,26 @@ def test_pretrain_speed_sets_the_logged_figure_beside_the_benchs(tmp_path):
     }
     assert out["bench"]["dali_images_per_s"] == 100.0 and out["bench"]["model_images_per_s"] == 120.0
     assert out["pretrain_over_bench"] == 0.8
+
+
+def test_soak_counts_runs_and_crashes(tmp_path):
+    from fastclr import shards
+
+    source = shards.open_source("synthetic", None, "train", num=48, size=16, classes=4, seed=0)
+    shards.convert(source, tmp_path / "jpeg", encoding="jpeg", shard_size=24, progress=False)
+    run_bench(
+        "fastclr.bench.soak",
+        "--train",
+        tmp_path / "jpeg",
+        "--runs",
+        1,
+        "--stop-at",
+        2,
+        "--batch-size",
+        16,
+        "--json",
+        tmp_path / "soak.json",
+    )
+    soak = json.loads((tmp_path / "soak.json").read_text())
+    assert (soak["runs"], soak["crashed"], soak["failed_otherwise"], soak["processes"]) == (1, 0, 0, 2)
+    assert [p["returncode"] for p in soak["details"][0].values()] == [0, 0]

@@ -16,7 +16,6 @@ from fastclr.trainers import (
     TrainError,
     build_step,
     build_training,
-    create_scheduler,
     pretrain,
 )
 from fastclr.trainers._tracking import new_accelerator
@@ -30,11 +29,10 @@ def test_a_compiled_run_trains_as_the_eager_one(data, tmp_path, monkeypatch):  #
         modes.append(mode)
         return compile_(model, mode=mode, backend="aot_eager")
 
-    eager = pretrain(config(data, tmp_path / "eager", epochs=1, max_steps=3), "")
+    eager = pretrain(config(data, tmp_path / "eager", epochs=1, max_steps=3))
     monkeypatch.setattr(torch, "compile", aot_eager)
     compiled = pretrain(
-        config(data, tmp_path / "compiled", epochs=1, max_steps=3, compile=True, compile_mode="max-autotune"),
-        "",
+        config(data, tmp_path / "compiled", epochs=1, max_steps=3, compile=True, compile_mode="max-autotune")
     )
     assert modes == ["max-autotune"] and compiled["global_step"] == eager["global_step"] == 3
     ours, theirs = losses(tmp_path / "compiled"), losses(tmp_path / "eager")
@@ -61,7 +59,7 @@ def test_settings_a_cuda_graph_cannot_capture_are_one_line(data, run_cli):  # no
 def test_cuda_graphs_without_a_gpu_is_one_line(data, tmp_path):  # noqa: F811
     cfg = config(data, tmp_path / "run", cuda_graphs=True, optim__name="lars")
     with pytest.raises(TrainError, match="cuda_graphs needs a CUDA device; set cuda_graphs=false"):
-        pretrain(cfg, "")
+        pretrain(cfg)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
@@ -75,22 +73,20 @@ def _steps(
     cfg.compile_mode = compile_mode or "default"
     cfg.model.encoder, cfg.model.hidden_dim, cfg.model.out_dim = encoder, 64, 32
     cfg.model.cifar_stem = encoder != "small_cnn"
-    accelerator = new_accelerator(mixed_precision={"fp32": "no", "bf16": "bf16"}[precision])
+    cfg.epochs, cfg.optim.warmup_epochs, cfg.optim.lr_scaling = 1, 3 / len(batches), "none"
     set_seed(0)
-    model, optimizer, forward = build_training(cfg, accelerator, 3)
-    step = build_step(cfg, accelerator, model, forward, optimizer)  # graphed when cfg.cuda_graphs
+    training = build_training(cfg, new_accelerator(), 3, steps_per_epoch=len(batches))
+    step = build_step(training)  # graphed when cfg.cuda_graphs; the schedule steps with it
     labels = torch.zeros(batches[0][0].shape[0], dtype=torch.long, device="cuda")  # no probe: unused
-    scheduler = create_scheduler(optimizer, total_steps=len(batches), warmup_steps=3, min_lr=0.0)
     out = []
     for k, (view1, view2) in enumerate(batches, 1):
         if k > 3:  # after warm-up (and the graph's capture): no step may wait for the GPU
             torch.cuda.set_sync_debug_mode("error")
         try:
-            out.append(step(view1, view2, labels))
+            out.append(step(view1, view2, labels))  # a new lr every step: a graph that baked it in drifts
         finally:
             torch.cuda.set_sync_debug_mode("default")
-        scheduler.step_update(k)  # a new lr every step: a graph that baked it in would drift
-    return [loss.item() for loss in out], {k: v.float().cpu() for k, v in model.state_dict().items()}
+    return [loss.item() for loss in out], {k: v.float().cpu() for k, v in training.model.state_dict().items()}
 
 
 def _batches(n=7, size=16, batch=32):
@@ -125,12 +121,12 @@ def test_a_compiled_step_on_cuda_trains_without_host_syncs(mode):
 
 def test_a_resume_may_change_how_fast_but_not_where_the_ops_run(data, tmp_path):  # noqa: F811
     run = tmp_path / "run"
-    first = pretrain(config(data, run, max_steps=3), "")
+    first = pretrain(config(data, run, max_steps=3))
     assert first["stopped"] == "max_steps"
     with pytest.raises(TrainError, match="data.augment_device: checkpoint has 'auto', config has 'cpu'"):
-        pretrain(config(data, run, data__augment_device="cpu"), "")
+        pretrain(config(data, run, data__augment_device="cpu"))
     faster = config(data, run, data__prefetch=3, data__num_threads=2, compile_mode="reduce-overhead")
-    resumed = pretrain(faster, "")
+    resumed = pretrain(faster)
     assert resumed["stopped"] is None and resumed["global_step"] == 12
 
 
@@ -142,7 +138,7 @@ def test_a_graphed_pretrain_run_logs_the_eager_runs_losses_and_probe(data, tmp_p
     for graphs in (False, True):
         run = tmp_path / f"graphs-{graphs}"
         cfg = config(data, run, cpu=False, max_steps=5, cuda_graphs=graphs, optim__name="lars")
-        pretrain(cfg, "")
+        pretrain(cfg)
         lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         records[graphs] = [(r["step"], r["loss"], r.get("online_train_top1")) for r in lines if "loss" in r]
     assert [s for s, _, _ in records[True]] == [1, 2, 3, 4, 5]

@@ -74,7 +74,7 @@ def test_no_environment_write_while_a_pipeline_lives(jpeg, tmp_path, monkeypatch
     cfg.knn_k, cfg.track.log_every, cfg.track.progress = 10, 2, False
     cfg.track.wandb = cfg.track.tensorboard = True
     wandb.teardown()  # each command starts W&B's service itself, as in a fresh process
-    trainers.pretrain(cfg, "")
+    trainers.pretrain(cfg)
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "W&B did not run offline"
     run = tmp_path / "run"
     wandb.teardown()

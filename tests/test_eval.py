@@ -35,7 +35,7 @@ def run(tmp_path_factory):
     cfg.data.train, cfg.data.size, cfg.data.num_threads = str(root / "train"), 16, 1
     cfg.model.encoder, cfg.model.hidden_dim, cfg.model.out_dim = "small_cnn", 32, 16
     cfg.optim.name, cfg.optim.lr, cfg.track.progress, cfg.track.log_every = "adam", 1e-3, False, 1
-    pretrain(cfg, "")
+    pretrain(cfg)
     return root
 
 

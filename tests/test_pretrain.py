@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from fastclr import shards
@@ -17,10 +18,12 @@ from fastclr.encoders import build_encoder
 from fastclr.trainers import (
     PretrainConfig,
     TrainError,
-    _pretrain,
+    _loop,
+    _loss,
     build_training,
     create_optimizer,
     create_scheduler,
+    new_accelerator,
     nt_xent,
     pretrain,
     train_step,
@@ -68,10 +71,13 @@ def test_one_epoch_writes_every_artifact(data, tmp_path):
     cfg = config(
         data, tmp_path / "run", epochs=1, data__knn_bank=str(data / "train"), data__knn_val=str(data / "test")
     )
-    summary = pretrain(cfg, "epochs: 1\n")
+    summary = pretrain(cfg)
     run = tmp_path / "run"
     assert summary["global_step"] == 6 and summary["stopped"] is None
-    assert (run / "config.yaml").read_text() == "epochs: 1\n"
+    written = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.load(run / "config.yaml"))
+    )
+    assert written == cfg  # config.yaml is the resolved config that trained the encoder
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
@@ -100,10 +106,10 @@ def test_one_epoch_writes_every_artifact(data, tmp_path):
 
 @pytest.mark.parametrize("stop_after", [3, 6, 8])  # mid-epoch, at the epoch's end, mid-epoch 2
 def test_an_interrupted_run_resumes_to_the_same_losses(data, tmp_path, stop_after):
-    straight = pretrain(config(data, tmp_path / "straight", epochs=3), "")
-    interrupted = pretrain(config(data, tmp_path / "resumed", epochs=3, max_steps=stop_after), "")
+    straight = pretrain(config(data, tmp_path / "straight", epochs=3))
+    interrupted = pretrain(config(data, tmp_path / "resumed", epochs=3, max_steps=stop_after))
     assert interrupted["stopped"] == "max_steps" and interrupted["global_step"] == stop_after
-    resumed = pretrain(config(data, tmp_path / "resumed", epochs=3), "")
+    resumed = pretrain(config(data, tmp_path / "resumed", epochs=3))
     assert resumed["global_step"] == straight["global_step"] == 18
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
     epochs = {}
@@ -118,7 +124,7 @@ def test_an_interrupted_run_resumes_to_the_same_losses(data, tmp_path, stop_afte
 
 
 def test_max_steps_at_the_schedules_end_finishes_the_run(data, tmp_path):
-    summary = pretrain(config(data, tmp_path / "run", epochs=2, max_steps=12), "")
+    summary = pretrain(config(data, tmp_path / "run", epochs=2, max_steps=12))
     assert summary["stopped"] is None and summary["epoch"] == 2
     assert (tmp_path / "run" / "encoder.safetensors").is_file()
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
@@ -128,7 +134,7 @@ def test_max_steps_at_the_schedules_end_finishes_the_run(data, tmp_path):
 
 
 def test_only_the_newest_checkpoints_are_kept(data, tmp_path):
-    pretrain(config(data, tmp_path / "run", epochs=3, keep_checkpoints=2), "")
+    pretrain(config(data, tmp_path / "run", epochs=3, keep_checkpoints=2))
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
         "step-00000012",
         "step-00000018",
@@ -136,13 +142,13 @@ def test_only_the_newest_checkpoints_are_kept(data, tmp_path):
 
 
 def test_resume_with_another_world_size_is_refused(data, tmp_path):
-    pretrain(config(data, tmp_path / "run", max_steps=2), "")
+    pretrain(config(data, tmp_path / "run", max_steps=2))
     state = next((tmp_path / "run" / "checkpoints").iterdir()) / "state.json"
     saved = json.loads(state.read_text())
     saved["train"]["world_size"] = 2
     state.write_text(json.dumps(saved))
     with pytest.raises(TrainError, match="written by 2 processes, this run has 1"):
-        pretrain(config(data, tmp_path / "run"), "")
+        pretrain(config(data, tmp_path / "run"))
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
@@ -154,27 +160,24 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data,
         loss = nt_xent(*views, temperature=temperature)
         return loss * float("nan") if len(calls) >= 8 else loss
 
-    monkeypatch.setattr(_pretrain, "nt_xent", nan_from_step_8)
+    monkeypatch.setattr(_loss, "nt_xent", nan_from_step_8)
     with pytest.raises(
         TrainError, match=r"loss became nan by step 8 .*last good checkpoint: .*step-00000006"
     ):
-        pretrain(config(data, tmp_path / "run", epochs=3), "")
+        pretrain(config(data, tmp_path / "run", epochs=3))
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000006"]
 
 
 def test_resume_with_another_model_or_optimizer_is_refused(data, tmp_path):
-    pretrain(config(data, tmp_path / "run", max_steps=2), "")
+    pretrain(config(data, tmp_path / "run", max_steps=2))
     with pytest.raises(TrainError, match="optim.name: checkpoint has 'adam', config has 'sgd'"):
-        pretrain(config(data, tmp_path / "run", optim__name="sgd"), "")
+        pretrain(config(data, tmp_path / "run", optim__name="sgd"))
 
 
 def test_train_step_takes_one_forward_per_view_size_and_every_view_into_the_loss(data, tmp_path):
-    from accelerate import Accelerator
-
     cfg = config(data, tmp_path / "run")
-    accelerator = Accelerator(cpu=True)
-    model, optimizer, forward = build_training(cfg, accelerator, channels=3)
-    seen, projections = [], []
+    training = build_training(cfg, new_accelerator(cpu=True), channels=3, steps_per_epoch=10)
+    seen, projections, forward = [], [], training.forward
 
     def counted(images):
         seen.append(tuple(images.shape))
@@ -182,10 +185,11 @@ def test_train_step_takes_one_forward_per_view_size_and_every_view_into_the_loss
         projections.append(z.detach())
         return features, z
 
+    training.forward = counted
     generator = torch.Generator().manual_seed(0)
     views = [torch.randn(4, 3, 16, 16, generator=generator) for _ in range(3)]
     views += [torch.randn(4, 3, 8, 8, generator=generator) for _ in range(2)]
-    loss = train_step(accelerator, model, counted, optimizer, views, temperature=0.5)
+    loss = train_step(training, views, torch.zeros(4, dtype=torch.long))
     assert seen == [(12, 3, 16, 16), (8, 3, 8, 8)]  # 3 large views together, then the 2 small ones
     # the loss is over five views of four images, each row's positives its image's four other views
     expected = nt_xent(*torch.cat(projections).chunk(5), temperature=0.5)
@@ -195,39 +199,39 @@ def test_train_step_takes_one_forward_per_view_size_and_every_view_into_the_loss
 
 def test_n_views_and_small_views_pretrain_and_a_resume_must_keep_them(data, tmp_path, monkeypatch):
 
-    shapes, step = [], _pretrain.train_step
+    shapes, step = [], _loop.train_step
 
-    def recorded(accelerator, model, forward, optimizer, views, *rest):
+    def recorded(training, views, labels):
         shapes.append([tuple(v.shape) for v in views])
-        return step(accelerator, model, forward, optimizer, views, *rest)
+        return step(training, views, labels)
 
-    monkeypatch.setattr(_pretrain, "train_step", recorded)
+    monkeypatch.setattr(_loop, "train_step", recorded)
     views = dict(data__views=3, data__small_views=2, data__small_size=8)
-    summary = pretrain(config(data, tmp_path / "run", max_steps=2, **views), "")
+    summary = pretrain(config(data, tmp_path / "run", max_steps=2, **views))
     assert summary["global_step"] == 2
     assert shapes == [[(16, 3, 16, 16)] * 3 + [(16, 3, 8, 8)] * 2] * 2
     with pytest.raises(TrainError, match=r"data.views: checkpoint has 3, config has 2"):
-        pretrain(config(data, tmp_path / "run", **{**views, "data__views": 2}), "")
+        pretrain(config(data, tmp_path / "run", **{**views, "data__views": 2}))
 
 
 def test_wandb_offline_run_folder_is_created(data, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in, so offline
-    pretrain(config(data, tmp_path / "run", max_steps=2, track__wandb=True, track__tags=["test"]), "")
+    pretrain(config(data, tmp_path / "run", max_steps=2, track__wandb=True, track__tags=["test"]))
     assert "WANDB_MODE" not in os.environ  # offline through wandb.init: the environment stays as it was
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
 def test_tensorboard_events_are_written(data, tmp_path):
-    pretrain(config(data, tmp_path / "run", max_steps=2, track__tensorboard=True), "")
+    pretrain(config(data, tmp_path / "run", max_steps=2, track__tensorboard=True))
     events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
 
 
 def test_the_lr_follows_warmup_then_cosine_once_per_optimizer_step(data, tmp_path):
-    pretrain(config(data, tmp_path / "run", epochs=2, optim__warmup_epochs=1), "")
+    pretrain(config(data, tmp_path / "run", epochs=2, optim__warmup_epochs=1))
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     lrs = [m["lr"] for m in logged if "lr" in m]
     assert lrs[:6] == pytest.approx([1e-3 * k / 6 for k in range(1, 7)])  # warm-up over epoch 1
@@ -257,8 +261,7 @@ def test_resnet18_with_cifar_stem_trains_a_step(data, tmp_path):
             model__encoder="resnet18",
             model__cifar_stem=True,
             model__hidden_dim=64,
-        ),
-        "",
+        )
     )
     assert summary["global_step"] == 1
 

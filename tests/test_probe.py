@@ -29,8 +29,8 @@ def online(run_dir) -> list[tuple[int, str, float]]:
 
 def test_the_probe_never_changes_the_encoder(data, tmp_path):  # noqa: F811
     """Same seed, probe on and off: the same losses and bit-equal encoder weights."""
-    on = pretrain(config(data, tmp_path / "on", epochs=1, online_probe=True), "")
-    off = pretrain(config(data, tmp_path / "off", epochs=1, online_probe=False), "")
+    on = pretrain(config(data, tmp_path / "on", epochs=1, online_probe=True))
+    off = pretrain(config(data, tmp_path / "off", epochs=1, online_probe=False))
     assert on["global_step"] == off["global_step"] == 6
     assert losses(tmp_path / "on") == losses(tmp_path / "off")
     weights_on = load_file(tmp_path / "on" / "encoder.safetensors")
@@ -77,10 +77,10 @@ def test_the_probe_learns_a_separable_problem_and_counts_on_the_device():
 def test_the_probe_resumes_exactly(data, tmp_path):  # noqa: F811
     """Stopped mid-epoch 2 and resumed: every online figure and the probe's weights as in one go."""
     knn = {"data__knn_bank": str(data / "train"), "data__knn_val": str(data / "test")}
-    pretrain(config(data, tmp_path / "straight", epochs=3, **knn), "")
-    stopped = pretrain(config(data, tmp_path / "resumed", epochs=3, max_steps=8, **knn), "")
+    pretrain(config(data, tmp_path / "straight", epochs=3, **knn))
+    stopped = pretrain(config(data, tmp_path / "resumed", epochs=3, max_steps=8, **knn))
     assert stopped["stopped"] == "max_steps"
-    pretrain(config(data, tmp_path / "resumed", epochs=3, **knn), "")
+    pretrain(config(data, tmp_path / "resumed", epochs=3, **knn))
     straight = online(tmp_path / "straight")
     assert [k for _, k, _ in straight].count("online_val_top1") == 3
     assert online(tmp_path / "resumed") == straight
@@ -99,7 +99,7 @@ def test_unlabelled_shards_switch_the_probe_off_with_one_note(tmp_path, capsys):
     shards.convert(source, tmp_path / "unlabeled", shard_size=48, progress=False)
     cfg = config(tmp_path, tmp_path / "run", max_steps=2)
     cfg.data.train = str(tmp_path / "unlabeled")
-    pretrain(cfg, "")
+    pretrain(cfg)
     out = capsys.readouterr().out
     assert out.count("note: online probe off: the pretrain shards hold no labels") == 1
     assert online(tmp_path / "run") == []
@@ -151,7 +151,7 @@ def test_the_online_figures_reach_tensorboard(data, tmp_path):  # noqa: F811
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     knn = {"data__knn_bank": str(data / "train"), "data__knn_val": str(data / "test")}
-    pretrain(config(data, tmp_path / "run", epochs=1, track__tensorboard=True, **knn), "")
+    pretrain(config(data, tmp_path / "run", epochs=1, track__tensorboard=True, **knn))
     folders = {p.parent for p in (tmp_path / "run").rglob("events.out.tfevents.*")}
     tags = {tag for f in folders for tag in EventAccumulator(str(f)).Reload().Tags()["scalars"]}
     assert {"online_train_top1", "online_val_top1", "knn_accuracy", "knn_k10_majority_accuracy"} <= tags

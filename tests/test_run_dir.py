@@ -275,12 +275,12 @@ def test_a_checkpoint_from_before_settings_were_recorded_checks_the_keys_it_has(
     from fastclr.trainers import TrainError, pretrain
 
     cfg = config(data.parent, tmp_path / "run", max_steps=2)
-    pretrain(cfg, "")
+    pretrain(cfg)
     (state_file,) = (tmp_path / "run" / "checkpoints").glob("*/state.json")
     saved = json.loads(state_file.read_text())
     del saved["train"]["settings"], saved["train"]["epoch_loss_sum"]
     saved["train"]["fixed"] = {"model": {"encoder": "small_cnn"}, "optim.name": "adam", "batch_size": 16}
     state_file.write_text(json.dumps(saved))
     with pytest.raises(TrainError, match="optim.name: checkpoint has 'adam', config has 'sgd'"):
-        pretrain(config(data.parent, tmp_path / "run", optim__name="sgd"), "")
-    assert pretrain(config(data.parent, tmp_path / "run", optim__lr=0.01), "")["global_step"] == 12
+        pretrain(config(data.parent, tmp_path / "run", optim__name="sgd"))
+    assert pretrain(config(data.parent, tmp_path / "run", optim__lr=0.01))["global_step"] == 12

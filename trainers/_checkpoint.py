@@ -30,8 +30,6 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
-from fastclr.trainers._tracking import changed_keys, flatten
-
 PREFIX = "step-"
 PROBE = "probe.pt"
 
@@ -45,7 +43,7 @@ class TrainState:
     global_step: int = 0  # optimiser steps
     tracker_id: str | None = None  # W&B run id, so a resumed run logs to the same run
     world_size: int = 1
-    settings: dict | None = None  # flattened settings a resumed run must repeat (trainers.resume_settings)
+    settings: dict | None = None  # flattened settings a resumed run must repeat (trainers/_resume.py)
     epoch_loss_sum: float = 0.0  # the epoch's losses so far: a resumed epoch_loss averages the whole epoch
     # The line of the epoch just finished, until the kNN monitor has run and it is logged: the checkpoint
     # comes first, so a crash in between loses nothing and the resumed run logs it.
@@ -150,6 +148,7 @@ def save(
     state: TrainState,
     loader_state: bytes,
     keep: int,
+    scaler=None,
     probe=None,
 ) -> Path:
     """Write a checkpoint of every rank into `folder/step-<global_step>`; returns its path.
@@ -158,7 +157,7 @@ def save(
     name = name_of(state.global_step)
     final, tmp, old = folder / name, folder / f".{name}.tmp", folder / f".{name}.old"
     try:
-        _write(tmp, accelerator, model, optimizer, scheduler, state, loader_state, probe)
+        _write(tmp, accelerator, model, optimizer, scheduler, scaler, state, loader_state, probe)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"cannot write checkpoint {final} ({err.strerror or err})") from None
@@ -175,7 +174,7 @@ def save(
 
 
 def _write(
-    tmp: Path, accelerator, model, optimizer, scheduler, state: TrainState, loader_state: bytes, probe=None
+    tmp: Path, accelerator, model, optimizer, scheduler, scaler, state: TrainState, loader_state: bytes, probe
 ) -> None:
     """Every rank's files into `tmp`; the main process writes state.json last, marking it complete."""
     if accelerator.is_main_process:
@@ -194,53 +193,37 @@ def _write(
         write_torch(optimizer.state_dict(), tmp / "optimizer.pt")
         if probe is not None:  # every rank's probe is the same (gradients averaged)
             write_torch(probe.state_dict(), tmp / PROBE)
-        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
         _write_json(
-            tmp / "state.json", {"train": vars(state), "scheduler": scheduler.state_dict(), "scaler": scaler}
+            tmp / "state.json",
+            {
+                "train": vars(state),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+            },
         )
 
 
-class ResumeError(Exception):
-    pass
-
-
-def load(
-    path: Path, accelerator, model, optimizer, scheduler, settings: dict, resumable: str, probe=None
-) -> tuple[TrainState, bytes]:
-    """Restore model, optimiser, schedule, scaler, this rank's RNG and the probe (if the run has one and
-    the checkpoint holds it); returns the state and loader position.
-
-    Refused (ResumeError) when the process count or any of `settings` differs from the checkpoint's;
-    `resumable` names the keys that may change, for the message.
-    """
+def read_state(path: Path) -> tuple[TrainState, dict]:
+    """The checkpoint's TrainState and the rest of its state.json (schedule, scaler)."""
     saved = json.loads((path / "state.json").read_text())
     train = dict(saved["train"])
-    legacy = train.pop("fixed", None)  # checkpoints before `settings` recorded a few keys
-    state = TrainState(**train)
-    if state.world_size != accelerator.num_processes:
-        raise ResumeError(
-            f"{path} was written by {state.world_size} processes, this run has "
-            f"{accelerator.num_processes}; resume with the same number, or start a new run_dir"
-        )
-    before = state.settings if state.settings is not None else flatten(legacy or {})
-    now = settings if state.settings is not None else {k: settings.get(k) for k in before}
-    differ = changed_keys(before, now)
-    if differ:
-        raise ResumeError(
-            f"{path} was trained with other settings ("
-            + "; ".join(f"{k}: checkpoint has {before.get(k)!r}, config has {now.get(k)!r}" for k in differ)
-            + "); restore them or start a new run_dir (a resumed run may change only "
-            f"{resumable})"
-        )
-    state.settings = settings
+    train.pop("fixed", None)  # checkpoints before `settings` recorded a few keys there
+    return TrainState(**train), saved
+
+
+def restore(
+    path: Path, saved: dict, accelerator, model, optimizer, scheduler, scaler=None, probe=None
+) -> bytes:
+    """Load model, optimiser, schedule, loss scaler, this rank's RNG and the probe (if the run has one
+    and the checkpoint holds it) from `path`; returns this rank's loader position."""
     accelerator.unwrap_model(model).load_state_dict(load_file(path / "model.safetensors", device="cpu"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(saved["scheduler"])
     if probe is not None and (path / PROBE).is_file():
         probe.load_state_dict(torch.load(path / PROBE, map_location="cpu", weights_only=True))
-    if saved["scaler"] is not None and accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(saved["scaler"])
+    if saved["scaler"] is not None and scaler is not None:
+        scaler.load_state_dict(saved["scaler"])
     rank = accelerator.process_index
     meta = json.loads((path / f"rank-{rank}.json").read_text())
     _set_rng_state(meta, load_file(path / f"rng-{rank}.safetensors"))
-    return state, base64.b64decode(meta["loader"])
+    return base64.b64decode(meta["loader"])

@@ -112,7 +112,7 @@ def fit(
         else None
     )
     soft = SoftTargetCrossEntropy()
-    autocast = autocast_context(accelerator)
+    autocast = autocast_context(accelerator.device.type, "fp32")  # evaluations train in float32
     history = []
     bar = progress(range(epochs), "epochs", unit="epoch", enabled=accelerator.is_main_process)
     for epoch in bar:

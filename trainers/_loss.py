@@ -87,3 +87,17 @@ def nt_xent(*views: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
 def chance_loss(global_batch: int, views: int = 2) -> float:
     """The loss of a network that cannot tell views apart: ln(VN - 1) for N images of V views across ranks."""
     return float(torch.log(torch.tensor(float(views) * global_batch - 1)))
+
+
+class NTXent:
+    """The criterion the pretrain step calls: `criterion(*projections) -> loss` (trainers/_losses.py)."""
+
+    def __init__(self, temperature: float = 0.5):
+        self.temperature = temperature
+
+    def __call__(self, *views: torch.Tensor) -> torch.Tensor:
+        return nt_xent(*views, temperature=self.temperature)
+
+    def chance(self, global_batch: int, views: int) -> float:
+        """The loss of an encoder that cannot tell images apart (a stuck run sits here)."""
+        return chance_loss(global_batch, views)

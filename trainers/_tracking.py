@@ -41,25 +41,6 @@ def _step(line: str) -> float:
         return float("inf")
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """`{"optim": {"lr": 0.1}}` -> `{"optim.lr": 0.1}`; values other than scalars become strings
-    (what trackers accept as config, and hashable for comparing settings)."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = (
-                value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-            )
-    return out
-
-
-def changed_keys(before: dict, now: dict) -> list[str]:
-    """The keys of two flattened settings whose values differ (a key only one side has counts)."""
-    return sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-
-
 def wandb_logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -84,47 +65,48 @@ def wandb_init_kwargs(run_dir: Path, name: str, tags: list[str], run_id: str) ->
     return {"wandb": options}
 
 
-def autocast_context(accelerator, cache_enabled: bool | None = None):
-    """A zero-argument callable entering torch.autocast as `accelerator.autocast()` would, resolved once.
-
-    Accelerate converts its AutocastKwargs inside `clear_environment()` on every `autocast()` call: it
-    unsets and sets again every environment variable of the process. DALI's decoder threads read the
-    environment meanwhile (libjpeg-turbo calls getenv for every JPEG it decodes), and libc's getenv is not
-    safe against a concurrent setenv: CPU runs on JPEG shards died of a segmentation fault. So nothing
-    in fastclr may write the environment once a loader exists (tests/test_environment.py), and the
-    step enters torch.autocast with settings fixed here. `cache_enabled=False`: a CUDA graph must not
-    capture autocast's weight-cast cache.
-    """
-    import contextlib
-    import functools
-
-    import torch
-
-    if not accelerator.native_amp:
-        return contextlib.nullcontext
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[accelerator.mixed_precision]
-    options = {} if cache_enabled is None else {"cache_enabled": cache_enabled}
-    return functools.partial(torch.autocast, device_type=accelerator.device.type, dtype=dtype, **options)
-
-
 def new_run_id() -> str:
     import secrets
 
     return secrets.token_hex(4)
 
 
+def autocast_context(device_type: str, precision: str, cache_enabled: bool | None = None):
+    """A zero-argument callable entering torch.autocast for `precision` (bf16, fp16; fp32: nothing).
+
+    fastclr enters autocast itself rather than through `accelerator.autocast()`: Accelerate converts
+    its AutocastKwargs inside `clear_environment()` on every call, which unsets and sets again every
+    environment variable of the process. DALI's decoder threads read the environment meanwhile
+    (libjpeg-turbo calls getenv for every JPEG it decodes), and libc's getenv is not safe against a
+    concurrent setenv: CPU runs on JPEG shards died of a segmentation fault. So nothing in fastclr
+    writes the environment once a loader exists (tests/test_environment.py). `cache_enabled=False`:
+    a CUDA graph must not capture autocast's weight-cast cache.
+    """
+    import contextlib
+    import functools
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    options = {} if cache_enabled is None else {"cache_enabled": cache_enabled}
+    return functools.partial(torch.autocast, device_type=device_type, dtype=dtype, **options)
+
+
 def new_accelerator(**kwargs):
-    """A fresh Accelerator: Accelerate keeps one precision and device per process, but `fastclr run` and
-    sweeps chain runs of different settings in one process; the process group itself is kept.
-    A launch of several processes that formed no group is refused (RunDirError)."""
+    """An Accelerator (device, processes, trackers, gradient accumulation) without mixed precision.
+
+    The trainers enter autocast and scale fp16 losses themselves, so every Accelerator of a process
+    has the same state (Accelerate keeps one per process and refuses another precision): `fastclr
+    run` and sweeps chain runs of other precisions in one process. A launch of several processes
+    that formed no group is refused (RunDirError)."""
     import torch
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
     from fastclr.trainers._lock import check_process_group
 
-    AcceleratorState._reset_state()
-    accelerator = Accelerator(**kwargs)
+    accelerator = Accelerator(mixed_precision="no", **kwargs)
     check_process_group(accelerator.num_processes, kwargs.get("cpu", False), torch.cuda.is_available())
     return accelerator
 

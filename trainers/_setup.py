@@ -1,0 +1,294 @@
+"""Building a pretrain run: the Accelerator, the shards, the model and optimiser, the schedule, the
+newest checkpoint if there is one, the trackers and the loader, in that order.
+
+The order matters: the checkpoint is loaded into a model and optimiser that already exist, and the
+loader is built last, from the checkpoint's position; trackers start before it because starting
+W&B writes the environment, which must not change once DALI's threads run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs, set_seed
+
+from fastclr import shards
+from fastclr.encoders import SimCLRModel, build_encoder, build_head
+from fastclr.pipelines import create_loader, shard_source, train_steps
+from fastclr.trainers import _checkpoint as checkpoint
+from fastclr.trainers._config import PretrainConfig
+from fastclr.trainers._errors import TrainError
+from fastclr.trainers._losses import create_loss
+from fastclr.trainers._optim import create_optimizer, create_scheduler, scaled_lr
+from fastclr.trainers._probe import OnlineProbe, create_probe
+from fastclr.trainers._resume import flatten, resume, resume_settings
+from fastclr.trainers._tracking import (
+    MetricsLog,
+    autocast_context,
+    new_accelerator,
+    new_run_id,
+    trackers,
+    wandb_init_kwargs,
+)
+
+# The loader's image dtype on a GPU (on the CPU: float32, which its operators compute in).
+INPUT_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclasses.dataclass
+class Training:
+    """What one pretrain step needs (trainers/_loop.py); bench/train.py builds one without a Run."""
+
+    cfg: PretrainConfig
+    accelerator: Accelerator
+    model: torch.nn.Module  # prepared by Accelerate (DDP on several GPUs)
+    forward: torch.nn.Module  # the model, compiled when cfg.compile
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # timm scheduler, stepped per optimiser step
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    criterion: object  # trainers/_losses.py
+    autocast: Callable  # zero-argument context manager (trainers/_tracking.py)
+    probe: OnlineProbe | None
+    state: checkpoint.TrainState
+    lr: float  # the batch-scaled base rate
+    step: Callable[..., torch.Tensor] | None = None  # trainers/_loop.py build_step's
+
+
+@dataclasses.dataclass
+class Run(Training):
+    """One pretrain run, resumed or fresh: what the loop reads and updates."""
+
+    metrics: MetricsLog | None = None
+    manifest: dict | None = None  # of the shards trained on
+    train: str = ""  # their folder (a subset in run_dir when data.fraction < 1)
+    channels: int = 3
+    steps_per_epoch: int = 0  # optimiser steps
+    global_batch: int = 0
+    loader: object = None  # pipelines.DaliLoader of the pretrain graph
+    saved: Path | None = None  # the checkpoint this run wrote last
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+    @property
+    def knn_bank(self) -> str | None:
+        return self.cfg.data.knn_bank
+
+    @property
+    def knn_val(self) -> str | None:
+        return self.cfg.data.knn_val
+
+    def latest_checkpoint(self) -> Path | None:
+        return checkpoint.latest(self.run_dir / "checkpoints")
+
+    def make_loader(self, mode: str, folder: str, **extra):
+        """A loader of `folder` with this run's batch, size, device, dtype, threads and seed."""
+        cfg, accelerator = self.cfg, self.accelerator
+        gpu = accelerator.device.type == "cuda"
+        return create_loader(
+            mode,
+            folder,
+            batch_size=cfg.batch_size,
+            size=cfg.data.size,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            device=accelerator.device,
+            dtype=INPUT_DTYPE[cfg.precision] if gpu else torch.float32,
+            channels_last=cfg.channels_last,
+            channels=cfg.data.channels,
+            num_threads=cfg.data.num_threads,
+            prefetch=cfg.data.prefetch,
+            augment_device=cfg.data.augment_device,
+            seed=cfg.seed,
+            **extra,
+        )
+
+    def log(self, record: dict) -> None:
+        """To metrics.jsonl and the trackers."""
+        self.metrics.write(record)
+        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+
+def build_model(cfg: PretrainConfig, channels: int) -> SimCLRModel:
+    encoder = build_encoder(
+        cfg.model.encoder, cfg.model.cifar_stem, cfg.model.pretrained_file, in_chans=channels
+    )
+    head = build_head(cfg.model.head, encoder.num_features, cfg.model.hidden_dim, cfg.model.out_dim)
+    return SimCLRModel(encoder, head)
+
+
+def build_training(
+    cfg: PretrainConfig,
+    accelerator: Accelerator,
+    channels: int,
+    steps_per_epoch: int,
+    manifest: dict | None = None,
+) -> Training:
+    """The model (SyncBN across GPUs, channels_last, compiled when `cfg.compile`), its optimiser at
+    the batch-scaled rate, prepared by Accelerate, the schedule over `steps_per_epoch` optimiser steps,
+    the criterion, autocast, the fp16 loss scaler and (with labelled `manifest`) the online probe."""
+    global_batch = cfg.batch_size * accelerator.num_processes * cfg.grad_accum
+    lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)
+    model = build_model(cfg, channels)
+    if model.encoder.load_report and accelerator.is_main_process:
+        report = model.encoder.load_report
+        accelerator.print(
+            f"pretrained weights: {len(report['loaded'])} tensors loaded; not matched: "
+            f"{report['missing'] + report['shape_mismatch'] or 'none'}"
+        )
+    if cfg.sync_bn and accelerator.num_processes > 1:
+        # per-rank BatchNorm statistics would let each GPU's small batch tell its own samples apart
+        if accelerator.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            accelerator.print(
+                "note: SyncBatchNorm needs GPUs; on CPU processes each keep their own BN statistics"
+            )
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer(model, cfg.optim.name, lr, cfg.optim.weight_decay, cfg.optim.momentum)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    features = accelerator.unwrap_model(model).encoder.num_features
+    return Training(
+        cfg=cfg,
+        accelerator=accelerator,
+        model=model,
+        forward=torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model,
+        optimizer=optimizer,
+        scheduler=create_scheduler(
+            optimizer,
+            cfg.epochs * steps_per_epoch,
+            round(cfg.optim.warmup_epochs * steps_per_epoch),
+            cfg.optim.min_lr,
+            cfg.optim.schedule,
+            [e * steps_per_epoch for e in cfg.optim.decay_epochs],
+            cfg.optim.decay_rate,
+        ),
+        scaler=torch.amp.GradScaler(accelerator.device.type) if cfg.precision == "fp16" else None,
+        criterion=create_loss("nt_xent", temperature=cfg.temperature),
+        # a CUDA graph must not capture autocast's weight-cast cache (trainers/_graphs.py)
+        autocast=autocast_context(
+            accelerator.device.type, cfg.precision, cache_enabled=False if cfg.cuda_graphs else None
+        ),
+        probe=None if manifest is None else create_probe(cfg, manifest, features, accelerator),
+        state=checkpoint.TrainState(world_size=accelerator.num_processes),
+        lr=lr,
+    )
+
+
+def pretrain_accelerator(cfg: PretrainConfig) -> Accelerator:
+    return new_accelerator(
+        cpu=cfg.cpu,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=trackers(cfg.track.wandb, cfg.track.tensorboard) or None,
+        project_dir=cfg.run_dir,
+        # torch's default (30 min gloo, 10 min NCCL) leaves the job of a hung peer idle that long
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=cfg.dist_timeout))],
+    )
+
+
+def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -> Run:
+    """Data, model, optimiser and schedule; the newest checkpoint loaded if there is one; trackers;
+    the loader. The run_dir's lock is held (trainers/_pretrain.py)."""
+    run_dir, world = Path(cfg.run_dir), accelerator.num_processes
+    set_seed(cfg.seed)
+    train = _train_shards(cfg, run_dir, accelerator)
+    _, manifest = shard_source(train)  # the model and schedule need these before the loader exists
+    channels = cfg.data.channels or manifest["image"]["channels"]
+    steps_per_epoch = train_steps(manifest["num_samples"], cfg.batch_size, world) // cfg.grad_accum
+    if steps_per_epoch == 0:
+        raise TrainError(
+            f"{train}: {manifest['num_samples']} samples make no optimiser step of "
+            f"{cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation; lower batch_size"
+        )
+    t = build_training(cfg, accelerator, channels, steps_per_epoch, manifest)
+    # bad data or a bad model file has been refused by now: only the lock is in run_dir
+    state, loader_state = resume(
+        run_dir / "checkpoints",
+        accelerator,
+        resume_settings(cfg),
+        t.model,
+        t.optimizer,
+        t.scheduler,
+        t.scaler,
+        t.probe,
+    )
+    if accelerator.is_main_process:  # only once the checkpoint (if any) accepted this config
+        try:
+            (run_dir / "config.yaml").write_text(config_yaml)
+        except OSError as err:
+            raise TrainError(f"run_dir {run_dir}: cannot write there ({err.strerror or err})") from None
+    state.tracker_id = state.tracker_id or new_run_id()
+    if accelerator.log_with:  # before the loader: starting W&B writes the environment
+        accelerator.init_trackers(
+            cfg.track.project,
+            config=flatten(dataclasses.asdict(cfg)),
+            init_kwargs=wandb_init_kwargs(
+                run_dir, cfg.track.name or run_dir.name, cfg.track.tags, state.tracker_id
+            ),
+        )
+    run = Run(
+        **{f.name: getattr(t, f.name) for f in dataclasses.fields(Training)} | {"state": state},
+        metrics=MetricsLog(
+            run_dir / "metrics.jsonl",
+            accelerator.is_main_process,
+            state.global_step,
+            redo_epoch=state.epoch_record is not None,
+        ),
+        manifest=manifest,
+        train=train,
+        channels=channels,
+        steps_per_epoch=steps_per_epoch,
+        global_batch=cfg.batch_size * world * cfg.grad_accum,
+    )
+    run.loader = run.make_loader(
+        "pretrain",
+        train,
+        preset=cfg.data.preset,
+        augment_overrides=cfg.data.augment,
+        checkpoint=loader_state,
+        views=cfg.data.views,
+        small_views=cfg.data.small_views,
+        small_size=cfg.data.small_size,
+        small_crop_scale=tuple(cfg.data.small_crop_scale),
+    )
+    views = cfg.data.views + cfg.data.small_views
+    accelerator.print(
+        f"{world} process(es) x batch {cfg.batch_size} x accumulation {cfg.grad_accum} = global batch "
+        # Accumulated micro-batches never meet in one loss: only processes add negatives.
+        f"{run.global_batch}, {views} views each: {views * (cfg.batch_size * world - 1)} negatives per "
+        f"anchor; lr {t.lr:.4g} ({cfg.optim.lr} scaled {cfg.optim.lr_scaling}); {steps_per_epoch} steps "
+        "per epoch"
+    )
+    return run
+
+
+def _train_shards(cfg: PretrainConfig, run_dir: Path, accelerator: Accelerator) -> str:
+    """`data.train`, or for data.fraction < 1 its stratified subset, made once in the run directory."""
+    if cfg.data.fraction >= 1:
+        return cfg.data.train
+    folder = run_dir / f"train-{cfg.data.fraction:g}"
+    if accelerator.is_main_process:
+        if (folder / "manifest.json").is_file():  # made by an earlier start of this run: it must match
+            made = shards.load_manifest(folder)["subset"]
+            wanted = {
+                "parent_manifest_sha256": shards.sha256_file(Path(cfg.data.train) / "manifest.json"),
+                "fraction": cfg.data.fraction,
+                "seed": cfg.seed,
+            }
+            if any(made.get(k) != v for k, v in wanted.items()):
+                raise TrainError(
+                    f"{folder}: a subset of other data, fraction or seed than this config's; "
+                    "use a new run_dir for another data scale"
+                )
+        else:
+            shards.subset(cfg.data.train, folder, fraction=cfg.data.fraction, seed=cfg.seed, overwrite=True)
+    accelerator.wait_for_everyone()
+    return str(folder)
