@@ -24,7 +24,6 @@ import torch
 
 from fastclr import shards, trainers
 from fastclr.bench.convert import environment, write_results
-from fastclr.launch._report import read_jsonl
 
 
 def run_once(data: Path, run_dir: Path, args, probe: bool) -> float:
@@ -42,7 +41,7 @@ def run_once(data: Path, run_dir: Path, args, probe: bool) -> float:
     cfg.optim.name, cfg.optim.warmup_epochs = "lars", 0
     cfg.track.log_every, cfg.track.progress = args.log_every, False
     trainers.pretrain(cfg)
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    records = trainers.read_metrics(run_dir / "metrics.jsonl")
     speeds = [r["images_per_s"] for r in records if "images_per_s" in r][1:]
     return statistics.median(speeds)
 

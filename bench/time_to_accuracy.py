@@ -40,14 +40,11 @@ from pathlib import Path
 import numpy as np
 import nvidia.dali
 import torch
-from safetensors.torch import load_file
 
 from fastclr import shards, trainers
 from fastclr.bench.convert import environment, unpack, write_results
-from fastclr.encoders import build_encoder
 from fastclr.launch._experiment import load_pretrain
 from fastclr.pipelines import shard_source, train_steps
-from fastclr.trainers import _checkpoint as checkpoint
 
 CURVE = "time_to_accuracy.json"
 ACCURACIES = ("knn", "knn_k10_majority", "linear")  # the curve's columns (knn: weighted, k=--knn-k)
@@ -65,21 +62,6 @@ def cifar_shards(src: Path, data: Path) -> tuple[Path, Path]:
                 source, folder, encoding="raw", workers=os.cpu_count(), overwrite=True, progress=False
             )
     return folders["train"], folders["test"]
-
-
-def export_checkpoint_encoder(cfg: trainers.PretrainConfig, out: Path) -> Path:
-    """The encoder of the run's newest checkpoint as encoder.safetensors + encoder.json in `out`."""
-    last = checkpoint.latest(Path(cfg.run_dir) / "checkpoints")
-    state = load_file(last / "model.safetensors")
-    _, manifest = shard_source(cfg.data.train)
-    channels = cfg.data.channels or manifest["image"]["channels"]
-    encoder = build_encoder(cfg.model.encoder, cfg.model.cifar_stem, in_chans=channels)
-    encoder.load_state_dict(
-        {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    trainers.export_encoder(out, encoder, cfg, manifest, channels)
-    return out
 
 
 def evaluate(encoder: Path, train: Path, test: Path, args, device: str) -> dict:
@@ -210,7 +192,7 @@ def main() -> None:
             summary = trainers.pretrain(cfg)
             spent += time.perf_counter() - started
             step = summary["global_step"]
-            encoder = export_checkpoint_encoder(cfg, run_dir / "tta" / f"step-{step:08d}")
+            encoder = trainers.export_checkpoint_encoder(cfg, run_dir / "tta" / f"step-{step:08d}")
             point = {
                 "global_step": step,
                 "epoch": round(step / steps_per_epoch, 2),

@@ -21,6 +21,7 @@ _PUBLIC = {
     "PretrainConfig": "_config",
     "TrackConfig": "_config",
     "export_encoder": "_encoder_file",
+    "export_checkpoint_encoder": "_encoder_file",
     "import_encoder": "_encoder_file",
     "load_encoder": "_encoder_file",
     "EvalError": "_errors",
@@ -60,6 +61,7 @@ _PUBLIC = {
     "create_loss": "_losses",
     "NTXent": "_loss",
     "new_accelerator": "_tracking",
+    "read_metrics": "_tracking",
     "changed_keys": "_resume",
     "flatten": "_resume",
 }

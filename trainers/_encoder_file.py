@@ -121,3 +121,24 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
         ) from None
     info["sha256"] = digest
     return encoder.eval().requires_grad_(False), info
+
+
+def export_checkpoint_encoder(cfg, out: Path) -> Path:
+    """The encoder of the newest checkpoint of the pretrain run `cfg` (a PretrainConfig), as
+    encoder.safetensors + encoder.json in `out`: a run can be evaluated while it trains."""
+    from fastclr import shards
+    from fastclr.trainers._checkpoint import latest
+
+    last = latest(Path(cfg.run_dir) / "checkpoints")
+    if last is None:
+        raise TrainError(f"run_dir {cfg.run_dir}: no checkpoint yet to export an encoder from")
+    state = load_file(last / "model.safetensors")
+    manifest = shards.load_manifest(cfg.data.train)
+    channels = cfg.data.channels or manifest["image"]["channels"]
+    encoder = build_encoder(cfg.model.encoder, cfg.model.cifar_stem, in_chans=channels)
+    encoder.load_state_dict(
+        {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    )
+    Path(out).mkdir(parents=True, exist_ok=True)
+    export_encoder(Path(out), encoder, cfg, manifest, channels)
+    return Path(out)

@@ -33,6 +33,19 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl (a run's, or an evaluation's), skipping a line torn by a crash."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def _step(line: str) -> float:
     """The step a metrics line was logged at; infinite (dropped) for a torn or empty line."""
     try:
