@@ -5,9 +5,9 @@
 
 Both loaders apply an augmentation's ops in its order. A preset is a function of the image side
 registered in `PRESETS`; an override names a parameter (a field of one op, `augment_parameters()`).
-It changes that op, or adds the op the preset lacks at its place in `OPS`' order, switched off
-(probability 0) unless the override sets its probability. An unknown preset or parameter lists the
-valid ones.
+It changes that op, or adds the op the preset lacks at its place in `OPS`' order (a flip stays
+last), switched off (probability 0) unless the override sets its probability. An unknown preset
+or parameter lists the valid ones.
 """
 
 from __future__ import annotations
@@ -113,8 +113,10 @@ def augment_parameters() -> dict[str, type]:
 
 
 def _rank(op: Op) -> int:
-    order = list(OPS.values())
-    return order.index(type(op)) if type(op) in order else len(order)
+    """An op's place in OPS' order; the flip after every op, registered later or not: last in a
+    view, DALI fuses it into the final normalise."""
+    order = [cls for cls in OPS.values() if cls is not HorizontalFlip]
+    return order.index(type(op)) if type(op) in order else len(order) + isinstance(op, HorizontalFlip)
 
 
 def configure(augment: Augmentation, **overrides) -> Augmentation:
