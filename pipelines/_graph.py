@@ -1,6 +1,6 @@
 """DALI graphs: read -> decode once -> augment (one view, or N) -> normalise, on GPU or CPU.
 
-One `@pipeline_def` per job, sharing the decode and view functions. On a GPU
+Two `@pipeline_def`s, augmented views (pretrain, train) and val, sharing read and decode. On a GPU
 the decoder is DALI's "mixed" nvJPEG one and every op after it runs on the
 device; with `device_id=None` the same graph runs with CPU operators. A GPU
 run may also keep the ops on the CPU (`Output.to_gpu`): DALI then copies only
@@ -114,7 +114,7 @@ class SmallViews:
 
 
 @pipeline_def(enable_conditionals=True)
-def pretrain_graph(
+def augment_graph(
     src: ShardSet,
     out: Output,
     augment: Augmentation,
@@ -122,11 +122,11 @@ def pretrain_graph(
     num_shards: int,
     shuffle_seed: int,
     gpu: bool,
-    views: int = 2,
+    views: int,
     small: SmallViews | None = None,
 ):
-    """`views` independently augmented views of every image from one decode, then the small views, then
-    the label.
+    """`views` independently augmented views of every image from one decode (pretrain: 2 or more;
+    train: 1), then the small views, then the label.
 
     Each view is its own chain of op instances: ops of one instance share a random state, and
     reusing one for two views would tie them.
@@ -139,27 +139,8 @@ def pretrain_graph(
     return (*large, *extra, label)
 
 
-@pipeline_def(enable_conditionals=True)
-def eval_train_graph(
-    src: ShardSet,
-    out: Output,
-    augment: Augmentation,
-    shard_id: int,
-    num_shards: int,
-    shuffle_seed: int,
-    gpu: bool,
-):
-    """One augmented view (random resized crop and flip by default) and the label."""
-    encoded, label = read(src, shard_id, num_shards, shuffle=True, seed=shuffle_seed, pad_last_batch=False)
-    image = decode(encoded, src, out.channels, gpu)
-    mean, std = src.stats(out.channels)
-    return view(image, augment, out, mean, std), label
-
-
 @pipeline_def
-def eval_val_graph(
-    src: ShardSet, out: Output, crop_fraction: float, shard_id: int, num_shards: int, gpu: bool
-):
+def val_graph(src: ShardSet, out: Output, crop_fraction: float, shard_id: int, num_shards: int, gpu: bool):
     """Resize the shorter side to size / crop_fraction, centre crop to size; in stored order."""
     encoded, label = read(src, shard_id, num_shards, shuffle=False, seed=0, pad_last_batch=True)
     image = decode(encoded, src, out.channels, gpu)

@@ -26,7 +26,7 @@ from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
 from fastclr.pipelines._augment import Augmentation, check_augment, colour_ops, configure, create_augment
 from fastclr.pipelines._errors import PipelineError
-from fastclr.pipelines._graph import Output, SmallViews, eval_train_graph, eval_val_graph, pretrain_graph
+from fastclr.pipelines._graph import Output, SmallViews, augment_graph, val_graph
 from fastclr.pipelines._shardset import ShardSet, open_shards
 
 MODES = ("pretrain", "train", "val")
@@ -152,11 +152,8 @@ class Loader:
     ):
         check_loader_args(mode, dtype, rank, world_size)
         self.shards = open_shards(shards)
-        self.folder, self.manifest, self.num_samples = (
-            self.shards.folder,
-            self.shards.manifest,
-            self.shards.num_samples,
-        )
+        self.folder, self.manifest = self.shards.folder, self.shards.manifest
+        self.num_samples = self.shards.num_samples
         self.mode, self.batch_size, self.size, self.seed = mode, batch_size, size, seed
         self.rank, self.world_size = rank, world_size
         self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
@@ -164,7 +161,9 @@ class Loader:
         self.crop_fraction = crop_fraction or (1.0 if size <= 64 else 0.875)
         self.augment = None
         if mode != "val":
-            self.augment = check_augment(augment or create_augment(DEFAULT_PRESET[mode], size))
+            if augment is None:
+                augment = create_augment(DEFAULT_PRESET[mode], size)
+            self.augment = check_augment(augment)
             colour = colour_ops(self.augment)
             if self.channels == 1 and colour:
                 raise PipelineError(
@@ -199,8 +198,8 @@ class DaliLoader(Loader):
         small_crop_scale: tuple[float, float] | None = None,
         **common,
     ):
-        check_views(views, small_views, small_size, common["size"], small_crop_scale)
         super().__init__(mode, shards, **common)
+        check_views(views, small_views, small_size, self.size, small_crop_scale)
         share = rank_share(self.num_samples, self.rank, self.world_size)
         if mode == "val":
             self.rank_samples = share
@@ -218,7 +217,7 @@ class DaliLoader(Loader):
         ops_on_gpu = self.augment_device == "gpu"
         out = Output(self.size, self.channels, self.channels_last, DTYPES[self.dtype], gpu and not ops_on_gpu)
         self.num_threads = num_threads or default_threads(ops_on_gpu, gpu)
-        common = dict(
+        settings = dict(
             batch_size=self.batch_size,
             num_threads=self.num_threads,
             device_id=(self.device.index or 0) if gpu else None,
@@ -230,18 +229,21 @@ class DaliLoader(Loader):
         )
         part = dict(src=self.shards, out=out, shard_id=self.rank, num_shards=self.world_size, gpu=ops_on_gpu)
         if mode == "val":
-            self.pipe = eval_val_graph(**part, crop_fraction=self.crop_fraction, **common)
-        elif mode == "train":
-            self.pipe = eval_train_graph(**part, augment=self.augment, shuffle_seed=self.seed, **common)
-        else:
+            self.pipe = val_graph(**part, crop_fraction=self.crop_fraction, **settings)
+        else:  # train: one view and no small ones
             small = None
-            if small_views:  # the large views' ops, with their own crop scale
+            if mode == "pretrain" and small_views:  # the large views' ops, with their own crop scale
                 ops = (
                     configure(self.augment, crop_scale=small_crop_scale) if small_crop_scale else self.augment
                 )
                 small = SmallViews(small_views, dataclasses.replace(out, size=small_size), ops)
-            self.pipe = pretrain_graph(
-                **part, augment=self.augment, shuffle_seed=self.seed, views=views, small=small, **common
+            self.pipe = augment_graph(
+                **part,
+                augment=self.augment,
+                shuffle_seed=self.seed,
+                views=views if mode == "pretrain" else 1,
+                small=small,
+                **settings,
             )
         self._guard(self.pipe.build)
 
