@@ -3,13 +3,14 @@
     python -m fastclr.bench.pipeline --json bench/results/pipeline-cpu.json            # CPU (DALI CPU ops)
     python -m fastclr.bench.pipeline --device cuda --json bench/results/pipeline-gpu.json
 
-Datasets: CIFAR-10 train shards made from ../shared/data/cifar10-jpeg.tar.gz, once
+Datasets: CIFAR-10 train shards made from --src (the ImageFolder tarball), once
 as the original JPEGs and once raw; and synthetic 224 px JPEGs. For each, both
 loaders run the same SimCLR preset for --batches batches after --warmup, in
 alternation, --repeats times; the table reports medians and their ratio.
 --augment-devices gpu cpu measures DALI's graph once per place its operators
 run (on a GPU run, "cpu" copies only the finished views to the device); the
-DataLoader gets --threads workers, at most one per tar (PITFALLS 42).
+DataLoader gets --workers workers, at most one per tar (a worker without a tar
+has nothing to read, and the baseline refuses such a setting).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 
 from fastclr import shards
 from fastclr.bench.convert import environment, unpack, write_results
-from fastclr.pipelines import TorchvisionLoader, augment_on, create_loader
+from fastclr.pipelines import TorchvisionLoader, augment_on, create_loader, open_shards
 from fastclr.pipelines._loader import default_threads
 
 
@@ -135,6 +136,7 @@ def main() -> None:
         for name, (folder, size) in datasets.items():
             if args.only and name not in args.only:
                 continue
+            opened = open_shards(folder)  # checked once, not by each of the loaders made below
             common = dict(
                 batch_size=args.batch_size, size=size, device=args.device, dtype=dtype, channels_last=cuda
             )
@@ -145,14 +147,14 @@ def main() -> None:
                     "dali": partial(
                         create_loader,
                         "pretrain",
-                        folder,
+                        opened,
                         num_threads=args.threads,
                         prefetch=args.prefetch,
                         augment_device=device,
                         **common,
                     ),
                     "torchvision": partial(
-                        TorchvisionLoader, "pretrain", folder, num_workers=workers, **common
+                        TorchvisionLoader, "pretrain", opened, num_workers=workers, **common
                     ),
                 }
                 # the DataLoader does not depend on where DALI's ops run: measured with the first only

@@ -36,7 +36,7 @@ import torch
 from fastclr import shards
 from fastclr.bench.convert import environment, unpack, write_results
 from fastclr.bench.pipeline import batches_forever
-from fastclr.pipelines import create_loader
+from fastclr.pipelines import create_loader, open_shards
 
 SMALL_SIDE = {32: 16, 224: 96}  # the small views' side beside each shard set's
 
@@ -119,13 +119,14 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             batch_size = args.batch_size if size <= 64 else args.batch_size_224
+            opened = open_shards(folder)  # checked once, not by each of the loaders made below
             runs = {s: [] for s in args.sets}
             for _ in range(args.repeats):  # alternate, so machine noise hits every set alike
                 for spec in args.sets:
                     shape = view_set(spec, size)
                     loader = create_loader(
                         "pretrain",
-                        folder,
+                        opened,
                         batch_size=batch_size,
                         device=args.device,
                         dtype=dtype,

@@ -1,7 +1,38 @@
-"""DALI input pipelines: N-view pretraining and eval train/val, per rank, on GPU or CPU."""
+"""DALI input pipelines: N-view pretraining and eval train/val, per rank, on GPU or CPU.
 
-from fastclr.pipelines._augment import PRESETS, Augment, PipelineError, create_augment
+Loaders (torch tensors per rank, already on the device):
+    create_loader(mode, shards, preset=, augment_overrides=, **kwargs) -> DaliLoader
+        mode "pretrain" (views, small views, label), "train" (one view, label), "val" (stored order).
+    DaliLoader, TorchvisionLoader: the DALI graph, and torchvision's DataLoader (the benchmark's
+        baseline) over the same shards and ops. Both take a ShardSet or a folder.
+Shards:
+    open_shards(folder) -> ShardSet: the manifest loaded, missing indexes rebuilt, the tars checked,
+        once; pass the ShardSet to every loader of the run.
+Augmentations (tuples of ops, applied in order by both loaders):
+    create_augment(preset, size, **overrides): a preset for an image side, parameters overridden by
+        name (crop_scale, jitter_p, ...); augment_parameters() gives every name and its type.
+    PRESETS, register_preset: simclr, basic, color, gray, strong, digits.
+    Op, register_op, OPS: the op base class and registry; the ops RandomResizedCrop, Rotate,
+        ColorJitter, Grayscale, GaussianBlur, Solarize, HorizontalFlip.
+Helpers:
+    augment_on(choice, size, gpu): where DALI's ops run; AUGMENT_DEVICES, MODES.
+    train_steps, rank_share: batches per epoch and samples per rank; parse_labels: padded ASCII labels.
+Errors:
+    PipelineError: bad data or settings, as one line naming the folder and the fix.
+"""
+
+from fastclr.pipelines._augment import (
+    PRESETS,
+    Augmentation,
+    augment_parameters,
+    check_augment,
+    configure,
+    create_augment,
+    register_preset,
+)
 from fastclr.pipelines._baseline import TorchvisionLoader
+from fastclr.pipelines._errors import PipelineError
+from fastclr.pipelines._legacy import Augment, shard_source
 from fastclr.pipelines._loader import (
     AUGMENT_DEVICES,
     MODES,
@@ -10,23 +41,52 @@ from fastclr.pipelines._loader import (
     create_loader,
     parse_labels,
     rank_share,
-    shard_source,
     train_steps,
 )
+from fastclr.pipelines._ops import (
+    OPS,
+    ColorJitter,
+    GaussianBlur,
+    Grayscale,
+    HorizontalFlip,
+    Op,
+    RandomResizedCrop,
+    Rotate,
+    Solarize,
+    register_op,
+)
+from fastclr.pipelines._shardset import ShardSet, open_shards
 
 __all__ = [
     "AUGMENT_DEVICES",
     "MODES",
+    "OPS",
     "PRESETS",
     "Augment",
+    "Augmentation",
+    "ColorJitter",
     "DaliLoader",
+    "GaussianBlur",
+    "Grayscale",
+    "HorizontalFlip",
+    "Op",
     "PipelineError",
+    "RandomResizedCrop",
+    "Rotate",
+    "ShardSet",
+    "Solarize",
     "TorchvisionLoader",
     "augment_on",
+    "augment_parameters",
+    "check_augment",
+    "configure",
     "create_augment",
     "create_loader",
+    "open_shards",
     "parse_labels",
     "rank_share",
+    "register_op",
+    "register_preset",
     "shard_source",
     "train_steps",
 ]

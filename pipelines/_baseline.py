@@ -1,4 +1,4 @@
-"""The torchvision DataLoader path over the same shards and the same `Augment`.
+"""The torchvision DataLoader path over the same shards and the same augmentation ops.
 
 It exists as the benchmark's baseline and as a fallback for images DALI cannot
 decode; training uses the DALI loader. Ranks split the tars (webdataset's
@@ -17,34 +17,25 @@ from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from fastclr.pipelines._augment import Augment, PipelineError, create_augment
-from fastclr.pipelines._graph import channel_stats
-from fastclr.pipelines._loader import check_loader_args, shard_source
+from fastclr.pipelines._augment import Augmentation
+from fastclr.pipelines._errors import PipelineError
+from fastclr.pipelines._loader import Loader
+from fastclr.pipelines._shardset import ShardSet
 
 
-def transform(augment: Augment | None, size: int, mean, std, crop_fraction: float) -> v2.Compose:
-    """torchvision's version of the DALI view (`augment`), or of the val resize + centre crop."""
+def transform(augment: Augmentation | None, size: int, mean, std, crop_fraction: float) -> v2.Compose:
+    """torchvision's version of the DALI view (the ops of `augment` in order, each with its chance),
+    or of the val resize + centre crop; then normalised."""
     tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if augment is None:
         return v2.Compose(
             [v2.Resize(round(size / crop_fraction), antialias=True), v2.CenterCrop(size), *tail]
         )
-    a = augment
-    ops = [v2.RandomResizedCrop(size, scale=a.crop_scale, ratio=a.crop_ratio, antialias=True)]
-    if a.rotate_deg:
-        ops.append(v2.RandomRotation(a.rotate_deg))
-    ops.append(v2.RandomHorizontalFlip(a.flip_p))
-    if a.jitter_p:
-        ops.append(
-            v2.RandomApply([v2.ColorJitter(a.brightness, a.contrast, a.saturation, a.hue)], p=a.jitter_p)
-        )
-    if a.gray_p:
-        ops.append(v2.RandomGrayscale(a.gray_p))
-    if a.blur_p:
-        kernel = max(3, int(a.blur_kernel * size) // 2 * 2 + 1)
-        ops.append(v2.RandomApply([v2.GaussianBlur(kernel, a.blur_sigma)], p=a.blur_p))
-    if a.solarize_p:
-        ops.append(v2.RandomSolarize(a.solarize_threshold, p=a.solarize_p))
+    ops = []
+    for op in augment:
+        if op.active:
+            form = op.torchvision(size)
+            ops.append(form if op.chance is None else v2.RandomApply([form], p=op.chance))
     return v2.Compose(ops + tail)
 
 
@@ -68,48 +59,21 @@ class _Sample:
         return (*(self.make_view(image) for _ in range(self.views)), label)
 
 
-class TorchvisionLoader:
-    """Like `DaliLoader`, but `len()` is an upper bound: each worker drops its own last partial batch."""
+class TorchvisionLoader(Loader):
+    """Like `DaliLoader` (two views in pretrain), but `len()` is an upper bound: each worker drops its
+    own last partial batch. `num_workers` DataLoader workers, each reading whole tars."""
 
-    def __init__(
-        self,
-        mode: str,
-        folder: str | Path,
-        *,
-        batch_size: int,
-        size: int,
-        augment: Augment | None = None,
-        crop_fraction: float | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-        channels_last: bool = False,
-        channels: int | None = None,
-        seed: int = 0,
-        num_workers: int = 2,
-    ):
-        check_loader_args(mode, dtype, rank, world_size)
-        src, manifest = shard_source(folder)
+    def __init__(self, mode: str, shards: ShardSet | str | Path, *, num_workers: int = 2, **common):
+        super().__init__(mode, shards, **common)
+        src, rank, world_size, batch_size = self.shards, self.rank, self.world_size, self.batch_size
         if len(src.tars) < world_size * max(num_workers, 1):
             raise PipelineError(
-                f"{folder}: {len(src.tars)} tars cannot feed {world_size} ranks x "
+                f"{self.folder}: {len(src.tars)} tars cannot feed {world_size} ranks x "
                 f"{num_workers} workers; reconvert with a smaller --shard-size"
             )
-        self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
-        out_channels = channels or src.channels
-        if mode != "val" and augment is None:
-            augment = create_augment("simclr" if mode == "pretrain" else "basic", size)
-        mean, std = channel_stats(src, out_channels)
-        make_view = transform(
-            None if mode == "val" else augment,
-            size,
-            mean,
-            std,
-            crop_fraction or (1.0 if size <= 64 else 0.875),
-        )
+        make_view = transform(self.augment, self.size, *src.stats(self.channels), self.crop_fraction)
         per_sample = _Sample(
-            src.image_ext.split(";"), src.raw_shape, out_channels, make_view, 2 if mode == "pretrain" else 1
+            src.image_ext.split(";"), src.raw_shape, self.channels, make_view, 2 if mode == "pretrain" else 1
         )
 
         def this_rank(urls):  # ranks take every world_size-th tar
@@ -117,32 +81,33 @@ class TorchvisionLoader:
 
         shuffle = mode != "val"
         dataset = wds.WebDataset(
-            src.tars,
+            list(src.tars),
             shardshuffle=len(src.tars) if shuffle else False,
             nodesplitter=this_rank,
-            seed=seed,
+            seed=self.seed,
             empty_check=False,
         )
         if shuffle:
-            dataset = dataset.shuffle(1000, seed=seed)
+            dataset = dataset.shuffle(1000, seed=self.seed)
         dataset = dataset.map(per_sample)
-        gpu = self.device.type == "cuda"
         self.loader = DataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=num_workers,
-            pin_memory=gpu,
+            pin_memory=self.device.type == "cuda",
             drop_last=shuffle,
             persistent_workers=num_workers > 0,
         )
-        counts = [s["num_samples"] for s in manifest["shards"]][rank::world_size]
+        counts = [s["num_samples"] for s in self.manifest["shards"]][rank::world_size]
         per_worker = [sum(counts[w :: max(num_workers, 1)]) for w in range(max(num_workers, 1))]
         if shuffle:  # an upper bound: tar order, and so each worker's share, changes per epoch
             self.steps = sum(counts) // batch_size
         else:  # exact: val reads every tar in order, each worker ends with its partial batch
             self.steps = sum(math.ceil(n / batch_size) for n in per_worker)
         if self.steps == 0:
-            raise PipelineError(f"{folder}: rank {rank} gets too few samples for one batch of {batch_size}")
+            raise PipelineError(
+                f"{self.folder}: rank {rank} gets too few samples for one batch of {batch_size}"
+            )
 
     def __len__(self) -> int:
         return self.steps

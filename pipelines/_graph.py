@@ -1,6 +1,6 @@
 """DALI graphs: read -> decode once -> augment (one view, or N) -> normalise, on GPU or CPU.
 
-One `@pipeline_def` per job, sharing the decode and view functions. On a GPU
+Two `@pipeline_def`s, augmented views (pretrain, train) and val, sharing read and decode. On a GPU
 the decoder is DALI's "mixed" nvJPEG one and every op after it runs on the
 device; with `device_id=None` the same graph runs with CPU operators. A GPU
 run may also keep the ops on the CPU (`Output.to_gpu`): DALI then copies only
@@ -13,22 +13,11 @@ from dataclasses import dataclass
 
 from nvidia.dali import fn, pipeline_def, types
 
-from fastclr.pipelines._augment import Augment
+from fastclr.pipelines._augment import Augmentation
+from fastclr.pipelines._ops import HorizontalFlip, Op
+from fastclr.pipelines._shardset import ShardSet
 
 LABEL_BYTES = 12  # ASCII labels are padded to this many bytes so a batch is one tensor
-
-
-@dataclass(frozen=True)
-class Source:
-    """What a graph reads: the shards and how their images are stored."""
-
-    tars: list[str]
-    indexes: list[str]
-    image_ext: str  # "jpg", "png", "rgb" or "jpg;png"
-    raw_shape: tuple[int, int, int] | None  # HWC of raw ("rgb") images
-    channels: int  # channels stored
-    mean: tuple[float, ...]  # per channel, pixel values in [0, 1]
-    std: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -42,7 +31,7 @@ class Output:
     to_gpu: bool = False  # CPU operators, the finished images copied to the GPU by DALI
 
 
-def read(src: Source, shard_id: int, num_shards: int, shuffle: bool, seed: int, pad_last_batch: bool):
+def read(src: ShardSet, shard_id: int, num_shards: int, shuffle: bool, seed: int, pad_last_batch: bool):
     """The shard reader; `shuffle` also reshuffles the tar order every epoch."""
     if shuffle:
         extra = {
@@ -54,8 +43,8 @@ def read(src: Source, shard_id: int, num_shards: int, shuffle: bool, seed: int, 
     else:
         extra = {"stick_to_shard": True}
     image, label = fn.readers.webdataset(
-        paths=src.tars,
-        index_paths=src.indexes,
+        paths=list(src.tars),
+        index_paths=list(src.indexes),
         ext=[src.image_ext, "cls"],
         missing_component_behavior="error",
         shard_id=shard_id,
@@ -68,7 +57,7 @@ def read(src: Source, shard_id: int, num_shards: int, shuffle: bool, seed: int, 
     return image, fn.pad(label, axes=(0,), shape=(LABEL_BYTES,), fill_value=0)
 
 
-def decode(encoded, src: Source, out_channels: int, gpu: bool):
+def decode(encoded, src: ShardSet, out_channels: int, gpu: bool):
     """Decoded HWC uint8 image with `out_channels` channels, on the GPU when there is one."""
     if src.raw_shape is not None:  # raw shards skip decoding entirely
         image = fn.reshape(encoded, shape=list(src.raw_shape), layout="HWC")
@@ -82,47 +71,23 @@ def decode(encoded, src: Source, out_channels: int, gpu: bool):
     )
 
 
-def _uniform(low: float, high: float):
-    """Per-sample draw from [low, high]; a constant when the range is one value."""
-    return low if low == high else fn.random.uniform(range=(low, high))
+def apply(op: Op, image, size: int):
+    """`op` on the samples its probability draws (per-sample DALI conditionals: only they pay for it)."""
+    if op.active:
+        if op.chance is None:
+            image = op.dali(image, size)
+        elif fn.random.coin_flip(probability=op.chance, dtype=types.BOOL):
+            image = op.dali(image, size)
+    return image
 
 
-def _drawn(probability: float):
-    """Per-sample boolean that is true with `probability` (for DALI conditionals)."""
-    return fn.random.coin_flip(probability=probability, dtype=types.BOOL)
-
-
-def view(image, aug: Augment, out: Output, mean, std, crop: bool = True):
-    """One randomly augmented view, normalised, in the output layout and dtype."""
-    size = out.size
-    if crop:
-        image = fn.random_resized_crop(
-            image,
-            size=(size, size),
-            random_area=list(aug.crop_scale),
-            random_aspect_ratio=list(aug.crop_ratio),
-        )
-    if aug.rotate_deg:
-        angle = _uniform(-aug.rotate_deg, aug.rotate_deg)
-        image = fn.rotate(image, angle=angle, keep_size=True, fill_value=0)
-    # Per-sample branches (DALI conditionals): only the samples drawn pay for the op.
-    if out.channels == 3 and aug.jitter_p and _drawn(aug.jitter_p):
-        image = fn.color_twist(
-            image,
-            brightness=_uniform(1 - aug.brightness, 1 + aug.brightness),
-            contrast=_uniform(1 - aug.contrast, 1 + aug.contrast),
-            saturation=_uniform(1 - aug.saturation, 1 + aug.saturation),
-            hue=_uniform(-aug.hue * 180, aug.hue * 180),  # degrees
-        )
-    if out.channels == 3 and aug.gray_p and _drawn(aug.gray_p):
-        image = fn.color_twist(image, saturation=0.0)  # luma in every channel
-    if aug.blur_p and _drawn(aug.blur_p):
-        kernel = max(3, int(aug.blur_kernel * size) // 2 * 2 + 1)  # odd
-        image = fn.gaussian_blur(image, window_size=kernel, sigma=_uniform(*aug.blur_sigma))
-    if aug.solarize_p and _drawn(aug.solarize_p):
-        wide = fn.cast(image, dtype=types.INT16)
-        image = fn.cast(wide + (255 - 2 * wide) * (wide >= aug.solarize_threshold), dtype=types.UINT8)
-    return normalise(image, out, mean, std, mirror=fn.random.coin_flip(probability=aug.flip_p))
+def view(image, augment: Augmentation, out: Output, mean, std):
+    """One randomly augmented view: the ops in order, then normalised into the output layout and dtype."""
+    *ops, last = augment
+    fused = isinstance(last, HorizontalFlip)  # a last flip is crop_mirror_normalize's `mirror`
+    for op in ops if fused else augment:
+        image = apply(op, image, out.size)
+    return normalise(image, out, mean, std, mirror=last.dali_mirror() if fused else 0)
 
 
 def normalise(image, out: Output, mean, std, mirror=0, crop=None):
@@ -139,65 +104,46 @@ def normalise(image, out: Output, mean, std, mirror=0, crop=None):
     return image.gpu() if out.to_gpu else image
 
 
-def channel_stats(src: Source, channels: int) -> tuple[list[float], list[float]]:
-    """Manifest mean/std for the output channel count (a gray mean is repeated for RGB)."""
-    mean, std = list(src.mean), list(src.std)
-    if len(mean) != channels:
-        mean, std = mean[:1] * channels, std[:1] * channels
-    return mean, std
-
-
 @dataclass(frozen=True)
 class SmallViews:
     """The multi-crop group: `count` extra views of every image at a smaller side, with their own crops."""
 
     count: int
     out: Output  # its side (the rest as the large views')
-    augment: Augment  # the large views' ops with their own crop scale
+    augment: Augmentation  # the large views' ops with their own crop scale
 
 
 @pipeline_def(enable_conditionals=True)
-def pretrain_graph(
-    src: Source,
+def augment_graph(
+    src: ShardSet,
     out: Output,
-    aug: Augment,
+    augment: Augmentation,
     shard_id: int,
     num_shards: int,
     shuffle_seed: int,
     gpu: bool,
-    views: int = 2,
+    views: int,
     small: SmallViews | None = None,
 ):
-    """`views` independently augmented views of every image from one decode, then the small views, then
-    the label.
+    """`views` independently augmented views of every image from one decode (pretrain: 2 or more;
+    train: 1), then the small views, then the label.
 
     Each view is its own chain of op instances: ops of one instance share a random state, and
-    reusing one for two views would tie them (PITFALLS 20).
+    reusing one for two views would tie them.
     """
     encoded, label = read(src, shard_id, num_shards, shuffle=True, seed=shuffle_seed, pad_last_batch=False)
     image = decode(encoded, src, out.channels, gpu)
-    mean, std = channel_stats(src, out.channels)
-    large = [view(image, aug, out, mean, std) for _ in range(views)]
+    mean, std = src.stats(out.channels)
+    large = [view(image, augment, out, mean, std) for _ in range(views)]
     extra = [view(image, small.augment, small.out, mean, std) for _ in range(small.count)] if small else []
     return (*large, *extra, label)
 
 
-@pipeline_def(enable_conditionals=True)
-def eval_train_graph(
-    src: Source, out: Output, aug: Augment, shard_id: int, num_shards: int, shuffle_seed: int, gpu: bool
-):
-    """One augmented view (random resized crop and flip by default) and the label."""
-    encoded, label = read(src, shard_id, num_shards, shuffle=True, seed=shuffle_seed, pad_last_batch=False)
-    image = decode(encoded, src, out.channels, gpu)
-    mean, std = channel_stats(src, out.channels)
-    return view(image, aug, out, mean, std), label
-
-
 @pipeline_def
-def eval_val_graph(src: Source, out: Output, crop_fraction: float, shard_id: int, num_shards: int, gpu: bool):
+def val_graph(src: ShardSet, out: Output, crop_fraction: float, shard_id: int, num_shards: int, gpu: bool):
     """Resize the shorter side to size / crop_fraction, centre crop to size; in stored order."""
     encoded, label = read(src, shard_id, num_shards, shuffle=False, seed=0, pad_last_batch=True)
     image = decode(encoded, src, out.channels, gpu)
     image = fn.resize(image, resize_shorter=round(out.size / crop_fraction))
-    mean, std = channel_stats(src, out.channels)
+    mean, std = src.stats(out.channels)
     return normalise(image, out, mean, std, crop=(out.size, out.size)), label

@@ -1,6 +1,7 @@
 """Loaders: a DALI graph per rank, yielding torch tensors already on the training device.
 
-    loader = create_loader("pretrain", "data/cifar10-train", batch_size=512, size=32,
+    train = open_shards("data/cifar10-train")  # checked once; a folder path works too
+    loader = create_loader("pretrain", train, batch_size=512, size=32,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
                            device=accelerator.device, dtype=torch.bfloat16, channels_last=True)
     for *views, label in loader: ...
@@ -23,62 +24,23 @@ from pathlib import Path
 import torch
 from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-from fastclr import shards
-from fastclr.pipelines._augment import Augment, PipelineError, create_augment
-from fastclr.pipelines._graph import (
-    Output,
-    SmallViews,
-    Source,
-    eval_train_graph,
-    eval_val_graph,
-    pretrain_graph,
-)
+from fastclr.pipelines._augment import Augmentation, check_augment, colour_ops, configure, create_augment
+from fastclr.pipelines._errors import PipelineError
+from fastclr.pipelines._graph import Output, SmallViews, augment_graph, val_graph
+from fastclr.pipelines._shardset import ShardSet, open_shards
 
 MODES = ("pretrain", "train", "val")
 AUGMENT_DEVICES = ("auto", "gpu", "cpu")
 # `auto` runs DALI's operators on the host's cores up to this image side on a GPU run: tiny images
-# cross to the GPU cheaply, and the GPU's time is left to the model (PITFALLS 40). Not yet measured
+# cross to the GPU cheaply, and the GPU's time is left to the model (the pipeline and the model share
+# the GPU: a pipeline that outruns the model alone can still slow it). Not yet measured
 # on a GPU: bench/gpu.sh's `levers` and `levers224` stages measure both devices at 32 and 224 px.
 AUTO_CPU_MAX_SIDE = 64
 # ... and only with this many cores per process: 2 cores made about 7k two-view images/s of 32 px here
 # (BENCHMARKS.md), the model alone 25k on an H100, so fewer cores would starve the GPU.
 AUTO_CPU_MIN_CORES = 8
-MIN_STD = 1 / 255
 DTYPES = {torch.float32: False, torch.float16: True, torch.bfloat16: True}
-
-
-def shard_source(folder: str | Path) -> tuple[Source, dict]:
-    """The graph's view of a shard folder; a missing index file is rebuilt from its tar.
-
-    The folder must pass `shards.check` first: DALI reads whatever bytes the index points
-    at, so a changed, cut or foreign tar would otherwise train silently.
-    """
-    folder = Path(folder)
-    try:
-        manifest = shards.load_manifest(folder)
-        if manifest["num_samples"] == 0 or not manifest["shards"]:
-            raise shards.ShardError(f"{folder}: the manifest lists no samples; nothing to read")
-        for shard in manifest["shards"]:
-            if not (folder / shard["tar"]).is_file():
-                raise shards.ShardError(
-                    f"{folder / shard['tar']}: listed in the manifest but missing; reconvert or restore it"
-                )
-            if not (folder / shard["index"]).is_file():
-                shards.rebuild_index(folder, shard)
-        shards.check(folder, manifest)
-    except shards.ShardError as err:
-        raise PipelineError(str(err)) from None
-    image = manifest["image"]
-    shape = image["shape"]
-    return Source(
-        tars=[str(folder / s["tar"]) for s in manifest["shards"]],
-        indexes=[str(folder / s["index"]) for s in manifest["shards"]],
-        image_ext=";".join(image["extensions"]),
-        raw_shape=tuple(shape) if image["encoding"] == "raw" else None,
-        channels=image["channels"],
-        mean=tuple(manifest["mean"]),
-        std=tuple(max(s, MIN_STD) for s in manifest["std"]),  # a constant channel must not divide by 0
-    ), manifest
+DEFAULT_PRESET = {"pretrain": "simclr", "train": "basic"}  # by mode; val has no augmentation
 
 
 def parse_labels(padded: torch.Tensor) -> torch.Tensor:
@@ -123,8 +85,9 @@ def cores_per_process() -> int:
 
 
 def default_threads(ops_on_gpu: bool, gpu_run: bool = True) -> int:
-    """DALI threads: 4 feed GPU ops (PITFALLS 35), and 4 leave a CPU-only run's model its cores;
-    CPU ops feeding a GPU get this process's share of the cores (the model does not need them)."""
+    """DALI threads: 4 feed GPU ops (more can lower GPU use; 3 to 5 are enough), and 4 leave a
+    CPU-only run's model its cores; CPU ops feeding a GPU get this process's share of the cores (the
+    model does not need them)."""
     return min(4, _cores()) if ops_on_gpu or not gpu_run else cores_per_process()
 
 
@@ -154,17 +117,30 @@ def check_views(
         raise PipelineError(f"small_crop_scale={tuple(small_crop_scale)} must satisfy 0 < min <= max <= 1")
 
 
-class DaliLoader:
-    """Iterates one epoch of batches per `iter()`; see the module docstring."""
+class Loader:
+    """What every loader does with its arguments: checks them, opens the shards, settles the augmentation.
+
+    Args:
+        mode: "pretrain", "train" or "val" (see the module docstring).
+        shards: a ShardSet, or a shard folder to open.
+        batch_size: images per batch and rank.
+        size: side of the square images out.
+        augment: the ops of a view (train modes); default the preset `simclr` (pretrain) or `basic`.
+        crop_fraction: val's centre crop over the resized side; default 1 up to 64 px, else 0.875.
+        rank, world_size: this process's part of the shards.
+        device, dtype, channels_last: where the batches land, their dtype and memory layout.
+        channels: channels out (1 or 3); default the shards'.
+        seed: the random ops' and the shuffle's seed.
+    """
 
     def __init__(
         self,
         mode: str,
-        folder: str | Path,
+        shards: ShardSet | str | Path,
         *,
         batch_size: int,
         size: int,
-        augment: Augment | None = None,
+        augment: Augmentation | None = None,
         crop_fraction: float | None = None,
         rank: int = 0,
         world_size: int = 1,
@@ -173,6 +149,45 @@ class DaliLoader:
         channels_last: bool = False,
         channels: int | None = None,
         seed: int = 0,
+    ):
+        check_loader_args(mode, dtype, rank, world_size)
+        self.shards = open_shards(shards)
+        self.folder, self.manifest = self.shards.folder, self.shards.manifest
+        self.num_samples = self.shards.num_samples
+        self.mode, self.batch_size, self.size, self.seed = mode, batch_size, size, seed
+        self.rank, self.world_size = rank, world_size
+        self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
+        self.channels = channels or self.shards.channels
+        self.crop_fraction = crop_fraction or (1.0 if size <= 64 else 0.875)
+        self.augment = None
+        if mode != "val":
+            if augment is None:
+                augment = create_augment(DEFAULT_PRESET[mode], size)
+            self.augment = check_augment(augment)
+            colour = colour_ops(self.augment)
+            if self.channels == 1 and colour:
+                raise PipelineError(
+                    f"{self.folder}: images have one channel but the augmentation uses colour "
+                    f"({', '.join(colour)}); use the digits preset or channels=3"
+                )
+
+
+class DaliLoader(Loader):
+    """Iterates one epoch of batches per `iter()`; see the module docstring and `Loader` for the arguments.
+
+    Args:
+        num_threads: DALI's threads; default by where the ops run (`default_threads`).
+        prefetch: batches DALI prepares ahead.
+        augment_device: "auto", "gpu" or "cpu": where decode and augment run on a GPU run (`augment_on`).
+        checkpoint: `state()` of an earlier loader of the same settings, to continue its stream.
+        views, small_views, small_size, small_crop_scale: the pretrain views (module docstring).
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        shards: ShardSet | str | Path,
+        *,
         num_threads: int | None = None,
         prefetch: int = 2,
         augment_device: str = "auto",
@@ -181,70 +196,55 @@ class DaliLoader:
         small_views: int = 0,
         small_size: int | None = None,
         small_crop_scale: tuple[float, float] | None = None,
+        **common,
     ):
-        check_loader_args(mode, dtype, rank, world_size)
-        check_views(views, small_views, small_size, size, small_crop_scale)
-        self.folder, self.mode, self.batch_size = Path(folder), mode, batch_size
-        self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
-        src, self.manifest = shard_source(folder)
-        self.num_samples = self.manifest["num_samples"]
-        share = rank_share(self.num_samples, rank, world_size)
+        super().__init__(mode, shards, **common)
+        check_views(views, small_views, small_size, self.size, small_crop_scale)
+        share = rank_share(self.num_samples, self.rank, self.world_size)
         if mode == "val":
             self.rank_samples = share
-            self.steps = math.ceil(share / batch_size)
+            self.steps = math.ceil(share / self.batch_size)
         else:
-            self.steps = train_steps(self.num_samples, batch_size, world_size)
-            self.rank_samples = self.steps * batch_size
+            self.steps = train_steps(self.num_samples, self.batch_size, self.world_size)
+            self.rank_samples = self.steps * self.batch_size
             if self.steps == 0:
                 raise PipelineError(
-                    f"{folder}: {self.num_samples} samples cannot fill one batch of "
-                    f"{batch_size} on each of {world_size} ranks; lower the batch size"
+                    f"{self.folder}: {self.num_samples} samples cannot fill one batch of "
+                    f"{self.batch_size} on each of {self.world_size} ranks; lower the batch size"
                 )
         gpu = self.device.type == "cuda"
-        self.augment_device = augment_on(augment_device, size, gpu)
+        self.augment_device = augment_on(augment_device, self.size, gpu)
         ops_on_gpu = self.augment_device == "gpu"
-        out = Output(
-            size=size,
-            channels=channels or src.channels,
-            channels_last=channels_last,
-            half=DTYPES[dtype],
-            to_gpu=gpu and not ops_on_gpu,
-        )
-        if augment is None and mode != "val":
-            augment = create_augment("simclr" if mode == "pretrain" else "basic", size)
-        if out.channels == 1 and augment is not None and augment.uses_colour:
-            raise PipelineError(
-                f"{folder}: images have one channel but the augmentation uses colour "
-                "(jitter, grayscale or solarise); use the digits preset or channels=3"
-            )
+        out = Output(self.size, self.channels, self.channels_last, DTYPES[self.dtype], gpu and not ops_on_gpu)
         self.num_threads = num_threads or default_threads(ops_on_gpu, gpu)
-        common = dict(
-            batch_size=batch_size,
+        settings = dict(
+            batch_size=self.batch_size,
             num_threads=self.num_threads,
             device_id=(self.device.index or 0) if gpu else None,
-            seed=seed * 1000 + rank,
+            seed=self.seed * 1000 + self.rank,
             prefetch_queue_depth=prefetch,
             # Train graphs can save their reader and RNG position: a resumed run continues the stream.
             enable_checkpointing=mode != "val",
             checkpoint=checkpoint,
         )
-        if mode == "pretrain":
+        part = dict(src=self.shards, out=out, shard_id=self.rank, num_shards=self.world_size, gpu=ops_on_gpu)
+        if mode == "val":
+            self.pipe = val_graph(**part, crop_fraction=self.crop_fraction, **settings)
+        else:  # train: one view and no small ones
             small = None
-            if small_views:
-                small = SmallViews(
-                    small_views,
-                    dataclasses.replace(out, size=small_size),
-                    dataclasses.replace(augment, crop_scale=tuple(small_crop_scale or augment.crop_scale)),
+            if mode == "pretrain" and small_views:  # the large views' ops, with their own crop scale
+                ops = (
+                    configure(self.augment, crop_scale=small_crop_scale) if small_crop_scale else self.augment
                 )
-            graph = pretrain_graph(
-                src, out, augment, rank, world_size, seed, ops_on_gpu, views, small, **common
+                small = SmallViews(small_views, dataclasses.replace(out, size=small_size), ops)
+            self.pipe = augment_graph(
+                **part,
+                augment=self.augment,
+                shuffle_seed=self.seed,
+                views=views if mode == "pretrain" else 1,
+                small=small,
+                **settings,
             )
-        elif mode == "train":
-            graph = eval_train_graph(src, out, augment, rank, world_size, seed, ops_on_gpu, **common)
-        else:
-            fraction = crop_fraction or (1.0 if size <= 64 else 0.875)
-            graph = eval_val_graph(src, out, fraction, rank, world_size, ops_on_gpu, **common)
-        self.pipe = graph
         self._guard(self.pipe.build)
 
     def __len__(self) -> int:
@@ -256,7 +256,7 @@ class DaliLoader:
             return step()
         except RuntimeError as err:
             raise PipelineError(
-                explain_failure(self.folder, f"the DALI pipeline failed ({dali_reason(err)})")
+                self.shards.explain(f"the DALI pipeline failed ({dali_reason(err)})")
             ) from None
 
     def _to_torch(self, tensor_list) -> torch.Tensor:
@@ -294,25 +294,14 @@ class DaliLoader:
         """Parse on the CPU, where checking costs no device sync; a label outside the classes is refused."""
         tensor = padded.as_tensor()
         labels = parse_labels(feed_ndarray(tensor, torch.empty(tensor.shape(), dtype=torch.uint8)))
-        classes = self.manifest["num_classes"] if self.manifest["labeled"] else 0
+        classes = self.shards.num_classes if self.shards.labeled else 0
         low, high = (0, classes - 1) if classes else (-1, -1)
         bad = labels[(labels < low) | (labels > high)]
         if bad.numel():
             raise PipelineError(
-                explain_failure(
-                    self.folder, f"label {int(bad[0])} outside {low}..{high}, the manifest's classes"
-                )
+                self.shards.explain(f"label {int(bad[0])} outside {low}..{high}, the manifest's classes")
             )
         return labels.to(self.device, non_blocking=True)
-
-
-def explain_failure(folder: Path, reason: str) -> str:
-    """Find the faulty sample with `shards.verify`; else say what went wrong (`reason`)."""
-    try:
-        shards.verify(folder)
-    except shards.ShardError as fault:
-        return str(fault)
-    return f"{folder}: {reason}; the shards verify clean"
 
 
 def dali_reason(err: Exception) -> str:
@@ -325,11 +314,17 @@ def dali_reason(err: Exception) -> str:
     return f"{operator.rstrip(',')}: {after}"[:400] if operator else after[:400]
 
 
-def create_loader(mode: str, folder: str | Path, **kwargs) -> DaliLoader:
-    """`DaliLoader(mode, folder, **kwargs)`; `preset` and `augment_overrides` build its Augment."""
-    preset = kwargs.pop("preset", None)
-    overrides = kwargs.pop("augment_overrides", None) or {}
-    if preset is not None or overrides:
-        default = "simclr" if mode == "pretrain" else "basic"
-        kwargs["augment"] = create_augment(preset or default, kwargs["size"], **overrides)
-    return DaliLoader(mode, folder, **kwargs)
+def create_loader(
+    mode: str,
+    shards: ShardSet | str | Path,
+    *,
+    preset: str | None = None,
+    augment_overrides: dict | None = None,
+    **kwargs,
+) -> DaliLoader:
+    """`DaliLoader(mode, shards, **kwargs)`, its augmentation the preset `preset` (default by mode) with
+    `augment_overrides` ({"jitter_p": 0.5, ...}), or `augment` as given."""
+    if preset is not None or augment_overrides:
+        preset = preset or DEFAULT_PRESET.get(mode, "basic")
+        kwargs["augment"] = create_augment(preset, kwargs["size"], **(augment_overrides or {}))
+    return DaliLoader(mode, shards, **kwargs)

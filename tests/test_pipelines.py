@@ -1,19 +1,36 @@
-"""DALI pipelines on the CPU: shapes, views, seeds, ranks, exact val, presets, bad input."""
+"""DALI pipelines on the CPU: shapes, views, seeds, ranks, exact val, ops and presets, bad input."""
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from nvidia.dali import fn, types
+from torchvision.transforms import v2
 
 from fastclr import shards
 from fastclr.pipelines import (
+    OPS,
+    ColorJitter,
+    GaussianBlur,
+    Grayscale,
+    HorizontalFlip,
+    Op,
     PipelineError,
+    RandomResizedCrop,
+    Rotate,
+    Solarize,
     TorchvisionLoader,
+    augment_parameters,
+    check_augment,
     create_augment,
     create_loader,
+    open_shards,
     parse_labels,
     rank_share,
+    register_op,
 )
-from fastclr.pipelines._loader import shard_source
 
 SIZE = 16
 
@@ -47,7 +64,7 @@ IDENTITY = dict(
 
 def pixels_of(batch, folder):
     """Undo the normalisation: back to 0..255 pixel values, NHWC float."""
-    source, _ = shard_source(folder)
+    source = open_shards(folder)
     mean = torch.tensor(source.mean) * 255
     std = torch.tensor(source.std) * 255
     return batch.float().permute(0, 2, 3, 1) * std + mean
@@ -104,7 +121,7 @@ def test_n_views_and_small_views_each_independent(tmp_path):
     *views, label = next(iter(loader))
     assert [v.shape for v in views] == [(16, 3, SIZE, SIZE)] * 4 + [(16, 3, 8, 8)] * 3
     assert len(set(label.tolist())) == 16
-    for group in (views[:4], views[4:]):  # a separate op chain per view: no two views alike (PITFALLS 20)
+    for group in (views[:4], views[4:]):  # a separate op chain per view: no two views alike
         for i, a in enumerate(group):
             for b in group[i + 1 :]:
                 assert ((a - b).abs().flatten(1).mean(1) > 0.05).float().mean() > 0.9
@@ -239,9 +256,7 @@ def test_flip_probability_one_mirrors_and_zero_never_does(tmp_path):
     np.testing.assert_allclose(
         pretrain_views(folder, 16, **{**IDENTITY, "flip_p": 1.0}), pixels[:, :, ::-1], atol=1.0
     )
-    for preset in ["digits"]:
-        augment = create_augment(preset, SIZE)
-        assert augment.flip_p == 0
+    assert HorizontalFlip(0.0) in create_augment("digits", SIZE)
 
 
 def test_grayscale_probability_one_gives_equal_channels(tmp_path):
@@ -291,11 +306,12 @@ def test_digits_preset_rotates_without_flipping_on_one_channel(tmp_path):
     assert next(iter(rgb))[0].shape == (8, 3, SIZE, SIZE)
 
 
-@pytest.mark.parametrize("size,blur", [(32, 0.0), (224, 0.5)])
+@pytest.mark.parametrize("size,blur", [(32, False), (224, True)])
 def test_simclr_preset_is_scaled_to_the_image_size(size, blur):
-    augment = create_augment("simclr", size)
-    assert augment.blur_p == blur and augment.jitter_p == 0.8 and augment.gray_p == 0.2
-    assert augment.brightness == pytest.approx(0.4 if size < 96 else 0.8)
+    crop, jitter, gray, *rest, flip = create_augment("simclr", size)
+    assert jitter.jitter_p == 0.8 and gray.gray_p == 0.2 and flip.flip_p == 0.5
+    assert jitter.brightness == pytest.approx(0.4 if size < 96 else 0.8)
+    assert rest == ([GaussianBlur(0.5)] if blur else [])
 
 
 def test_unknown_preset_or_parameter_lists_the_valid_ones():
@@ -442,3 +458,115 @@ def test_a_loader_restored_from_its_state_continues_the_same_stream(tmp_path):
     for want in expected:
         got = next(stream)
         assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+@dataclass(frozen=True)
+class Invert(Op):
+    """An op defined here alone: both loaders must run it through its two forms."""
+
+    probability: ClassVar[str] = "invert_p"
+    invert_p: float = 0.5
+
+    def dali(self, image, size):
+        return fn.cast(255 - fn.cast(image, dtype=types.INT16), dtype=types.UINT8)
+
+    def torchvision(self, size):
+        return v2.RandomInvert(1.0)
+
+
+@pytest.fixture
+def invert_registered():
+    register_op(Invert)
+    yield
+    del OPS["Invert"]
+
+
+def test_a_new_op_runs_in_both_loaders_and_by_its_override_name(tmp_path, invert_registered):
+    folder, pixels = id_shards(tmp_path, 16, shard_size=4)
+    opened = open_shards(folder)
+    assert augment_parameters()["invert_p"] is float
+    augment = create_augment("basic", SIZE, **{**IDENTITY, "invert_p": 1.0})
+    assert [type(op) for op in augment] == [RandomResizedCrop, Invert, HorizontalFlip]  # before the flip
+    np.testing.assert_allclose(
+        pretrain_views(opened, 16, **{**IDENTITY, "invert_p": 1.0}), 255 - pixels, atol=1
+    )
+    view, _, ids = next(iter(TorchvisionLoader("pretrain", opened, batch_size=4, size=SIZE, augment=augment)))
+    np.testing.assert_allclose(pixels_of(view, folder).numpy(), 255 - pixels[ids.numpy()], atol=1)
+    # After a flip, which then is not fused into the last DALI op: both loaders mirror, then invert.
+    flip_then_invert = (augment[0], HorizontalFlip(1.0), Invert(1.0))
+    for loader in (
+        create_loader("pretrain", opened, batch_size=16, size=SIZE, augment=flip_then_invert),
+        TorchvisionLoader("pretrain", opened, batch_size=4, size=SIZE, augment=flip_then_invert),
+    ):
+        view, _, ids = next(iter(loader))
+        np.testing.assert_allclose(
+            pixels_of(view, folder).numpy(), 255 - pixels[ids.numpy(), :, ::-1], atol=1
+        )
+    half = create_augment("basic", SIZE, **{**IDENTITY, "invert_p": 0.5})  # a chance per sample
+    view, _, ids = next(iter(create_loader("pretrain", opened, batch_size=16, size=SIZE, augment=half)))
+    views = pixels_of(view, folder).numpy()
+    inverted = [np.allclose(v, 255 - pixels[i], atol=1) for v, i in zip(views, ids.numpy(), strict=True)]
+    assert 0 < sum(inverted) < 16
+
+
+def test_an_override_changes_its_op_or_adds_it_in_the_standard_order():
+    augment = create_augment("basic", 32, solarize_p=0.3, rotate_deg=5.0, crop_scale=[0.2, 1.0])
+    assert [type(op) for op in augment] == [RandomResizedCrop, Rotate, Solarize, HorizontalFlip]
+    assert augment[0].crop_scale == (0.2, 1.0) and augment[2] == Solarize(0.3)
+    # a parameter of an op the preset lacks, its probability unset: the op stays out, as before
+    assert create_augment("basic", 32, brightness=0.9, blur_p=0.0) == create_augment("basic", 32)
+    assert create_augment("digits", 28, flip_p=0.5)[-1] == HorizontalFlip(0.5)
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: ColorJitter(hue=0.7), "augmentation hue=0.7 must be a number in \\[0, 0.5\\]"),
+        (lambda: ColorJitter(jitter_p="high"), "augmentation jitter_p='high' is not a probability"),
+        (
+            lambda: GaussianBlur(blur_sigma=(2.0, 1.0)),
+            "blur_sigma=\\(2.0, 1.0\\) must satisfy 0 < min <= max",
+        ),
+        (lambda: RandomResizedCrop(crop_scale=(0.0, 1.0)), "crop_scale=\\(0.0, 1.0\\) must satisfy 0 < min"),
+        (lambda: Rotate(-5.0), "rotate_deg=-5.0 must be a number in \\[0, 180\\]"),
+        (lambda: Solarize(solarize_threshold=300), "solarize_threshold=300 must be an integer in 0..255"),
+        (lambda: check_augment([HorizontalFlip()]), "starts with RandomResizedCrop .* got HorizontalFlip"),
+        (lambda: check_augment([RandomResizedCrop(), Grayscale(), Grayscale()]), "Grayscale twice"),
+    ],
+)
+def test_an_op_checks_its_parameters_in_one_line(make, message):
+    with pytest.raises(PipelineError, match=message) as err:
+        make()
+    assert "\n" not in str(err.value)
+
+
+def test_a_shard_set_is_checked_once_however_many_loaders_read_it(tmp_path, monkeypatch):
+    folder, _ = id_shards(tmp_path, 24, shard_size=6)
+    checks = []
+    check = shards.check
+    monkeypatch.setattr(shards, "check", lambda *args: checks.append(args) or check(*args))
+    opened = open_shards(folder)
+    assert (opened.num_samples, opened.num_classes, opened.channels, opened.folder) == (24, 24, 3, folder)
+    for mode in ("pretrain", "train", "val", "val"):
+        next(iter(create_loader(mode, opened, batch_size=8, size=SIZE)))
+    TorchvisionLoader("val", opened, batch_size=8, size=SIZE)
+    assert len(checks) == 1 and open_shards(opened) is opened
+    create_loader("val", folder, batch_size=8, size=SIZE)  # a folder is opened, so checked, again
+    assert len(checks) == 2
+    with pytest.raises(PipelineError, match=f"{folder}: 24 samples cannot fill one batch of 32"):
+        create_loader("pretrain", opened, batch_size=32, size=SIZE)
+
+
+def test_a_fault_met_while_reading_names_the_shard_and_sample(tmp_path):
+    folder, _ = id_shards(tmp_path, 20, encoding="png")
+    opened = open_shards(folder)  # checked clean; the tar changes after
+    tar = folder / "train-000000.tar"
+    key, parts = next(shards.read_samples(tar))
+    data = bytearray(tar.read_bytes())
+    start = data.find(parts["png"])
+    data[start : start + len(parts["png"])] = b"\x00" * len(parts["png"])
+    tar.write_bytes(bytes(data))
+    with pytest.raises(PipelineError) as err:
+        list(create_loader("val", opened, batch_size=20, size=SIZE))
+    assert f"train-000000.tar: sample {key} changed since conversion" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -1,6 +1,6 @@
 """Where DALI's operators run (augment_device) and how many threads and batches ahead they get.
 
-The CPU operators are the graph every CPU test already checks (distributions included, PITFALLS 20);
+The CPU operators are the graph every CPU test already checks (distributions included);
 on a GPU run they differ only in DALI copying the finished images to the device (test_pipelines_gpu.py).
 """
 

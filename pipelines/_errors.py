@@ -1,0 +1,5 @@
+"""The one error the pipelines raise for what a user can fix."""
+
+
+class PipelineError(Exception):
+    """A problem with the user's data or pipeline settings, phrased as what to fix."""
