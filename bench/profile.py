@@ -25,7 +25,7 @@ import torch
 from fastclr.bench.convert import environment, write_results
 from fastclr.bench.pipeline import batches_forever, make_shards
 from fastclr.bench.train import make_step, pretrain_config
-from fastclr.pipelines import create_loader, shard_source
+from fastclr.pipelines import create_loader, open_shards
 from fastclr.trainers import INPUT_DTYPE, new_accelerator
 
 
@@ -73,10 +73,11 @@ def main() -> None:
             "augment_device": args.augment_device,
         }
         cfg = pretrain_config(args, args.model, size, args.batch_size, variant)
-        step, timing = make_step(cfg, accelerator, shard_source(folder)[1]["image"]["channels"])
+        data = open_shards(folder)
+        step, timing = make_step(cfg, accelerator, data.channels)
         loader = create_loader(
             "pretrain",
-            folder,
+            data,
             batch_size=args.batch_size,
             size=size,
             device=accelerator.device,

@@ -44,7 +44,7 @@ import torch
 from fastclr import shards, trainers
 from fastclr.bench.convert import environment, unpack, write_results
 from fastclr.launch._experiment import load_pretrain
-from fastclr.pipelines import shard_source, train_steps
+from fastclr.pipelines import train_steps
 
 CURVE = "time_to_accuracy.json"
 ACCURACIES = ("knn", "knn_k10_majority", "linear")  # the curve's columns (knn: weighted, k=--knn-k)
@@ -179,7 +179,7 @@ def main() -> None:
         curve_file = run_dir / CURVE
         curve = json.loads(curve_file.read_text())["curve"] if curve_file.is_file() else []
         steps_per_epoch = (
-            train_steps(shard_source(train)[1]["num_samples"], cfg.batch_size, 1) // cfg.grad_accum
+            train_steps(shards.load_manifest(train)["num_samples"], cfg.batch_size, 1) // cfg.grad_accum
         )
         total = cfg.epochs * steps_per_epoch
         device = "cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu"

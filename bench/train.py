@@ -51,7 +51,7 @@ from accelerate import Accelerator
 
 from fastclr.bench.convert import environment, write_results
 from fastclr.bench.pipeline import batches_forever, dataloader_workers, make_shards
-from fastclr.pipelines import TorchvisionLoader, create_loader, shard_source, train_steps
+from fastclr.pipelines import TorchvisionLoader, create_loader, open_shards, train_steps
 from fastclr.trainers import (
     COMPILE_MODES,
     INPUT_DTYPE,
@@ -160,9 +160,8 @@ def measure_config(args, accelerator, folder: Path, size: int, model_name: str, 
     dtype = INPUT_DTYPE[args.precision] if cuda else torch.float32
     batch_size = args.batch_size if size <= 64 else args.batch_size_224
     cfg = pretrain_config(args, model_name, size, batch_size, variant)
-    _, manifest = shard_source(folder)
-    channels = manifest["image"]["channels"]
-    step, timing = make_step(cfg, accelerator, channels)
+    data = open_shards(folder)  # checked once: every loader of the row reads this
+    step, timing = make_step(cfg, accelerator, data.channels)
     common = dict(
         batch_size=batch_size,
         size=size,
@@ -173,12 +172,12 @@ def measure_config(args, accelerator, folder: Path, size: int, model_name: str, 
     dali = dict(
         num_threads=cfg.data.num_threads, prefetch=cfg.data.prefetch, augment_device=cfg.data.augment_device
     )
-    workers = dataloader_workers(args.workers, folder)  # a tar per worker (PITFALLS 42)
+    workers = dataloader_workers(args.workers, folder)  # a worker without a tar would have nothing to read
     makers = {
-        "dali": lambda: create_loader("pretrain", folder, **dali, **common),
-        "torchvision": lambda: TorchvisionLoader("pretrain", folder, num_workers=workers, **common),
+        "dali": lambda: create_loader("pretrain", data, **dali, **common),
+        "torchvision": lambda: TorchvisionLoader("pretrain", data, num_workers=workers, **common),
     }
-    first = create_loader("pretrain", folder, **dali, **common)
+    first = create_loader("pretrain", data, **dali, **common)
     dali_threads, augment_device = first.num_threads, first.augment_device
     # (a) reads real augmented batches, made once, kept on the device and cycled
     # whole batches (views and labels): a graphed step's static inputs must be what DALI's batches are
@@ -196,7 +195,7 @@ def measure_config(args, accelerator, folder: Path, size: int, model_name: str, 
             gc.collect()
     del cached, step
     accelerator.free_memory()
-    epoch_images = train_steps(manifest["num_samples"], batch_size, 1) * batch_size
+    epoch_images = train_steps(data.num_samples, batch_size, 1) * batch_size
     first_mode = runs[args.modes[0]][0]
     row = {
         "dataset": folder.name,

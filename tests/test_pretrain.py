@@ -422,3 +422,24 @@ def test_two_processes_read_no_tensor_to_the_host_between_log_steps(data, tmp_pa
         assert read_at <= sync_points, (
             f"rank {rank} read tensors to the host in steps {read_at - sync_points}"
         )
+
+
+def test_each_tar_is_hashed_at_most_once_in_a_run_with_the_knn_monitor(data, tmp_path, monkeypatch):
+    """The shard check (a sha256 of every tar) runs once per folder per run: the setup, the
+    training loader and the kNN monitor's loaders every epoch share the opened folders."""
+    from fastclr.shards import _verify
+
+    hashed, sha256_file = {}, _verify.sha256_file
+
+    def counted(path):
+        hashed[str(path)] = hashed.get(str(path), 0) + 1
+        return sha256_file(path)
+
+    monkeypatch.setattr(_verify, "sha256_file", counted)
+    bank = str(data / "train")  # the train folder is also the kNN bank: still checked once
+    pretrain(config(data, tmp_path / "run", epochs=2, data__knn_bank=bank, data__knn_val=str(data / "test")))
+    tars = {p: n for p, n in hashed.items() if p.endswith(".tar")}
+    assert set(tars) == {str(p) for p in (data / "train").glob("*.tar")} | {
+        str(p) for p in (data / "test").glob("*.tar")
+    }
+    assert set(tars.values()) == {1}, tars

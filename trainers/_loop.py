@@ -236,7 +236,7 @@ def close_epoch(run: Run, meter: Meter, stopped: bool = False) -> None:
 def end_epoch(run: Run) -> None:
     """Log the epoch just finished (`state.epoch_record`), with the kNN monitor's figures when due."""
     cfg, record = run.cfg, run.state.epoch_record
-    if cfg.data.knn_bank and cfg.data.knn_val and run.state.epoch % cfg.knn_every == 0:
+    if run.knn_bank is not None and run.state.epoch % cfg.knn_every == 0:
         record.update(knn_monitor(run))
     run.log(record)
     run.state.epoch_record = None

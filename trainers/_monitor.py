@@ -20,7 +20,7 @@ def knn_monitor(run) -> dict[str, float]:
     bank_loader = run.make_loader("val", run.knn_bank)
     bank, bank_labels = extract_features(encoder, bank_loader, autocast)
     queries, labels = extract_features(encoder, run.make_loader("val", run.knn_val), autocast)
-    classes = bank_loader.manifest["num_classes"]
+    classes = run.knn_bank.num_classes
     record = {
         "knn_accuracy": knn_accuracy(
             bank, bank_labels, queries, labels, classes, cfg.knn_k, cfg.knn_temperature

@@ -38,7 +38,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
             stopped = train(run)
             if stopped is None and accelerator.is_main_process:
                 encoder = accelerator.unwrap_model(run.model).encoder
-                export_encoder(run.run_dir, encoder, cfg, run.manifest, run.channels)
+                export_encoder(run.run_dir, encoder, cfg, run.shards.manifest, run.channels)
         except OSError as err:  # metrics or the encoder (checkpoint writes raise TrainError themselves)
             raise TrainError(
                 f"{err.filename or run.run_dir}: cannot write ({err.strerror or err}); last checkpoint: "

@@ -19,7 +19,7 @@ from accelerate.utils import InitProcessGroupKwargs, set_seed
 
 from fastclr import shards
 from fastclr.encoders import SimCLRModel, build_encoder, build_head
-from fastclr.pipelines import create_loader, shard_source, train_steps
+from fastclr.pipelines import ShardSet, create_loader, open_shards, train_steps
 from fastclr.trainers import _checkpoint as checkpoint
 from fastclr.trainers._config import PretrainConfig
 from fastclr.trainers._errors import TrainError
@@ -65,8 +65,9 @@ class Run(Training):
     """One pretrain run, resumed or fresh: what the loop reads and updates."""
 
     metrics: MetricsLog | None = None
-    manifest: dict | None = None  # of the shards trained on
-    train: str = ""  # their folder (a subset in run_dir when data.fraction < 1)
+    shards: ShardSet | None = None  # trained on (a subset in run_dir when data.fraction < 1)
+    knn_bank: ShardSet | None = None  # the kNN monitor's labelled bank and held-out queries
+    knn_val: ShardSet | None = None
     channels: int = 3
     steps_per_epoch: int = 0  # optimiser steps
     global_batch: int = 0
@@ -77,24 +78,16 @@ class Run(Training):
     def run_dir(self) -> Path:
         return Path(self.cfg.run_dir)
 
-    @property
-    def knn_bank(self) -> str | None:
-        return self.cfg.data.knn_bank
-
-    @property
-    def knn_val(self) -> str | None:
-        return self.cfg.data.knn_val
-
     def latest_checkpoint(self) -> Path | None:
         return checkpoint.latest(self.run_dir / "checkpoints")
 
-    def make_loader(self, mode: str, folder: str, **extra):
-        """A loader of `folder` with this run's batch, size, device, dtype, threads and seed."""
+    def make_loader(self, mode: str, data: ShardSet, **extra):
+        """A loader of `data` with this run's batch, size, device, dtype, threads and seed."""
         cfg, accelerator = self.cfg, self.accelerator
         gpu = accelerator.device.type == "cuda"
         return create_loader(
             mode,
-            folder,
+            data,
             batch_size=cfg.batch_size,
             size=cfg.data.size,
             rank=accelerator.process_index,
@@ -199,16 +192,24 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
     the loader. The run_dir's lock is held (trainers/_pretrain.py)."""
     run_dir, world = Path(cfg.run_dir), accelerator.num_processes
     set_seed(cfg.seed)
-    train = _train_shards(cfg, run_dir, accelerator)
-    _, manifest = shard_source(train)  # the model and schedule need these before the loader exists
-    channels = cfg.data.channels or manifest["image"]["channels"]
-    steps_per_epoch = train_steps(manifest["num_samples"], cfg.batch_size, world) // cfg.grad_accum
+    # each shard folder is opened and checked once (hashing its tars); every loader of the run reads these
+    opened: dict[Path, ShardSet] = {}
+
+    def shard_set(folder: str | None) -> ShardSet | None:
+        if folder is not None and Path(folder).resolve() not in opened:
+            opened[Path(folder).resolve()] = open_shards(folder)
+        return None if folder is None else opened[Path(folder).resolve()]
+
+    train = shard_set(_train_shards(cfg, run_dir, accelerator))
+    bank, val = shard_set(cfg.data.knn_bank), shard_set(cfg.data.knn_val)
+    channels = cfg.data.channels or train.channels
+    steps_per_epoch = train_steps(train.num_samples, cfg.batch_size, world) // cfg.grad_accum
     if steps_per_epoch == 0:
         raise TrainError(
-            f"{train}: {manifest['num_samples']} samples make no optimiser step of "
+            f"{train.folder}: {train.num_samples} samples make no optimiser step of "
             f"{cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation; lower batch_size"
         )
-    t = build_training(cfg, accelerator, channels, steps_per_epoch, manifest)
+    t = build_training(cfg, accelerator, channels, steps_per_epoch, train.manifest)
     # bad data or a bad model file has been refused by now: only the lock is in run_dir
     state, loader_state = resume(
         run_dir / "checkpoints",
@@ -242,8 +243,9 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
             state.global_step,
             redo_epoch=state.epoch_record is not None,
         ),
-        manifest=manifest,
-        train=train,
+        shards=train,
+        knn_bank=bank,
+        knn_val=val,
         channels=channels,
         steps_per_epoch=steps_per_epoch,
         global_batch=cfg.batch_size * world * cfg.grad_accum,
