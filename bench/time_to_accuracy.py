@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import nvidia.dali
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from fastclr import shards, trainers
@@ -192,7 +193,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, test = cifar_shards(Path(args.src), Path(args.data or tmp))
         fixed = [f"data.train={train}", f"run_dir={args.run_dir}", "data.knn_bank=null", "data.knn_val=null"]
-        cfg, text = load_pretrain(args.config, ["track.progress=false", *fixed, *args.overrides])
+        cfg = load_pretrain(args.config, ["track.progress=false", *fixed, *args.overrides])
+        resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))  # before max_steps changes below
         run_dir = Path(cfg.run_dir)
         curve_file = run_dir / CURVE
         curve = json.loads(curve_file.read_text())["curve"] if curve_file.is_file() else []
@@ -207,7 +209,7 @@ def main() -> None:
             target = min(total, step + max(1, math.ceil(args.chunk_epochs * steps_per_epoch)))
             cfg.max_steps = target  # the trainer resumes from the run's checkpoint and stops here with one
             started = time.perf_counter()
-            summary = trainers.pretrain(cfg, text)
+            summary = trainers.pretrain(cfg)
             spent += time.perf_counter() - started
             step = summary["global_step"]
             encoder = export_checkpoint_encoder(cfg, run_dir / "tta" / f"step-{step:08d}")
@@ -228,7 +230,7 @@ def main() -> None:
             "dali": nvidia.dali.__version__,
             "config": args.config,
             "overrides": args.overrides,
-            "resolved_config": text,
+            "resolved_config": resolved,
             "steps_per_epoch": steps_per_epoch,
             "total_steps": total,
             "finished": step >= total,

@@ -285,12 +285,18 @@ class Window:
         return record
 
 
-def pretrain(cfg: PretrainConfig, config_yaml: str) -> dict:
+def pretrain(cfg: PretrainConfig, config_yaml: str | None = None) -> dict:
     """Train (or resume) the run in `cfg.run_dir`; returns a summary of where it ended.
+
+    config.yaml holds `config_yaml`, by default `cfg` itself as YAML.
 
     Rank 0 holds the run_dir's lock from setup to the end, however the run ends: a second run
     there is refused, naming this one.
     """
+    if config_yaml is None:
+        from omegaconf import OmegaConf
+
+        config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     lock = RunDirLock(Path(cfg.run_dir))
     try:
         return _locked_pretrain(cfg, config_yaml, lock)
