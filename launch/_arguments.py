@@ -109,6 +109,7 @@ def command_parser(command: Command, add_help: bool = True) -> Parser:
             default=argparse.SUPPRESS,
             help="YAML file of these settings (launch/configs/...); command-line settings override it",
         )
+    one_per_flag = _takes_list_by_position(command)
     for name in command.positional:
         f = by_key[name]
         parser.add_argument(
@@ -123,11 +124,20 @@ def command_parser(command: Command, add_help: bool = True) -> Parser:
         options = {"dest": f.key, "default": argparse.SUPPRESS, "help": _help(f)}
         if _base(f.hint) is bool:
             section.add_argument(flag(f.key), action=argparse.BooleanOptionalAction, **options)
+        elif _is_list(f.hint) and one_per_flag:  # `--step a --step b`: the rest of the line is positional
+            section.add_argument(flag(f.key), action="append", metavar=_metavar(f), **options)
         elif _is_list(f.hint):
             section.add_argument(flag(f.key), nargs="+", action="extend", metavar=_metavar(f), **options)
         else:
             section.add_argument(flag(f.key), metavar=_metavar(f), **options)
     return parser
+
+
+def _takes_list_by_position(command: Command) -> bool:
+    """Whether a positional setting takes a list: then a list option takes one value per use, or it
+    would swallow the positional values that follow it."""
+    hints = {f.key: f.hint for f in fields(command.settings)}
+    return any(_is_list(hints[name]) for name in command.positional)
 
 
 def _normal(token: str) -> str:
@@ -144,7 +154,12 @@ def parse_tokens(command: Command, tokens: list[str]) -> tuple[str | None, list[
         check_text(token)
     schema_fields = {f.key: f for f in fields(command.settings)}
     top = {f.name for f in dataclasses.fields(command.settings)}
-    single = {flag(k) for k, f in schema_fields.items() if not _is_list(f.hint) and _base(f.hint) is not bool}
+    one_per_flag = _takes_list_by_position(command)
+    single = {
+        flag(k)
+        for k, f in schema_fields.items()
+        if (one_per_flag or not _is_list(f.hint)) and _base(f.hint) is not bool
+    }
     single |= {"--config"} if command.yaml else set()
     pairs, rest, previous = [], [], ""
     for token in map(_normal, tokens):
@@ -165,7 +180,14 @@ def parse_tokens(command: Command, tokens: list[str]) -> tuple[str | None, list[
         if f"positional {name}" in given:
             flags.append((name, _typed(schema_fields[name], given.pop(f"positional {name}"))))
     flags += [(key, _typed(schema_fields[key], raw)) for key, raw in given.items()]
-    return config_file, flags + _unknown_options(command, extras) + pairs
+    unknown = _unknown_options(command, extras)
+    if command.free_keys is not None and unknown:  # they join the ones given by position
+        given_free = dict(flags).get(command.free_keys, [])
+        flags = [p for p in flags if p[0] != command.free_keys] + [
+            (command.free_keys, given_free + unknown[0][1])
+        ]
+        unknown = []
+    return config_file, flags + unknown + pairs
 
 
 def _typed(f: Field, raw) -> Any:
@@ -184,20 +206,30 @@ def _typed(f: Field, raw) -> Any:
 def _unknown_options(command: Command, extras: list[str]) -> list[tuple[str, Any]]:
     """Options argparse does not know, as settings, so the loader refuses them as it refuses any
     unknown key (naming the valid ones) or takes them inside a free-form mapping
-    (`--data.augment.jitter_p 0.5`)."""
-    pairs, i = [], 0
+    (`--data.augment.jitter_p 0.5`); for a command with `free_keys` they join that list as
+    `key=value` (`fastclr run ... --optim.lr 0.5`)."""
+
+    def is_setting(token: str) -> bool:
+        return token.startswith("--") or KEY.fullmatch(token.partition("=")[0]) is not None and "=" in token
+
+    texts, i = [], 0
     while i < len(extras):
         token = extras[i]
-        if not token.startswith("--"):
+        if not is_setting(token):
             raise ConfigError(
                 f"fastclr {command.name}: unexpected argument {token!r}; settings are key=value or "
                 "--key value (see --help)"
             )
-        name, eq, value = token[2:].partition("=")
-        if not eq:
+        if token.startswith("--"):
+            name, eq, value = token[2:].partition("=")
             following = extras[i + 1] if i + 1 < len(extras) else "--"
-            value = "true" if following.startswith("--") else following
-            i += 0 if following.startswith("--") else 1
-        pairs.append(split_override(f"{name.replace('-', '_')}={value}"))
+            if not eq and is_setting(following):
+                value = "true"  # a switch: `--cpu`
+            elif not eq:
+                value, i = following, i + 1
+            token = f"{name.replace('-', '_')}={value}"
+        texts.append(token)
         i += 1
-    return pairs
+    if command.free_keys is not None and texts:
+        return [(command.free_keys, texts)]
+    return [split_override(text) for text in texts]

@@ -137,6 +137,7 @@ register(
         _run,
         "run an experiment file's steps in order (pretrain, evaluations), skipping finished ones",
         positional=("overrides",),
+        free_keys="overrides",
     )
 )
 register(
@@ -146,6 +147,7 @@ register(
         _sweep,
         "an experiment over a grid of settings: results.md and comparison plots",
         positional=("overrides",),
+        free_keys="overrides",
     )
 )
 register(

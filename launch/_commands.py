@@ -32,6 +32,8 @@ class Command:
         description: more for the command's `--help` (how to launch it, ...).
         positional: settings that may also be given by position (`fastclr shards verify DIR`);
             a list-typed one takes every remaining argument.
+        free_keys: a list setting that collects the `key=value` settings the dataclass does not
+            know (an experiment's: `fastclr run ... optim.lr=0.5` or `--optim.lr 0.5`).
         yaml: takes `--config FILE`, a YAML file of its settings (command-line keys override it).
         load: `load(config_file, pairs)` in place of the plain loader (pretrain also reads an
             experiment file's pretrain step).
@@ -45,6 +47,7 @@ class Command:
     help: str
     description: str = ""
     positional: tuple[str, ...] = ()
+    free_keys: str | None = None
     yaml: bool = False
     load: Callable[[str | None, list], Any] | None = None
     check_files: Callable[[Any], None] | None = None

@@ -77,7 +77,7 @@ def load_pretrain(path: str | None, overrides: list = ()) -> trainers.PretrainCo
     loaded = read_yaml(path) if path is not None else None
     if not _has_steps(loaded):
         step = OmegaConf.to_container(loaded) if loaded is not None else None
-        return load_settings(trainers.PretrainConfig, overrides, step=step, where=str(path))
+        return load_settings(trainers.PretrainConfig, overrides, step=step, where=str(path or ""))
     config = load_experiment(path, overrides, loaded)
     names = [name for name, step in config.steps.items() if step_command(name, step) == "pretrain"]
     if len(names) != 1:
