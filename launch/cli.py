@@ -30,12 +30,14 @@ def build_parser() -> Parser:
         if group and group not in groups:
             nested = top.add_parser(group, help=f"{group} commands: `fastclr {group} --help` lists them")
             groups[group] = nested.add_subparsers(dest=f"{group} command", required=True, metavar="COMMAND")
+        own = command_parser(command, add_help=False)
         (groups[group] if group else top).add_parser(
             sub,
-            parents=[command_parser(command, add_help=False)],
+            parents=[own],
             help=command.help,
-            description=command_parser(command).description,
-            epilog=command_parser(command).epilog,
+            description=own.description,
+            epilog=own.epilog,
+            usage=own.usage,
         )
     return parser
 
