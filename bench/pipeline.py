@@ -32,8 +32,7 @@ import torch
 
 from fastclr import shards
 from fastclr.bench.convert import environment, unpack, write_results
-from fastclr.pipelines import TorchvisionLoader, augment_on, create_loader, open_shards
-from fastclr.pipelines._loader import default_threads
+from fastclr.pipelines import TorchvisionLoader, augment_on, create_loader, default_threads, open_shards
 
 
 def dataloader_workers(requested: int, folder: Path, world_size: int = 1) -> int:

@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 import nvidia.dali
 import torch
+from omegaconf import OmegaConf
 
 from fastclr import shards, trainers
 from fastclr.bench.convert import environment, unpack, write_results
-from fastclr.launch._experiment import load_pretrain
+from fastclr.launch import load_pretrain
 from fastclr.pipelines import train_steps
 
 CURVE = "time_to_accuracy.json"
@@ -174,7 +175,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, test = cifar_shards(Path(args.src), Path(args.data or tmp))
         fixed = [f"data.train={train}", f"run_dir={args.run_dir}", "data.knn_bank=null", "data.knn_val=null"]
-        cfg, text = load_pretrain(args.config, ["track.progress=false", *fixed, *args.overrides])
+        cfg = load_pretrain(args.config, ["track.progress=false", *fixed, *args.overrides])
+        resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))  # before max_steps changes below
         run_dir = Path(cfg.run_dir)
         curve_file = run_dir / CURVE
         curve = json.loads(curve_file.read_text())["curve"] if curve_file.is_file() else []
@@ -210,7 +212,7 @@ def main() -> None:
             "dali": nvidia.dali.__version__,
             "config": args.config,
             "overrides": args.overrides,
-            "resolved_config": text,
+            "resolved_config": resolved,
             "steps_per_epoch": steps_per_epoch,
             "total_steps": total,
             "finished": step >= total,

@@ -14,12 +14,15 @@ The command line (`fastclr knn --k 10` or `fastclr knn k=10`), YAML files and ex
 become such an object through one loader (`fastclr.launch`), which also lists the settings and their
 defaults in `--help` and docs/config.md; Python users build the object directly. `check_settings`
 is the one validation: required values, choices, then each (nested) dataclass's own `check()`.
+A field whose default is another config dataclass is a group of settings (`optim.lr`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import types
+import typing
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -45,16 +48,37 @@ class Field:
     """One setting as `--help` and docs/config.md list it."""
 
     key: str  # dotted: `optim.lr`
-    type: str
-    default: Any
+    type: str  # as written in the dataclass: `int | None`
+    default: Any  # REQUIRED when it must be given
     help: str
     choices: tuple | None
+    hint: Any = None  # the type itself, for a parser
+
+    @property
+    def required(self) -> bool:
+        return isinstance(self.default, str) and self.default == REQUIRED
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """A nested config dataclass (`optim`) and its help."""
+
+    key: str
+    help: str
+    schema: type
+
+
+def groups(schema: type, prefix: str = "") -> Iterator[Group]:
+    """Every nested group of settings, depth first (`data`, `model`, ...)."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield Group(f"{prefix}{f.name}", f.metadata.get("help", ""), hints[f.name])
+            yield from groups(hints[f.name], f"{prefix}{f.name}.")
 
 
 def fields(schema: type, prefix: str = "") -> Iterator[Field]:
     """Every leaf setting of a config dataclass, nested groups flattened to dotted keys."""
-    import typing
-
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         hint = hints[f.name]
@@ -64,22 +88,21 @@ def fields(schema: type, prefix: str = "") -> Iterator[Field]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         yield Field(
             f"{prefix}{f.name}",
-            _type_name(hint),
+            type_name(hint),
             default,
             f.metadata.get("help", ""),
             f.metadata.get("choices"),
+            hint,
         )
 
 
-def _type_name(hint) -> str:
-    import types
-    import typing
-
+def type_name(hint) -> str:
+    """`int`, `list[float]`, `str | None`: a type as it is written."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
+        return " | ".join(type_name(a) for a in args)
     if origin in (list, tuple, dict):
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in args)}]"
     return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 

@@ -1,32 +1,50 @@
-"""`fastclr pretrain | run | sweep | import-weights | demo`: each imports torch only when it runs."""
+"""`fastclr pretrain | run | sweep | report | demo`: each imports torch only when it runs."""
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+from fastclr.config import ConfigError, setting
 from fastclr.launch._cli_common import say
+from fastclr.launch._commands import Command, register
+from fastclr.launch._config import check_pretrain_files
+from fastclr.trainers import PretrainConfig
 
 
-def _pretrain(args: argparse.Namespace) -> None:
-    from fastclr import trainers
+def _load_pretrain(config_file: str | None, pairs: list) -> PretrainConfig:
     from fastclr.launch._experiment import load_pretrain
 
-    cfg, text = load_pretrain(args.config, args.overrides)
+    return load_pretrain(config_file, pairs)
+
+
+def _pretrain(cfg: PretrainConfig, argv: list[str]) -> dict:
+    from fastclr import trainers
+
     summary = trainers.pretrain(cfg)
     if summary["stopped"] is None and summary["main_process"]:
         print(
             f"done: {summary['epoch']} epochs, {summary['global_step']} steps; encoder {summary['encoder']}"
         )
+    return summary
 
 
-def _run(args: argparse.Namespace) -> None:
+@dataclass
+class RunConfig:
+    """Overrides: top-level keys (runs=DIR, data=DIR), a step's keys (linear.epochs=10) or pretrain keys
+    (optim.lr=0.5)."""
+
+    config: str = setting(help="experiment YAML (launch/configs/...)")
+    step: list[str] = setting([], "run only these steps (--step pretrain --step linear)")
+    overrides: list[str] = setting([], "key=value settings of the experiment, its steps or its pretrain step")
+
+
+def _run(cfg: RunConfig, argv: list[str]) -> None:
     from fastclr.launch import _experiment as experiment
-    from fastclr.launch.cli import build_parser
 
-    config = experiment.load_experiment(args.config, args.overrides)
-    steps = experiment.build_steps(config, build_parser(), args.steps)
-    record = experiment.run_steps(config, steps, say)
+    config = experiment.load_experiment(cfg.config, cfg.overrides)
+    steps = experiment.build_steps(config, cfg.step or None)
+    record = experiment.run_steps(config, steps, say, argv)
     if record is None:
         raise SystemExit(130)  # stopped by a signal with a checkpoint saved; rerunning resumes
     say(f"{record['name']}: done; {experiment.resolve(config)['runs']}/{experiment.RECORD}")
@@ -34,103 +52,118 @@ def _run(args: argparse.Namespace) -> None:
         say(f"reported by the original experiment ({record.get('reproduces')}): {record['reported']}")
 
 
-def _sweep(args: argparse.Namespace) -> None:
-    from fastclr.launch._sweep import sweep
-    from fastclr.launch.cli import build_parser
+@dataclass
+class SweepConfig:
+    """Each point runs in OUT/<point>/; then OUT/results.md, sweep.json and plots. Rerunning skips
+    finished points and steps."""
 
-    path = sweep(args.config, args.grid, args.eval, args.out, args.overrides, build_parser(), say)
+    config: str = setting(help="experiment YAML; its grid: section is the default grid")
+    grid: list[str] = setting(
+        [], "KEY=[A,B] axes, e.g. --grid 'model.head=[mlp_bn,linear]' (repeat for a product grid)"
+    )
+    eval: list[str] = setting([], "evaluation steps of the config to run at each point, e.g. linear")
+    out: str | None = setting(None, "folder of the sweep; null: <runs>/sweep")
+    overrides: list[str] = setting([], "key=value settings applied to every point")
+
+
+def _sweep(cfg: SweepConfig, argv: list[str]) -> None:
+    from fastclr.launch._sweep import sweep
+
+    path = sweep(cfg.config, cfg.grid, cfg.eval, cfg.out, cfg.overrides, say, argv)
     say(f"wrote {path}")
 
 
-def _import_weights(args: argparse.Namespace) -> None:
-    from fastclr import trainers
+@dataclass
+class ReportConfig:
+    """A directory counts if it holds results.json (an evaluation) or metrics.jsonl (a pretrain run);
+    subdirectories are searched too."""
 
-    path, report = trainers.import_encoder(
-        args.model, args.file, args.out, args.size, args.cifar_stem, args.channels
-    )
-    say(
-        f"{path}: {args.model} from {args.file}; {len(report['loaded'])} tensors loaded, not matched: "
-        f"{report['missing'] + report['shape_mismatch'] or 'none'}"
-    )
+    dirs: list[str] = setting(help="run and evaluation directories (searched recursively)")
+    out: str = setting(help="folder for results.md and the PNGs")
+    tsne_encoder: str | None = setting(None, "encoder (run dir or file) for a t-SNE map of features")
+    tsne_data: str | None = setting(None, "labelled shards to embed (with tsne_encoder)")
 
-
-def add_pretrain(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "pretrain",
-        help="SimCLR pretraining of an encoder on shards (resumes a run_dir)",
-        description="SimCLR pretraining. Several GPUs: accelerate launch -m fastclr pretrain ...; "
-        "several CPU processes: torchrun --nproc_per_node 2 -m fastclr pretrain ... cpu=true",
-    )
-    p.add_argument("--config", help="YAML file (launch/configs/...); keys left out keep their defaults")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.5 data.train=DIR")
-    p.set_defaults(run=_pretrain)
+    def check(self) -> None:
+        if (self.tsne_encoder is None) != (self.tsne_data is None):
+            raise ConfigError("config tsne_encoder and tsne_data go together: set both (or neither)")
 
 
-def add_experiments(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "run",
-        help="run an experiment file's steps in order (pretrain, evaluations), skipping finished ones",
-        description="Run the steps of an experiment (launch/configs/*.yaml). Overrides: top-level keys "
-        "(runs=DIR, data=DIR), a step's keys (linear.epochs=10) or pretrain keys (optim.lr=0.5).",
-    )
-    p.add_argument("--config", required=True, help="experiment YAML (launch/configs/...)")
-    p.add_argument("--step", action="append", dest="steps", help="run only this step (repeatable)")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.set_defaults(run=_run)
-    p = commands.add_parser(
-        "sweep",
-        help="an experiment over a grid of settings: results.md and comparison plots",
-        description="Run an experiment at every point of a grid, each in OUT/<point>/, then write "
-        "OUT/results.md, sweep.json and plots. Rerunning skips finished points and steps.",
-    )
-    p.add_argument("--config", required=True, help="experiment YAML; its grid: section is the default grid")
-    p.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="KEY=[A,B]",
-        help="e.g. 'model.head=[mlp_bn,linear]' (repeat for a product grid)",
-    )
-    p.add_argument(
-        "--eval",
-        action="append",
-        default=[],
-        metavar="STEP",
-        help="an evaluation step of the config to run at each point, e.g. linear (repeatable)",
-    )
-    p.add_argument("--out", help="default: <runs>/sweep")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every point")
-    p.set_defaults(run=_sweep)
-    p = commands.add_parser(
-        "import-weights",
-        help="an encoder folder from a local torchvision/timm weights file (ImageNet baselines)",
-        description="Write encoder.safetensors + encoder.json from a local weights file, so `fastclr "
-        "linear` and `fastclr finetune` evaluate e.g. an ImageNet-supervised ResNet. Nothing is downloaded.",
-    )
-    p.add_argument("--model", required=True, help="resnet18, resnet34, resnet50, ... or small_cnn")
-    p.add_argument("--file", required=True, help="local .safetensors or .pth state dict")
-    p.add_argument("--size", type=int, required=True, help="image side the evaluations feed it")
-    p.add_argument("--cifar-stem", action="store_true", help="3x3 stride-1 first conv, no max-pool")
-    p.add_argument("--channels", type=int, default=3)
-    p.add_argument("--out", required=True, help="folder for encoder.safetensors and encoder.json")
-    p.set_defaults(run=_import_weights)
+def _report(cfg: ReportConfig, argv: list[str]) -> None:
+    from fastclr.launch._report import report
+
+    tsne = [Path(p) if p is not None else None for p in (cfg.tsne_encoder, cfg.tsne_data)]
+    try:
+        path = report([Path(d) for d in cfg.dirs], Path(cfg.out), *tsne)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+    print(f"wrote {path}")
 
 
-def _demo(args: argparse.Namespace) -> None:
+@dataclass
+class DemoConfig:
+    """SimCLR on scikit-learn's digits on the CPU: a linear probe with 10% of the labels against a
+    supervised small CNN trained on the same labels."""
+
+    run_dir: str = setting("runs/demo", "the pretrain run's directory")
+    epochs: int = setting(150, "SimCLR epochs")
+    supervised_epochs: int = setting(100, "epochs of the supervised baseline")
+
+
+def _demo(cfg: DemoConfig, argv: list[str]) -> None:
     from fastclr.launch._demo import format_table, run_demo
 
-    result = run_demo(Path(args.run_dir), epochs=args.epochs, supervised_epochs=args.supervised_epochs)
+    result = run_demo(Path(cfg.run_dir), epochs=cfg.epochs, supervised_epochs=cfg.supervised_epochs)
     print(format_table(result))
 
 
-def add_demo(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "demo",
-        help="pretrain on built-in digits (CPU) and compare with supervised learning",
-        description="SimCLR on scikit-learn's digits on the CPU: linear probe with 10%% of the "
-        "labels against a supervised small CNN trained on the same labels.",
+register(
+    Command(
+        "pretrain",
+        PretrainConfig,
+        _pretrain,
+        "SimCLR pretraining of an encoder on shards (resumes a run_dir)",
+        description="Several GPUs: accelerate launch -m fastclr pretrain ...; several CPU processes: "
+        "torchrun --nproc_per_node 2 -m fastclr pretrain ... cpu=true. --config may also be an "
+        "experiment file with one pretrain step.",
+        yaml=True,
+        load=_load_pretrain,
+        check_files=check_pretrain_files,
     )
-    p.add_argument("--run-dir", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=150, help="SimCLR epochs")
-    p.add_argument("--supervised-epochs", type=int, default=100)
-    p.set_defaults(run=_demo)
+)
+register(
+    Command(
+        "run",
+        RunConfig,
+        _run,
+        "run an experiment file's steps in order (pretrain, evaluations), skipping finished ones",
+        positional=("overrides",),
+        free_keys="overrides",
+    )
+)
+register(
+    Command(
+        "sweep",
+        SweepConfig,
+        _sweep,
+        "an experiment over a grid of settings: results.md and comparison plots",
+        positional=("overrides",),
+        free_keys="overrides",
+    )
+)
+register(
+    Command(
+        "report",
+        ReportConfig,
+        _report,
+        "markdown table over runs and evals, curves and a t-SNE map",
+        positional=("dirs",),
+    )
+)
+register(
+    Command(
+        "demo",
+        DemoConfig,
+        _demo,
+        "pretrain on built-in digits (CPU) and compare with supervised learning",
+    )
+)

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import sys
 
+from fastclr.config import ConfigError
 
-class ConfigError(Exception):
-    pass
-
+__all__ = ["USER_ERRORS", "ConfigError", "is_user_error"]
 
 # Module -> its error types. A module never imported cannot have raised its error, so matching
 # goes through sys.modules and imports nothing (a shards command never loads torch to fail).
 USER_ERRORS = {
+    "fastclr.config": ("ConfigError",),
     "fastclr.shards": ("ShardError",),
     "fastclr.pipelines": ("PipelineError",),
     "fastclr.encoders": ("EncoderError",),
     "fastclr.trainers": ("TrainError", "EvalError", "RunDirError"),
-    "fastclr.launch._errors": ("ConfigError",),
 }
 
 

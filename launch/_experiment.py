@@ -9,21 +9,20 @@
       pretrain: {data: {train: "${data}/cifar10-train"}, run_dir: "${runs}/pretrain", ...}
       linear: {encoder: "${runs}/pretrain", train: ..., val: ..., out: "${runs}/linear"}
 
-A step named after a command runs it (`command:` picks one for other names). The
-pretrain step takes the pretrain schema's keys; every other step takes the long
-options of its command (`label_fraction: 0.1` is `--label-fraction 0.1`), so a
-step is exactly a command line a user could type. `runs/.../experiment.json`
-records each finished step with its settings: a rerun skips those, and refuses
-to mix a step's results with other settings.
+A step named after a command runs it (`command:` picks one for other names). A step's keys are
+the settings of its command (`fastclr linear --help`, docs/config.md), exactly as on the command
+line (`label_fraction: 0.1` is `--label-fraction 0.1`). Every step becomes its command's settings
+object and is checked before the first one runs. `runs/.../experiment.json` records each finished
+step with its settings (the step's keys as written, resolved): a rerun skips those, and refuses to
+mix a step's results with other settings.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,39 +30,31 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fastclr import trainers
+from fastclr.config import ConfigError, setting
+from fastclr.files import write_atomic
+from fastclr.launch._commands import Command, commands
 from fastclr.launch._config import (
-    ConfigError,
-    check_text,
-    check_types,
-    load_config,
+    COMMAND_LINE,
+    as_pairs,
+    load_settings,
+    merge,
     read_yaml,
-    validate_pretrain,
 )
 from fastclr.launch._report import read_jsonl
 
-STEP_COMMANDS = (
-    "pretrain",
-    "linear",
-    "knn",
-    "cluster",
-    "finetune",
-    "supervised",
-    "evaluate",
-    "import-weights",
-)
 RECORD = "experiment.json"
 
 
 @dataclass
 class ExperimentConfig:
-    name: str = "???"
-    reproduces: str = ""  # the row of EXPERIMENTS.md it reproduces
-    reported: str = ""  # the number the original experiment reported
-    data: str = "shards"  # folder of the shard sets the steps read
-    weights: str = "weights"  # folder of local pretrained weights files (nothing is downloaded)
-    runs: str = "runs/${name}"  # folder every step writes into
-    grid: dict[str, list[Any]] = field(default_factory=dict)  # `fastclr sweep`'s default grid
-    steps: dict[str, Any] = field(default_factory=dict)
+    name: str = setting(help="the experiment's name (its file's name)")
+    reproduces: str = setting("", "the row of EXPERIMENTS.md it reproduces")
+    reported: str = setting("", "the number the original experiment reported")
+    data: str = setting("shards", "folder of the shard sets the steps read")
+    weights: str = setting("weights", "folder of local pretrained weights files (nothing is downloaded)")
+    runs: str = setting("runs/${name}", "folder every step writes into")
+    grid: dict[str, list[Any]] = setting({}, "`fastclr sweep`'s default grid")
+    steps: dict[str, Any] = setting({}, "step name -> the settings of its command")
 
 
 @dataclass
@@ -71,9 +62,7 @@ class Step:
     name: str
     command: str
     settings: dict  # the step's resolved keys, as recorded in experiment.json
-    args: argparse.Namespace | None  # parsed command line (every command but pretrain)
-    pretrain: trainers.PretrainConfig | None  # the validated config of a pretrain step
-    pretrain_yaml: str = ""
+    config: Any  # the command's settings object, checked
 
 
 def _has_steps(loaded) -> bool:
@@ -81,21 +70,20 @@ def _has_steps(loaded) -> bool:
     return isinstance(loaded, DictConfig) and "steps" in loaded
 
 
-def load_pretrain(path: str | None, overrides: list[str]) -> tuple[trainers.PretrainConfig, str]:
-    """A validated pretrain config, from a plain pretrain YAML or an experiment file's pretrain step.
-
-    The file is read and parsed once, here, whichever kind it is."""
+def load_pretrain(path: str | None, overrides: list = ()) -> trainers.PretrainConfig:
+    """A checked pretrain config, from a plain pretrain YAML or an experiment file's pretrain step,
+    with `key=value` overrides (strings or (key, value) pairs). The file is read and parsed once,
+    here, whichever kind it is."""
     loaded = read_yaml(path) if path is not None else None
     if not _has_steps(loaded):
-        cfg, text = load_config(trainers.PretrainConfig, None, overrides, base=loaded, where=str(path))
-        validate_pretrain(cfg)
-        return cfg, text
+        step = OmegaConf.to_container(loaded) if loaded is not None else None
+        return load_settings(trainers.PretrainConfig, overrides, step=step, where=str(path or ""))
     config = load_experiment(path, overrides, loaded)
     names = [name for name, step in config.steps.items() if step_command(name, step) == "pretrain"]
     if len(names) != 1:
         raise ConfigError(f"{path}: {len(names)} pretrain steps; run it with `fastclr run`")
-    (step,) = build_steps(config, parser=None, only=names)
-    return step.pretrain, step.pretrain_yaml
+    (step,) = build_steps(config, only=names)
+    return step.config
 
 
 def target(config: DictConfig, key: str) -> str:
@@ -116,55 +104,37 @@ def target(config: DictConfig, key: str) -> str:
     )
 
 
-def load_experiment(path: str, overrides: list[str] = (), loaded: DictConfig | None = None) -> DictConfig:
+def load_experiment(path: str, overrides: list = (), loaded: DictConfig | None = None) -> DictConfig:
     """The experiment file (`loaded`: already parsed) merged over its schema, with `key=value`
     overrides applied (unresolved)."""
     loaded = read_yaml(path) if loaded is None else loaded
-    if isinstance(loaded, DictConfig):
-        check_types(ExperimentConfig, OmegaConf.to_container(loaded), str(path))
-    try:
-        config = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), loaded)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", "") or ""
-        raise ConfigError(
-            f"config {path}: {key + ': ' if key else ''}{str(err).splitlines()[0]}; "
-            f"top-level keys: {', '.join(ExperimentConfig.__dataclass_fields__)}"
-        ) from None
+    config = OmegaConf.structured(ExperimentConfig)
+    merge(config, ExperimentConfig, OmegaConf.to_container(loaded), str(path))
     set_values(config, overrides)
     if not config.steps:
         raise ConfigError(f"config {path}: no steps; add a steps: section")
     return config
 
 
-def set_values(config: DictConfig, overrides: list[str] | dict) -> None:
-    pairs = overrides.items() if isinstance(overrides, dict) else [split_override(o) for o in overrides]
-    for key, value in pairs:
+def set_values(config: DictConfig, overrides: list | dict) -> None:
+    """Apply overrides (`key=value` strings, (key, value) pairs or a mapping) where `target` puts them."""
+    for key, value in overrides.items() if isinstance(overrides, dict) else as_pairs(overrides):
         where = target(config, key)
-        if "." not in where:  # a top-level key: `runs={a: 1}` is refused naming the type it takes
-            plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            check_types(ExperimentConfig, {key: plain}, "the command line")
+        if "." not in where:  # a top-level key: typed by the schema (`runs={a: 1}` is refused)
+            merge(config, ExperimentConfig, {key: value}, COMMAND_LINE)
+            continue
         try:
             OmegaConf.update(config, where, value, merge=False, force_add=where.startswith("steps."))
         except OmegaConfBaseException as err:
-            raise ConfigError(
-                f"config {key}={value} in the command line: {str(err).splitlines()[0]}"
-            ) from None
-
-
-def split_override(override: str) -> tuple[str, Any]:
-    if "=" not in override:
-        raise ConfigError(f"override {override!r} is not key=value (e.g. optim.lr=0.5)")
-    check_text(override)
-    key, text = override.split("=", 1)
-    return key, OmegaConf.from_dotlist([f"v={text}"]).v  # YAML typing: 0.5 float, [a,b] list, true bool
+            raise ConfigError(f"config {key}={value} in {COMMAND_LINE}: {str(err).splitlines()[0]}") from None
 
 
 def step_command(name: str, step: Any) -> str:
     command = step.get("command", name) if isinstance(step, dict | DictConfig) else name
-    if command not in STEP_COMMANDS:
+    known = [c for c in commands() if " " not in c and c not in ("run", "sweep", "report", "demo")]
+    if command not in known:
         raise ConfigError(
-            f"step {name!r} runs no fastclr command; name it after one or set command: "
-            f"({', '.join(STEP_COMMANDS)})"
+            f"step {name!r} runs no fastclr command; name it after one or set command: ({', '.join(known)})"
         )
     return command
 
@@ -173,21 +143,14 @@ def resolve(config: DictConfig) -> dict:
     try:
         return OmegaConf.to_container(config, resolve=True)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"config: {str(err).splitlines()[0]}") from None
+        cause = str(err.__cause__ or err).splitlines()[0].strip("\"'")
+        raise ConfigError(f"config {getattr(err, 'full_key', '') or ''}: {cause}") from None
 
 
-def build_steps(
-    config: DictConfig,
-    parser: argparse.ArgumentParser | None,
-    only: list[str] | None = None,
-    check_paths=True,
-) -> list[Step]:
-    """Every step parsed and validated before any runs: a typo fails now, not after pretraining.
-
-    `parser` (the fastclr command's) parses every step but pretrain's.
-
-    check_paths=False skips what needs the data on disk (for checking configs on any machine).
-    """
+def build_steps(config: DictConfig, only: list[str] | None = None, check_paths: bool = True) -> list[Step]:
+    """Every step made into its command's settings object and checked before any runs: a typo fails
+    now, not after pretraining. check_paths=False skips what needs the data on disk (for checking
+    configs on any machine); files a step reads from an earlier one are never looked at here."""
     resolved = resolve(config)
     names = list(resolved["steps"])
     unknown = sorted(set(only or []) - set(names))
@@ -200,42 +163,24 @@ def build_steps(
         settings = dict(resolved["steps"][name] or {})
         command = step_command(name, settings)
         settings.pop("command", None)
+        entry = commands()[command]
+        cfg = _step_settings(entry, name, settings)
         if command == "pretrain":
-            cfg, text = load_config(trainers.PretrainConfig, None, [], base=settings, where=f"step {name}")
-            validate_pretrain(cfg, check_paths=check_paths)
             if cfg.track.name is None:  # W&B names runs by folder: every step's would be "pretrain"
                 cfg.track.name = f"{Path(resolved['runs']).name}-{name}"
-            steps.append(Step(name, command, settings, None, cfg, text))
-        else:
-            steps.append(Step(name, command, settings, _parse(parser, name, command, settings), None))
+            if check_paths:
+                entry.check_files(cfg)
+        steps.append(Step(name, command, settings, cfg))
     return steps
 
 
-def _parse(parser: argparse.ArgumentParser, name: str, command: str, settings: dict) -> argparse.Namespace:
-    """The step's keys as the command's long options, parsed by the command's own parser."""
-    sub = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices[command]
-    options = {a.dest: a for a in sub._actions if a.option_strings}
-    argv = [command]
-    for key, value in settings.items():
-        action = options.get(key.replace("-", "_"))
-        if action is None or key == "help":
-            valid = ", ".join(sorted(d for d in options if d != "help"))
-            raise ConfigError(f"step {name}: {key!r} is no option of `fastclr {command}`; valid: {valid}")
-        flag = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
-            argv += [flag] if value else []
-        elif isinstance(value, list):
-            argv += [flag, *map(str, value)]
-        elif value is not None:
-            argv += [flag, str(value)]
-
-    def refuse(message: str):
-        raise ConfigError(f"step {name} (fastclr {command}): {message}")
-
-    sub.error = refuse  # argparse would print usage and exit; a config error is one line
-    args = parser.parse_args(argv)
-    args.argv = ["fastclr", *argv]
-    return args
+def _step_settings(entry: Command, name: str, settings: dict) -> Any:
+    where = f"step {name}"
+    try:
+        return load_settings(entry.settings, step=settings, where=where)
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message if where in message else f"{where}: {message}") from None
 
 
 def read_record(runs: Path) -> dict:
@@ -243,9 +188,10 @@ def read_record(runs: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"steps": {}}
 
 
-def run_steps(config: DictConfig, steps: list[Step], say=print) -> dict | None:
+def run_steps(config: DictConfig, steps: list[Step], say=print, argv: list[str] | None = None) -> dict | None:
     """Run the steps not yet recorded in runs/experiment.json; None if a pretrain was stopped (resume
-    by running again). A recorded step with other settings is refused rather than silently mixed."""
+    by running again). A recorded step with other settings is refused rather than silently mixed.
+    `argv`: the command line that runs them, recorded in the manifests steps write."""
     resolved = resolve(config)
     runs = Path(resolved["runs"])
     record = read_record(runs)
@@ -266,20 +212,18 @@ def run_steps(config: DictConfig, steps: list[Step], say=print) -> dict | None:
             continue
         say(f"[{resolved['name']}] {step.name}: fastclr {step.command}")
         started = time.time()
+        outcome = commands()[step.command].run(step.config, argv or ["fastclr", "run"])
         if step.command == "pretrain":
-            summary = trainers.pretrain(step.pretrain)
-            if summary["stopped"] is not None:
+            if outcome["stopped"] is not None:
                 return None
-            result = _pretrain_result(Path(step.pretrain.run_dir))
+            result = _pretrain_result(Path(step.config.run_dir))
         else:
-            result = _clean(step.args.run(step.args) or {})
+            result = _clean(outcome or {})
         result["seconds"] = round(time.time() - started, 1)
         record["steps"][step.name] = {"command": step.command, "settings": step.settings, "result": result}
         if os.environ.get("RANK", "0") == "0":
             runs.mkdir(parents=True, exist_ok=True)
-            tmp = runs / f".{RECORD}.tmp"
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
-            tmp.replace(runs / RECORD)
+            write_atomic(runs / RECORD, json.dumps(record, indent=1) + "\n")
     return record
 
 

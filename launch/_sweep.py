@@ -7,7 +7,6 @@ a rerun (after a crash, or with more --eval steps) only runs what is missing.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
 import json
@@ -18,14 +17,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from fastclr.launch._config import ConfigError
+from fastclr.files import write_atomic
+from fastclr.launch._config import ConfigError, split_override
 from fastclr.launch._experiment import (
     build_steps,
     load_experiment,
     resolve,
     run_steps,
     set_values,
-    split_override,
     step_command,
     target,
 )
@@ -36,9 +35,7 @@ def parse_grid(config: DictConfig, grid_args: list[str]) -> dict[str, list]:
     grid = {key: list(values) for key, values in OmegaConf.to_container(config.grid).items()}
     for text in grid_args:
         key, values = split_override(text)
-        grid[key] = (
-            list(values) if isinstance(values, list | tuple) or OmegaConf.is_list(values) else [values]
-        )
+        grid[key] = list(values) if isinstance(values, list) else [values]
     if not grid:
         raise ConfigError("no grid: give --grid 'key=[a,b]' or put a grid: section in the config")
     for key, values in grid.items():
@@ -60,8 +57,8 @@ def sweep(
     evals: list[str],
     out: str | None,
     overrides: list[str],
-    parser: argparse.ArgumentParser,
     say=print,
+    argv: list[str] | None = None,
 ) -> Path:
     base = load_experiment(path, overrides)
     grid = parse_grid(base, grid_args)
@@ -75,12 +72,12 @@ def sweep(
         config = copy.deepcopy(base)
         config.runs = str(out / point_label(values))
         set_values(config, values)
-        prepared.append((values, config, build_steps(config, parser, only)))
+        prepared.append((values, config, build_steps(config, only)))
     say(f"sweep of {len(points)} points over {', '.join(grid)} into {out}")
     rows = []
     for number, (values, config, steps) in enumerate(prepared, 1):
         say(f"== point {number}/{len(points)}: {point_label(values)}")
-        record = run_steps(config, steps, say)
+        record = run_steps(config, steps, say, argv)
         if record is None:
             say("stopped; run the same sweep again to resume")
             raise SystemExit(130)
@@ -123,8 +120,8 @@ def write_results(out: Path, path: str, grid: dict, rows: list, step_names: list
         table.append({"point": values, "figures": figures, "folder": point_label(values)})
     figures = _plots(out, rows, columns)
     lines += ["", *(f"![{p.stem}]({p.name})" for p in figures), ""]
-    (out / "results.md").write_text("\n".join(lines))
-    (out / "sweep.json").write_text(json.dumps({"config": path, "grid": grid, "points": table}, indent=1))
+    write_atomic(out / "results.md", "\n".join(lines))
+    write_atomic(out / "sweep.json", json.dumps({"config": path, "grid": grid, "points": table}, indent=1))
 
 
 def _device() -> str:

@@ -15,7 +15,7 @@ Augmentations (tuples of ops, applied in order by both loaders):
     Op, register_op, OPS: the op base class and registry; the ops RandomResizedCrop, Rotate,
         ColorJitter, Grayscale, GaussianBlur, Solarize, HorizontalFlip.
 Helpers:
-    augment_on(choice, size, gpu): where DALI's ops run; AUGMENT_DEVICES, MODES.
+    augment_on(choice, size, gpu): where DALI's ops run; AUGMENT_DEVICES, MODES; default_threads.
     train_steps, rank_share: batches per epoch and samples per rank; parse_labels: padded ASCII labels.
 Errors:
     PipelineError: bad data or settings, as one line naming the folder and the fix.
@@ -39,6 +39,7 @@ from fastclr.pipelines._loader import (
     DaliLoader,
     augment_on,
     create_loader,
+    default_threads,
     parse_labels,
     rank_share,
     train_steps,
@@ -82,6 +83,7 @@ __all__ = [
     "configure",
     "create_augment",
     "create_loader",
+    "default_threads",
     "open_shards",
     "parse_labels",
     "rank_share",

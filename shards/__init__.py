@@ -1,23 +1,36 @@
 """Datasets to WebDataset shards: tar + DALI index + manifest.json; subsets; verify.
 
-Imports numpy, Pillow and webdataset only: never torch or DALI.
+Imports numpy, Pillow and webdataset only: never torch or DALI. Each command's settings are a
+dataclass here (`ConvertConfig`, `SubsetConfig`, `VerifyConfig`, `InfoConfig`).
 """
 
-from fastclr.shards._convert import ENCODINGS, MAX_PIXELS, check_output, convert
+from fastclr.shards._convert import check_output, convert
 from fastclr.shards._errors import ShardError
 from fastclr.shards._format import MANIFEST, load_manifest, read_samples, sha256_file
+from fastclr.shards._options import (
+    ENCODINGS,
+    MAX_PIXELS,
+    ConvertConfig,
+    InfoConfig,
+    SubsetConfig,
+    VerifyConfig,
+)
 from fastclr.shards._sources import SOURCES, SPLITS, Source, open_source
 from fastclr.shards._subset import subset
 from fastclr.shards._verify import check, describe, rebuild_index, verify
 
 __all__ = [
     "ENCODINGS",
+    "ConvertConfig",
+    "InfoConfig",
     "MANIFEST",
     "MAX_PIXELS",
     "SOURCES",
     "SPLITS",
     "ShardError",
     "Source",
+    "SubsetConfig",
+    "VerifyConfig",
     "check",
     "check_output",
     "convert",

@@ -35,14 +35,10 @@ from fastclr.shards._format import (
     sha256_file,
     write_json_atomic,
 )
+from fastclr.shards._options import ENCODINGS, MAX_PIXELS, ConvertConfig
 from fastclr.shards._sources import Sample, Source
 
-ENCODINGS = ("auto", "jpeg", "png", "raw")
 PIL_ENCODING = {"JPEG": "jpeg", "PNG": "png"}
-# Pixels an image's header may declare before it is refused undecoded. Pillow's MAX_IMAGE_PIXELS
-# (89M) only warns, and a few hundred KB of PNG declaring 12000 x 12000 then took 7.8 GB to convert;
-# 40M (8000 x 5000, 120 MB per RGB copy) is above any ImageNet or Tiny-ImageNet image.
-MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -267,18 +263,18 @@ def publish_output(partial: Path, out: Path) -> None:
 def convert(
     source: Source,
     out: str | Path,
-    encoding: str = "auto",
-    quality: int = 95,
-    shard_size: int = 5000,
-    workers: int = 1,
-    overwrite: bool = False,
-    skip_corrupt: bool = False,
-    reencode: bool = False,
-    max_side: int | None = None,
-    max_pixels: int | None = MAX_PIXELS,
-    seed: int = 0,
-    shuffle: bool = True,
-    progress: bool = True,
+    encoding: str = ConvertConfig.encoding,
+    quality: int = ConvertConfig.quality,
+    shard_size: int = ConvertConfig.shard_size,
+    workers: int = ConvertConfig.workers,
+    overwrite: bool = ConvertConfig.overwrite,
+    skip_corrupt: bool = ConvertConfig.skip_corrupt,
+    reencode: bool = ConvertConfig.reencode,
+    max_side: int | None = ConvertConfig.max_side,
+    max_pixels: int | None = ConvertConfig.max_pixels,
+    seed: int = ConvertConfig.seed,
+    shuffle: bool = ConvertConfig.shuffle,
+    progress: bool = not ConvertConfig.quiet,
     command: list[str] | None = None,
 ) -> dict:
     """Convert `source` into shards in `out`; returns the manifest.

@@ -20,6 +20,7 @@ from fastclr.shards._format import (
     sha256_file,
     write_json_atomic,
 )
+from fastclr.shards._options import SubsetConfig
 
 
 def per_class_counts(class_sizes: list[int], fraction: float | None, per_class: int | None) -> list[int]:
@@ -52,10 +53,10 @@ def choose(
 def subset(
     src: str | Path,
     out: str | Path,
-    fraction: float | None = None,
-    per_class: int | None = None,
-    seed: int = 0,
-    overwrite: bool = False,
+    fraction: float | None = SubsetConfig.fraction,
+    per_class: int | None = SubsetConfig.per_class,
+    seed: int = SubsetConfig.seed,
+    overwrite: bool = SubsetConfig.overwrite,
     command: list[str] | None = None,
 ) -> dict:
     """Copy a stratified subset of the shards in `src` (bytes unchanged) into `out`."""

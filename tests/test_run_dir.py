@@ -20,7 +20,7 @@ from test_shards_bad_input import one_line_error
 
 import fastclr.trainers._lock as lock_module
 from fastclr import shards
-from fastclr.launch._config import validate_pretrain
+from fastclr.config import check_settings
 from fastclr.launch._demo import demo_config
 from fastclr.trainers._lock import LOCK, RunDirError, RunDirLock
 
@@ -220,7 +220,7 @@ def test_a_warm_up_longer_than_the_run_is_refused_with_the_fix(data, tmp_path, r
     assert "refused: set optim.warmup_epochs=0.5" in line
     assert not (tmp_path / "run").exists()
     for epochs in (2, 150):  # the demo scales its warm-up to short runs
-        validate_pretrain(demo_config({"train": "", "train-10pct": "", "test": ""}, tmp_path, epochs), False)
+        check_settings(demo_config({"train": "", "train-10pct": "", "test": ""}, tmp_path, epochs))
 
 
 @pytest.mark.multiproc
