@@ -1,91 +1,72 @@
 """`fastclr linear | knn | cluster | finetune | supervised | evaluate | report`.
 
-Each handler imports the trainers (torch, DALI, timm, accelerate) only when it runs.
+Each evaluation's options are made from its settings dataclass (`fastclr.trainers.LinearConfig`,
+...): names, types, choices and help come from there, and an option left out is left out of the
+parsed arguments (`argparse.SUPPRESS`), so the dataclass alone supplies the defaults. Each handler
+imports the trainers (torch, DALI, timm, accelerate) only when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import types
+import typing
 from pathlib import Path
 
-from fastclr.launch._cli_common import device, say, tracking_arguments
+from fastclr.config import REQUIRED
+from fastclr.launch._cli_common import say
 from fastclr.launch._errors import ConfigError
 
-CLUSTER_METHODS = ("kmeans", "gmm")  # trainers.METHODS, named here so help imports no torch
-KNN_VOTES = ("weighted", "majority")  # trainers.KNN_VOTES, likewise
+
+def add_settings(p: argparse.ArgumentParser, schema: type) -> None:
+    """One `--long-option` per field of `schema`: `bool` a switch, `list[int]` one or more values."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        kind, default = hints[f.name], f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # `float | None`: a float if given
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        unsaid = default is None or default is False or default == [] or default == REQUIRED
+        shown = "" if unsaid else f" (default: {default})"
+        options = {"help": f.metadata["help"] + shown, "default": argparse.SUPPRESS}
+        if kind is bool:
+            options["action"] = "store_true"
+        elif typing.get_origin(kind) is list:
+            options.update(nargs="+", type=typing.get_args(kind)[0])
+        else:
+            options.update(type=kind, choices=f.metadata["choices"], required=default == REQUIRED)
+        p.add_argument(f"--{f.name.replace('_', '-')}", **options)
+
+
+def config_from(schema: type, args: argparse.Namespace):
+    """The settings object of the options given; the others keep the dataclass's defaults."""
+    names = {f.name for f in dataclasses.fields(schema)}
+    return schema(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def _linear(args: argparse.Namespace) -> dict:
-    from fastclr import shards, trainers
+    from fastclr import trainers
 
-    trainers.check_inputs(args.out, args.encoder, args.train, args.val)  # before making a subset
-    train = args.train
-    if args.label_fraction is not None:  # a stratified, seeded subset of the labels, kept beside the results
-        train = Path(args.out) / f"train-{args.label_fraction:g}"
-        shards.subset(
-            args.train, train, fraction=args.label_fraction, seed=args.seed, overwrite=True, command=args.argv
+    cfg = config_from(trainers.LinearConfig, args)
+    result = trainers.linear(cfg)
+    if cfg.mode == "augmented":
+        say(f"{cfg.head} probe (augmented): top-1 {result['top1']:.2%}; {cfg.out}/results.json")
+    else:
+        print(
+            f"{cfg.head} probe: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} on "
+            f"{result['val_samples']} images; {cfg.out}/results.json, confusion.png"
         )
-    if args.mode == "augmented":  # the classic protocol: a frozen encoder, a head trained on augmented views
-        result = trainers.finetune(
-            args.encoder,
-            train,
-            args.val,
-            args.out,
-            mode="head",
-            head=args.head,
-            epochs=args.epochs,
-            lr_head=args.lr or 0.1,
-            batch_size=args.batch_size,
-            preset=args.preset,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
-            cpu=args.cpu,
-            wandb=args.wandb,
-            tensorboard=args.tensorboard,
-        )
-        say(f"{args.head} probe (augmented): top-1 {result['top1']:.2%}; {args.out}/results.json")
-        return result
-    result = trainers.linear_eval(
-        args.encoder,
-        train,
-        args.val,
-        args.out,
-        epochs=args.epochs,
-        lr=args.lr or 0.01,
-        weight_decay=args.weight_decay,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=device(args.cpu),
-        wandb=args.wandb,
-        tensorboard=args.tensorboard,
-        head=args.head,
-    )
-    print(
-        f"{args.head} probe: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} on "
-        f"{result['val_samples']} images; {args.out}/results.json, confusion.png"
-    )
     return result
 
 
 def _knn(args: argparse.Namespace) -> dict:
     from fastclr import trainers
 
-    result = trainers.knn_eval(
-        args.encoder,
-        args.train,
-        args.val,
-        args.out,
-        k=args.k,
-        temperature=args.temperature,
-        batch_size=args.batch_size,
-        device=device(args.cpu),
-        wandb=args.wandb,
-        tensorboard=args.tensorboard,
-        vote=args.vote,
-    )
+    cfg = config_from(trainers.KnnConfig, args)
+    result = trainers.knn(cfg)
     print(
-        f"{args.vote} kNN (k {args.k}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
-        f"{args.out}/results.json"
+        f"{cfg.vote} kNN (k {cfg.k}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
+        f"{cfg.out}/results.json"
     )
     return result
 
@@ -93,171 +74,84 @@ def _knn(args: argparse.Namespace) -> dict:
 def _cluster(args: argparse.Namespace) -> dict:
     from fastclr import trainers
 
-    result = trainers.cluster_eval(
-        args.data,
-        args.out,
-        method=args.method,
-        encoder_path=args.encoder,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=device(args.cpu),
-        wandb=args.wandb,
-        tensorboard=args.tensorboard,
-    )
+    cfg = config_from(trainers.ClusterConfig, args)
+    result = trainers.cluster(cfg)
     print(
-        f"{args.method} on {result['on']}: accuracy {result['top1']:.2%} (Hungarian-matched) on "
-        f"{result['samples']} images; {args.out}/results.json"
+        f"{cfg.method} on {result['on']}: accuracy {result['top1']:.2%} (Hungarian-matched) on "
+        f"{result['samples']} images; {cfg.out}/results.json"
     )
     return result
-
-
-def add_cluster(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "cluster",
-        help="k-means / GMM accuracy on raw pixels or encoder features",
-        description="Cluster labelled shards into one cluster per class (k-means or a "
-        "diagonal Gaussian mixture) on L2-normalised raw pixels or encoder features; "
-        "accuracy after Hungarian matching of clusters to classes.",
-    )
-    p.add_argument("--data", required=True, help="labelled shards")
-    p.add_argument("--out", required=True, help="folder for results.json")
-    p.add_argument("--method", default="kmeans", choices=CLUSTER_METHODS)
-    p.add_argument("--encoder", help="pretrain run directory or encoder.safetensors (default: raw pixels)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
-    tracking_arguments(p)
-    p.set_defaults(run=_cluster)
 
 
 def _finetune(args: argparse.Namespace) -> dict:
     from fastclr import trainers
 
-    result = trainers.finetune(
-        args.encoder,
-        args.train,
-        args.val,
-        args.out,
-        mode=args.mode,
-        head=args.head,
-        epochs=args.epochs,
-        lr_head=args.lr_head,
-        lr_backbone=args.lr_backbone,
-        batch_size=args.batch_size,
-        preset=args.preset,
-        weight_decay=args.weight_decay,
-        decay_epochs=args.decay_epochs,
-        seed=args.seed,
-        cpu=args.cpu,
-        wandb=args.wandb,
-        tensorboard=args.tensorboard,
-    )
-    say(f"fine-tune ({args.mode}): top-1 {result['top1']:.2%}; {args.out}/results.json, metrics.jsonl")
+    cfg = config_from(trainers.FinetuneConfig, args)
+    result = trainers.finetune(cfg)
+    say(f"fine-tune ({cfg.mode}): top-1 {result['top1']:.2%}; {cfg.out}/results.json, metrics.jsonl")
     return result
 
 
 def _supervised(args: argparse.Namespace) -> dict:
     from fastclr import trainers
 
-    result = trainers.supervised(
-        args.model,
-        args.train,
-        args.val,
-        args.out,
-        size=args.size,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        cifar_stem=args.cifar_stem,
-        pretrained_file=args.pretrained_file,
-        mixup=args.mixup,
-        cutmix=args.cutmix,
-        label_smoothing=args.label_smoothing,
-        preset=args.preset,
-        weight_decay=args.weight_decay,
-        decay_epochs=args.decay_epochs,
-        seed=args.seed,
-        cpu=args.cpu,
-        wandb=args.wandb,
-        tensorboard=args.tensorboard,
-    )
+    cfg = config_from(trainers.SupervisedConfig, args)
+    result = trainers.supervised(cfg)
     say(
-        f"supervised {args.model} ({result['parameters']:,} parameters): top-1 {result['top1']:.2%}; "
-        f"{args.out}/results.json, metrics.jsonl"
+        f"supervised {cfg.model} ({result['parameters']:,} parameters): top-1 {result['top1']:.2%}; "
+        f"{cfg.out}/results.json, metrics.jsonl"
     )
     return result
-
-
-def add_training(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "finetune",
-        help="fine-tune a pretrained encoder with a new head (head-only or full)",
-        description="Fine-tune the encoder of a pretrain run with a new head.",
-    )
-    p.add_argument("--encoder", required=True, help="pretrain run directory or its encoder.safetensors")
-    p.add_argument("--mode", default="full", choices=["head", "full"], help="head: encoder frozen")
-    p.add_argument("--head", default="linear", choices=["linear", "mlp2"])
-    p.add_argument("--lr-head", type=float, default=0.1)
-    p.add_argument("--lr-backbone", type=float, default=0.01)
-    _training_arguments(p)
-    p.set_defaults(run=_finetune)
-    p = commands.add_parser(
-        "supervised",
-        help="supervised baseline: any timm model, Mixup/CutMix, label smoothing",
-        description="Train a classifier on labels only (from scratch or a local weights file).",
-    )
-    p.add_argument(
-        "--model", required=True, help="small_cnn, resnet18/34/50, vgg11, vit_small_patch16_224, ..."
-    )
-    p.add_argument("--size", type=int, required=True, help="image side fed to the model")
-    p.add_argument("--cifar-stem", action="store_true", help="ResNets: 3x3 stride-1 first conv, no max-pool")
-    p.add_argument("--pretrained-file", help="local weights to start from (nothing is downloaded)")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--mixup", type=float, default=0.0, help="Mixup alpha (timm), 0 = off")
-    p.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha (timm), 0 = off")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    _training_arguments(p)
-    p.set_defaults(run=_supervised)
-
-
-def _training_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", required=True, help="labelled shards to train on")
-    p.add_argument("--val", required=True, help="labelled shards to measure on (every epoch)")
-    p.add_argument("--out", required=True, help="folder for results.json and metrics.jsonl")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--preset", default="basic", help="train augmentations (pipelines.PRESETS)")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument(
-        "--decay-epochs", type=int, nargs="+", help="step decay x0.1 at these epochs (default: cosine)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
-    tracking_arguments(p)
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
     from fastclr import trainers
 
-    result = trainers.evaluate(args.model, args.val, args.out, batch_size=args.batch_size, cpu=args.cpu)
-    say(f"top-1 {result['top1']:.2%} on {args.val}; {args.out}/results.json")
+    cfg = config_from(trainers.EvaluateConfig, args)
+    result = trainers.evaluate(cfg)
+    say(f"top-1 {result['top1']:.2%} on {cfg.val}; {cfg.out}/results.json")
     return result
 
 
-def add_evaluate(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "evaluate",
-        help="top-1 of a saved finetune/supervised classifier on labelled shards",
-        description="Rebuild the classifier a finetune or supervised run saved and measure it.",
-    )
-    p.add_argument(
-        "--model", required=True, help="the --out folder of `fastclr finetune` or `fastclr supervised`"
-    )
-    p.add_argument("--val", required=True, help="labelled shards of the classes it was trained on")
-    p.add_argument("--out", required=True, help="folder for results.json")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
-    p.set_defaults(run=_evaluate)
+# command -> (settings class in fastclr.trainers, handler, one line of help)
+EVALUATIONS = {
+    "linear": (
+        "LinearConfig",
+        _linear,
+        "linear probe of a frozen encoder on cached features (top-1/5, confusion matrix)",
+    ),
+    "knn": (
+        "KnnConfig",
+        _knn,
+        "kNN accuracy (weighted or majority vote) of an encoder on a train/val shard pair",
+    ),
+    "cluster": ("ClusterConfig", _cluster, "k-means / GMM accuracy on raw pixels or encoder features"),
+    "finetune": (
+        "FinetuneConfig",
+        _finetune,
+        "fine-tune a pretrained encoder with a new head (head-only or full)",
+    ),
+    "supervised": (
+        "SupervisedConfig",
+        _supervised,
+        "supervised baseline: any timm model, Mixup/CutMix, label smoothing",
+    ),
+    "evaluate": (
+        "EvaluateConfig",
+        _evaluate,
+        "top-1 of a saved finetune/supervised classifier on labelled shards",
+    ),
+}
+
+
+def add_evaluations(commands: argparse._SubParsersAction) -> None:
+    from fastclr import trainers  # the settings classes alone: no torch
+
+    for name, (schema, run, help_text) in EVALUATIONS.items():
+        schema = getattr(trainers, schema)
+        p = commands.add_parser(name, help=help_text, description=schema.__doc__)
+        add_settings(p, schema)
+        p.set_defaults(run=run)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -283,56 +177,3 @@ def add_report(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--tsne-encoder", type=Path, help="encoder (run dir or file) for a t-SNE map of features")
     p.add_argument("--tsne-data", type=Path, help="labelled shards to embed")
     p.set_defaults(run=_report)
-
-
-def add_eval(commands: argparse._SubParsersAction) -> None:
-    for name, run, help_text in [
-        (
-            "linear",
-            _linear,
-            "linear probe of a frozen encoder on cached features (top-1/5, confusion matrix)",
-        ),
-        ("knn", _knn, "kNN accuracy (weighted or majority vote) of an encoder on a train/val shard pair"),
-    ]:
-        p = commands.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--encoder", required=True, help="pretrain run directory or its encoder.safetensors")
-        p.add_argument(
-            "--train",
-            required=True,
-            help="labelled shards the probe learns from (kNN: the bank); "
-            "for a label fraction, make them with `fastclr shards subset`",
-        )
-        p.add_argument("--val", required=True, help="labelled shards to measure on")
-        p.add_argument("--out", required=True, help="folder for results.json")
-        p.add_argument("--batch-size", type=int, default=256)
-        p.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
-        tracking_arguments(p)
-        if name == "linear":
-            p.add_argument(
-                "--mode",
-                default="cached",
-                choices=["cached", "augmented"],
-                help="cached: features extracted once (seconds); augmented: the classic protocol, "
-                "a head trained on augmented views of the frozen encoder",
-            )
-            p.add_argument("--head", default="linear", choices=["linear", "mlp2"])
-            p.add_argument("--preset", default="basic", help="augmented mode: train augmentations")
-            p.add_argument(
-                "--label-fraction", type=float, help="train on this stratified fraction of the labels"
-            )
-            p.add_argument(
-                "--epochs", type=int, default=300, help="cached: full-batch steps; augmented: epochs"
-            )
-            p.add_argument("--lr", type=float, help="default: 0.01 (cached, Adam), 0.1 (augmented, SGD)")
-            p.add_argument("--weight-decay", type=float, default=1e-4)
-            p.add_argument("--seed", type=int, default=0)
-        else:
-            p.add_argument("--k", type=int, default=200)
-            p.add_argument("--temperature", type=float, default=0.1, help="weighted vote: exp(similarity/T)")
-            p.add_argument(
-                "--vote",
-                default="weighted",
-                choices=KNN_VOTES,
-                help="weighted (ours: k 200, T 0.1) or majority (simclr-cifar10.py: --k 10 --vote majority)",
-            )
-        p.set_defaults(run=run)

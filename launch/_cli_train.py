@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fastclr.launch._cli_common import say
+from fastclr.launch._cli_eval import add_settings, config_from
 
 
 def _pretrain(args: argparse.Namespace) -> None:
@@ -45,11 +46,10 @@ def _sweep(args: argparse.Namespace) -> None:
 def _import_weights(args: argparse.Namespace) -> None:
     from fastclr import trainers
 
-    path, report = trainers.import_encoder(
-        args.model, args.file, args.out, args.size, args.cifar_stem, args.channels
-    )
+    cfg = config_from(trainers.ImportWeightsConfig, args)
+    path, report = trainers.import_encoder(cfg)
     say(
-        f"{path}: {args.model} from {args.file}; {len(report['loaded'])} tensors loaded, not matched: "
+        f"{path}: {cfg.model} from {cfg.file}; {len(report['loaded'])} tensors loaded, not matched: "
         f"{report['missing'] + report['shape_mismatch'] or 'none'}"
     )
 
@@ -107,12 +107,9 @@ def add_experiments(commands: argparse._SubParsersAction) -> None:
         description="Write encoder.safetensors + encoder.json from a local weights file, so `fastclr "
         "linear` and `fastclr finetune` evaluate e.g. an ImageNet-supervised ResNet. Nothing is downloaded.",
     )
-    p.add_argument("--model", required=True, help="resnet18, resnet34, resnet50, ... or small_cnn")
-    p.add_argument("--file", required=True, help="local .safetensors or .pth state dict")
-    p.add_argument("--size", type=int, required=True, help="image side the evaluations feed it")
-    p.add_argument("--cifar-stem", action="store_true", help="3x3 stride-1 first conv, no max-pool")
-    p.add_argument("--channels", type=int, default=3)
-    p.add_argument("--out", required=True, help="folder for encoder.safetensors and encoder.json")
+    from fastclr.trainers import ImportWeightsConfig  # the settings alone: no torch
+
+    add_settings(p, ImportWeightsConfig)
     p.set_defaults(run=_import_weights)
 
 

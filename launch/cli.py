@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from fastclr.launch._cli_common import say
-from fastclr.launch._cli_eval import add_cluster, add_eval, add_evaluate, add_report, add_training
+from fastclr.launch._cli_eval import add_evaluations, add_report
 from fastclr.launch._cli_shards import add_shards
 from fastclr.launch._cli_train import add_demo, add_experiments, add_pretrain
 from fastclr.launch._errors import is_user_error
@@ -26,10 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_shards(commands)
     add_pretrain(commands)
     add_experiments(commands)
-    add_eval(commands)
-    add_cluster(commands)
-    add_training(commands)
-    add_evaluate(commands)
+    add_evaluations(commands)
     add_report(commands)
     add_demo(commands)
     return parser

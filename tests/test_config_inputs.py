@@ -98,14 +98,6 @@ def test_help_imports_no_torch_dali_timm_or_accelerate(argv):
     assert _modules_after(*argv) == set()
 
 
-def test_cluster_and_knn_choices_named_in_the_cli_are_the_trainers():
-    from fastclr import trainers
-    from fastclr.launch._cli_eval import CLUSTER_METHODS, KNN_VOTES
-
-    assert tuple(CLUSTER_METHODS) == tuple(trainers.METHODS)
-    assert tuple(KNN_VOTES) == tuple(trainers.KNN_VOTES)
-
-
 def test_a_plain_pretrain_config_is_parsed_once(tmp_path, monkeypatch):
     from fastclr.launch import _config, _experiment
 

@@ -10,16 +10,34 @@ from fastclr import shards
 from fastclr.launch.cli import main
 from fastclr.trainers import (
     EvalError,
+    FinetuneConfig,
+    KnnConfig,
+    LinearConfig,
     PretrainConfig,
     cluster_accuracy,
     finetune,
-    knn_eval,
+    fit_linear_probe,
+    knn,
     knn_predict,
-    linear_eval,
+    labelled_pair,
+    linear,
     pretrain,
+    probe_accuracy,
 )
-from fastclr.trainers._eval import labelled_pair
-from fastclr.trainers._linear import accuracy, fit_linear_probe
+
+
+def pair(run, out, encoder=None, val=None):
+    """The settings every evaluation of the module's run shares: encoder, train, val, out."""
+    return dict(
+        encoder=str(encoder or run / "run"),
+        train=str(run / "train"),
+        val=str(val or run / "test"),
+        out=str(out),
+    )
+
+
+def head_only(run, out, **settings):
+    return FinetuneConfig(**pair(run, out), mode="head", epochs=1, batch_size=8, cpu=True, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +63,11 @@ def test_the_probe_separates_separable_features():
     labels = torch.arange(500) % 5
     features = centres[labels] + torch.randn(500, 32, generator=generator)
     probe = fit_linear_probe(features[:250], labels[:250], num_classes=5)
-    assert accuracy(probe, features[250:], labels[250:]) > 0.99
+    assert probe_accuracy(probe, features[250:], labels[250:]) > 0.99
 
 
 def test_linear_eval_writes_results_and_a_confusion_matrix(run, tmp_path):
-    result = linear_eval(run / "run", run / "train", run / "test", tmp_path / "lin", epochs=50)
+    result = linear(LinearConfig(**pair(run, tmp_path / "lin"), epochs=50))
     saved = json.loads((tmp_path / "lin" / "results.json").read_text())
     assert saved == result and 0 <= result["top1"] <= result["top5"] <= 1
     assert result["val_samples"] == 30 and set(result["per_class"]) == {f"class_{c}" for c in range(4)}
@@ -59,7 +77,7 @@ def test_linear_eval_writes_results_and_a_confusion_matrix(run, tmp_path):
 
 
 def test_knn_eval_from_the_encoder_file(run, tmp_path):
-    result = knn_eval(run / "run" / "encoder.safetensors", run / "train", run / "test", tmp_path / "knn", k=5)
+    result = knn(KnnConfig(**pair(run, tmp_path / "knn", encoder=run / "run" / "encoder.safetensors"), k=5))
     assert result["protocol"] == "knn" and 0 <= result["top1"] <= 1 and result["train_samples"] == 64
 
 
@@ -69,7 +87,7 @@ def test_fastclr_knn_takes_the_anchors_majority_vote(run, tmp_path, capsys):
     assert main([*map(str, args), "--vote", "majority", "--out", str(tmp_path / "m")]) == 0
     assert "majority kNN (k 10): top-1" in capsys.readouterr().out
     majority = json.loads((tmp_path / "m" / "results.json").read_text())
-    weighted = knn_eval(encoder, train, test, tmp_path / "w", k=10)
+    weighted = knn(KnnConfig(**pair(run, tmp_path / "w"), k=10))
     assert (majority["vote"], majority["temperature"], weighted["vote"]) == ("majority", None, "weighted")
     _, (bank, bank_labels), (queries, labels), _ = labelled_pair(
         encoder, train, test, 256, torch.device("cpu")
@@ -84,18 +102,19 @@ def test_an_encoder_of_another_architecture_is_named(run, tmp_path):
     info["encoder"] = "resnet18"
     (tmp_path / "run" / "encoder.json").write_text(json.dumps(info))
     with pytest.raises(EvalError, match="does not fit a resnet18.*another architecture or width"):
-        linear_eval(tmp_path / "run", run / "train", run / "test", tmp_path / "out")
+        linear(LinearConfig(**pair(run, tmp_path / "out", encoder=tmp_path / "run")))
 
 
 def test_changed_weights_and_a_missing_description_are_named(run, tmp_path):
     shutil.copytree(run / "run", tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
     weights = tmp_path / "run" / "encoder.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    cfg = KnnConfig(**pair(run, tmp_path / "out", encoder=tmp_path / "run"))
     with pytest.raises(EvalError, match="sha256 differs"):
-        knn_eval(tmp_path / "run", run / "train", run / "test", tmp_path / "out")
+        knn(cfg)
     (tmp_path / "run" / "encoder.json").unlink()
     with pytest.raises(EvalError, match="encoder.json: missing"):
-        knn_eval(tmp_path / "run", run / "train", run / "test", tmp_path / "out")
+        knn(cfg)
 
 
 def test_shards_of_another_class_count_are_refused(run, tmp_path, run_cli):
@@ -117,7 +136,7 @@ def test_unlabelled_shards_cannot_be_evaluated(run, tmp_path):
     source = shards.open_source("synthetic", None, "unlabeled", num=20, size=16, classes=4)
     shards.convert(source, tmp_path / "u", progress=False)
     with pytest.raises(EvalError, match="unlabelled shards cannot be evaluated"):
-        knn_eval(run / "run", run / "train", tmp_path / "u", tmp_path / "out")
+        knn(KnnConfig(**pair(run, tmp_path / "out", val=tmp_path / "u")))
 
 
 @pytest.mark.parametrize("method", ["kmeans", "gmm"])
@@ -152,7 +171,7 @@ def test_head_only_fine_tuning_keeps_the_backbone_bit_identical_and_full_changes
     import fastclr.trainers._classify as classify
 
     seen = {}
-    real_fit = classify.fit
+    real_fit = classify.fit_classifier
 
     def recording_fit(model, *args, **kwargs):
         seen["before"] = weights(model[0])
@@ -160,9 +179,9 @@ def test_head_only_fine_tuning_keeps_the_backbone_bit_identical_and_full_changes
         seen["after"] = weights(model[0])
         return history
 
-    monkeypatch.setattr(classify, "fit", recording_fit)
+    monkeypatch.setattr(classify, "fit_classifier", recording_fit)
     result = finetune(
-        run / "run", run / "train", run / "test", tmp_path / mode, mode=mode, epochs=2, batch_size=8, cpu=True
+        FinetuneConfig(**pair(run, tmp_path / mode), mode=mode, epochs=2, batch_size=8, cpu=True)
     )
     assert len(result["history"]) == 2 and 0 <= result["top1"] <= 1
     changed = [k for k in seen["before"] if not torch.equal(seen["before"][k], seen["after"][k])]
@@ -221,17 +240,8 @@ def test_a_vit_and_a_vgg_build_for_small_images():
 
 
 def test_report_builds_its_table_and_figures_from_real_runs(run, tmp_path, run_cli):
-    linear_eval(run / "run", run / "train", run / "test", tmp_path / "evals" / "linear", epochs=20)
-    finetune(
-        run / "run",
-        run / "train",
-        run / "test",
-        tmp_path / "evals" / "ft",
-        mode="head",
-        epochs=1,
-        batch_size=8,
-        cpu=True,
-    )
+    linear(LinearConfig(**pair(run, tmp_path / "evals" / "linear"), epochs=20))
+    finetune(head_only(run, tmp_path / "evals" / "ft"))
     code, out, err = run_cli(
         "report",
         run / "run",
@@ -342,17 +352,7 @@ def test_evaluations_log_to_the_trackers(run, tmp_path, run_cli):
 
 
 def test_a_saved_classifier_is_evaluated_and_refuses_shards_of_other_classes(run, tmp_path, run_cli):
-    finetune(
-        run / "run",
-        run / "train",
-        run / "test",
-        tmp_path / "ft",
-        mode="full",
-        head="mlp2",
-        epochs=1,
-        batch_size=8,
-        cpu=True,
-    )
+    finetune(FinetuneConfig(**pair(run, tmp_path / "ft"), head="mlp2", epochs=1, batch_size=8, cpu=True))
     trained = json.loads((tmp_path / "ft" / "results.json").read_text())["top1"]
     code, out, err = run_cli(
         "evaluate", "--model", tmp_path / "ft", "--val", run / "test", "--out", tmp_path / "ev", "--cpu"

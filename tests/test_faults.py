@@ -338,7 +338,7 @@ def test_a_real_full_disk_while_importing_weights_is_one_line_without_a_temp_fil
 @pytest.mark.skipif(shutil.which("mount") is None, reason="no mount command")
 def test_a_real_full_disk_while_saving_eval_weights_is_one_line_without_a_temp_file(tmp_path):
     from fastclr.trainers import EvalError
-    from fastclr.trainers._eval import save_weights
+    from fastclr.trainers._eval_io import save_weights
 
     with small_filesystem(tmp_path / "out", "200k") as out:
         with pytest.raises(EvalError, match="model.safetensors: cannot write \\(No space left on device\\)"):
