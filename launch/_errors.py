@@ -15,6 +15,7 @@ class ConfigError(Exception):
 # Module -> its error types. A module never imported cannot have raised its error, so matching
 # goes through sys.modules and imports nothing (a shards command never loads torch to fail).
 USER_ERRORS = {
+    "fastclr.config": ("ConfigError",),
     "fastclr.shards": ("ShardError",),
     "fastclr.pipelines": ("PipelineError",),
     "fastclr.encoders": ("EncoderError",),

@@ -14,6 +14,7 @@ from fastclr.trainers import (
     KnnConfig,
     LinearConfig,
     PretrainConfig,
+    SupervisedConfig,
     cluster_accuracy,
     finetune,
     fit_linear_probe,
@@ -23,6 +24,7 @@ from fastclr.trainers import (
     linear,
     pretrain,
     probe_accuracy,
+    supervised,
 )
 
 
@@ -404,3 +406,49 @@ def test_an_empty_val_set_is_named(run, tmp_path, run_cli):
     ):
         code, _, err = run_cli(*command, "--val", tmp_path / "empty", "--out", tmp_path / "o")
         assert code == 1 and "empty: the manifest lists no samples" in err
+
+
+@pytest.mark.multiproc
+def test_features_of_uneven_shares_are_gathered_whole_on_every_rank(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dist_gather import share
+
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    script = Path(__file__).parent / "dist_gather.py"
+    subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29561", str(script), str(tmp_path)],
+        check=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    images, labels = (torch.cat(parts) for parts in zip(share(0), share(1), strict=True))
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert torch.equal(got["labels"], labels) and len(labels) == 3 + 5
+        torch.testing.assert_close(got["features"], torch.nn.functional.normalize(images, dim=1))
+
+
+def test_a_mixup_run_is_the_same_run_again_with_its_seed(run, tmp_path):
+    """timm's Mixup draws from numpy's global generator: `seed` fixes it too."""
+    shards_ = dict(train=str(run / "train"), val=str(run / "test"))
+    settings = dict(model="small_cnn", size=16, epochs=1, batch_size=8, mixup=0.2, cutmix=1.0, cpu=True)
+    first, again = (
+        supervised(SupervisedConfig(**shards_, out=str(tmp_path / name), **settings))["history"]
+        for name in "ab"
+    )
+    assert first == again
+
+
+def test_each_classifier_optimizer_is_built_by_name_and_a_typo_is_named():
+    from fastclr.trainers import CLASSIFIER_OPTIMIZERS, create_classifier_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for name in CLASSIFIER_OPTIMIZERS:
+        optimizer = create_classifier_optimizer(name, [{"params": params, "lr": 0.5}], 1e-4)
+        assert optimizer.param_groups[0]["lr"] == 0.5 and optimizer.param_groups[0]["weight_decay"] == 1e-4
+    with pytest.raises(ValueError, match="unknown optimizer 'sgdd'; choose one of: sgd, adamw"):
+        create_classifier_optimizer("sgdd", [{"params": params, "lr": 0.5}], 0.0)
