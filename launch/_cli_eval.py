@@ -44,114 +44,85 @@ def config_from(schema: type, args: argparse.Namespace):
     return schema(**{k: v for k, v in vars(args).items() if k in names})
 
 
-def _linear(args: argparse.Namespace) -> dict:
-    from fastclr import trainers
-
-    cfg = config_from(trainers.LinearConfig, args)
-    result = trainers.linear(cfg)
+def _linear_line(cfg, result: dict) -> str:
     if cfg.mode == "augmented":
-        say(f"{cfg.head} probe (augmented): top-1 {result['top1']:.2%}; {cfg.out}/results.json")
-    else:
-        print(
-            f"{cfg.head} probe: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} on "
-            f"{result['val_samples']} images; {cfg.out}/results.json, confusion.png"
-        )
-    return result
-
-
-def _knn(args: argparse.Namespace) -> dict:
-    from fastclr import trainers
-
-    cfg = config_from(trainers.KnnConfig, args)
-    result = trainers.knn(cfg)
-    print(
-        f"{cfg.vote} kNN (k {cfg.k}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
-        f"{cfg.out}/results.json"
+        return f"{cfg.head} probe (augmented): top-1 {result['top1']:.2%}; {cfg.out}/results.json"
+    return (
+        f"{cfg.head} probe: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} on "
+        f"{result['val_samples']} images; {cfg.out}/results.json, confusion.png"
     )
-    return result
 
 
-def _cluster(args: argparse.Namespace) -> dict:
-    from fastclr import trainers
-
-    cfg = config_from(trainers.ClusterConfig, args)
-    result = trainers.cluster(cfg)
-    print(
-        f"{cfg.method} on {result['on']}: accuracy {result['top1']:.2%} (Hungarian-matched) on "
-        f"{result['samples']} images; {cfg.out}/results.json"
-    )
-    return result
-
-
-def _finetune(args: argparse.Namespace) -> dict:
-    from fastclr import trainers
-
-    cfg = config_from(trainers.FinetuneConfig, args)
-    result = trainers.finetune(cfg)
-    say(f"fine-tune ({cfg.mode}): top-1 {result['top1']:.2%}; {cfg.out}/results.json, metrics.jsonl")
-    return result
-
-
-def _supervised(args: argparse.Namespace) -> dict:
-    from fastclr import trainers
-
-    cfg = config_from(trainers.SupervisedConfig, args)
-    result = trainers.supervised(cfg)
-    say(
-        f"supervised {cfg.model} ({result['parameters']:,} parameters): top-1 {result['top1']:.2%}; "
-        f"{cfg.out}/results.json, metrics.jsonl"
-    )
-    return result
-
-
-def _evaluate(args: argparse.Namespace) -> dict:
-    from fastclr import trainers
-
-    cfg = config_from(trainers.EvaluateConfig, args)
-    result = trainers.evaluate(cfg)
-    say(f"top-1 {result['top1']:.2%} on {cfg.val}; {cfg.out}/results.json")
-    return result
-
-
-# command -> (settings class in fastclr.trainers, handler, one line of help)
+# command -> (settings class and trainer in fastclr.trainers, the summary line, one line of help)
 EVALUATIONS = {
     "linear": (
         "LinearConfig",
-        _linear,
+        "linear",
+        _linear_line,
         "linear probe of a frozen encoder on cached features (top-1/5, confusion matrix)",
     ),
     "knn": (
         "KnnConfig",
-        _knn,
+        "knn",
+        lambda cfg, r: (
+            f"{cfg.vote} kNN (k {cfg.k}): top-1 {r['top1']:.2%} on {r['val_samples']} images; "
+            f"{cfg.out}/results.json"
+        ),
         "kNN accuracy (weighted or majority vote) of an encoder on a train/val shard pair",
     ),
-    "cluster": ("ClusterConfig", _cluster, "k-means / GMM accuracy on raw pixels or encoder features"),
+    "cluster": (
+        "ClusterConfig",
+        "cluster",
+        lambda cfg, r: (
+            f"{cfg.method} on {r['on']}: accuracy {r['top1']:.2%} (Hungarian-matched) on "
+            f"{r['samples']} images; {cfg.out}/results.json"
+        ),
+        "k-means / GMM accuracy on raw pixels or encoder features",
+    ),
     "finetune": (
         "FinetuneConfig",
-        _finetune,
+        "finetune",
+        lambda cfg, r: (
+            f"fine-tune ({cfg.mode}): top-1 {r['top1']:.2%}; {cfg.out}/results.json, metrics.jsonl"
+        ),
         "fine-tune a pretrained encoder with a new head (head-only or full)",
     ),
     "supervised": (
         "SupervisedConfig",
-        _supervised,
+        "supervised",
+        lambda cfg, r: (
+            f"supervised {cfg.model} ({r['parameters']:,} parameters): top-1 {r['top1']:.2%}; "
+            f"{cfg.out}/results.json, metrics.jsonl"
+        ),
         "supervised baseline: any timm model, Mixup/CutMix, label smoothing",
     ),
     "evaluate": (
         "EvaluateConfig",
-        _evaluate,
+        "evaluate",
+        lambda cfg, r: f"top-1 {r['top1']:.2%} on {cfg.val}; {cfg.out}/results.json",
         "top-1 of a saved finetune/supervised classifier on labelled shards",
     ),
 }
 
 
+def _evaluation(args: argparse.Namespace) -> dict:
+    from fastclr import trainers
+
+    schema, trainer, line, _ = EVALUATIONS[args.evaluation]
+    cfg = config_from(getattr(trainers, schema), args)
+    result = getattr(trainers, trainer)(cfg)
+    say(line(cfg, result))
+    return result
+
+
 def add_evaluations(commands: argparse._SubParsersAction) -> None:
     from fastclr import trainers  # the settings classes alone: no torch
 
-    for name, (schema, run, help_text) in EVALUATIONS.items():
+    for name, (schema, _, _, help_text) in EVALUATIONS.items():
         schema = getattr(trainers, schema)
         p = commands.add_parser(name, help=help_text, description=schema.__doc__)
         add_settings(p, schema)
-        p.set_defaults(run=run)
+        p.set_defaults(run=_evaluation, evaluation=name)
 
 
 def _report(args: argparse.Namespace) -> None:

@@ -143,7 +143,7 @@ def test_options_left_out_take_the_dataclass_defaults():
     from fastclr.launch.cli import build_parser
 
     required = {"encoder": "e", "train": "t", "val": "v", "out": "o", "data": "d", "model": "m", "size": "16"}
-    for command, (schema, _, _) in EVALUATIONS.items():
+    for command, (schema, *_) in EVALUATIONS.items():
         schema = getattr(trainers, schema)
         given = {f.name: required[f.name] for f in dataclasses.fields(schema) if f.name in required}
         args = build_parser().parse_args([command, *(a for k, v in given.items() for a in (f"--{k}", v))])
