@@ -25,7 +25,8 @@ class EncoderError(Exception):
 
 
 class SmallCNN(nn.Module):
-    """The digit encoder of EXPERIMENTS.md A1: two conv layers, then a fully connected layer to 128."""
+    """The digit encoder (launch/configs/a1_mnist_6k_labels.yaml): two conv layers, then a fully
+    connected layer to 128."""
 
     def __init__(self, in_chans: int = 1, width: int = 32, num_features: int = 128):
         super().__init__()

@@ -49,7 +49,8 @@ def digit_shards(folder: Path) -> dict[str, Path]:
 
 
 def demo_config(paths: dict[str, Path], run_dir: Path, epochs: int) -> PretrainConfig:
-    """EXPERIMENTS.md A1's recipe: small CNN, projection 128 -> 64 -> 32, Adam 1e-3, temperature 0.5."""
+    """The recipe of launch/configs/a1_mnist_6k_labels.yaml: small CNN, projection 128 -> 64 -> 32,
+    Adam 1e-3, temperature 0.5."""
     cfg = PretrainConfig(
         run_dir=str(run_dir),
         epochs=epochs,

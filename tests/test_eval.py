@@ -81,7 +81,7 @@ def test_the_probe_separates_separable_features():
     assert probe_accuracy(probe, features[250:], labels[250:]) > 0.99
 
 
-def test_linear_eval_writes_results_and_a_confusion_matrix(run, tmp_path):
+def test_linear_writes_results_a_confusion_matrix_and_the_probe(run, tmp_path):
     result = linear(LinearConfig(**pair(run, tmp_path / "lin"), epochs=50))
     saved = json.loads((tmp_path / "lin" / "results.json").read_text())
     assert saved == result and 0 <= result["top1"] <= result["top5"] <= 1
@@ -91,7 +91,7 @@ def test_linear_eval_writes_results_and_a_confusion_matrix(run, tmp_path):
     assert (tmp_path / "lin" / "probe.safetensors").is_file()
 
 
-def test_knn_eval_from_the_encoder_file(run, tmp_path):
+def test_knn_from_the_encoder_file(run, tmp_path):
     result = knn(KnnConfig(**pair(run, tmp_path / "knn", encoder=run / "run" / "encoder.safetensors"), k=5))
     assert result["protocol"] == "knn" and 0 <= result["top1"] <= 1 and result["train_samples"] == 64
 
@@ -412,3 +412,37 @@ def test_each_classifier_optimizer_is_built_by_name_and_a_typo_is_named():
         assert optimizer.param_groups[0]["lr"] == 0.5 and optimizer.param_groups[0]["weight_decay"] == 1e-4
     with pytest.raises(ValueError, match="unknown optimizer 'sgdd'; choose one of: sgd, adamw"):
         create_classifier_optimizer("sgdd", [{"params": params, "lr": 0.5}], 0.0)
+
+
+@pytest.mark.multiproc
+def test_a_two_process_finetune_saves_one_classifier_that_evaluate_measures_alike(run, tmp_path, run_cli):
+    """DDP's wrapper stays out of model.safetensors; the val top-1 counts every rank's share once."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29563",
+    ]
+    argv = [*flags(run, tmp_path / "ft"), "--epochs", 1, "--batch-size", 8, "--cpu"]
+    done = subprocess.run(
+        [*torchrun, "-m", "fastclr", "finetune", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("fine-tune (full): top-1") == 1  # said once, by rank 0
+    trained = json.loads((tmp_path / "ft" / "results.json").read_text())
+    code, _, err = run_cli(
+        "evaluate", "--model", tmp_path / "ft", "--val", run / "test", "--out", tmp_path / "ev"
+    )
+    assert code == 0, err
+    measured = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert measured["top1"] == trained["top1"] and measured["per_class"] == trained["per_class"]

@@ -3,7 +3,7 @@
 `finetune`: the encoder of a pretrain run + a new head, either head-only (the encoder frozen, in eval
 mode) or full (separate learning rates for backbone and head). `supervised`: any timm model from
 scratch or from a local weights file, with Mixup/CutMix and label smoothing through timm
-(EXPERIMENTS.md C2, C3, C5, C6). Both train on the train pipeline (random resized crop and flip)
+(launch/configs/c2_* to c6_*). Both train on the train pipeline (random resized crop and flip)
 through one loop (`trainers._fit`), measure on the val pipeline every epoch, and leave in `out`:
 metrics.jsonl, results.json, confusion.png and the classifier (model.safetensors + model.json),
 which `evaluate` measures on other shards of the same classes.
@@ -176,7 +176,7 @@ def _train(
     )
     if accelerator.is_main_process:
         description = {**net.description, "classes": classes, "size": size, "in_chans": channels}
-        save_classifier(model, out, description)
+        save_classifier(accelerator.unwrap_model(model), out, description)  # no DDP `module.` prefix
     results = {
         **first,
         **final_report(model, val_loader, accelerator, classes, out),

@@ -1,4 +1,4 @@
-"""Clustering accuracy (EXPERIMENTS.md A3): k-means or a Gaussian mixture, matched to labels.
+"""Clustering accuracy: k-means or a Gaussian mixture, matched to labels (launch/configs/a3_*).
 
 Clusters are matched one-to-one to classes with the Hungarian algorithm on
 their confusion matrix, so accuracy is the best any labelling of the clusters

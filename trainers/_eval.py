@@ -88,7 +88,7 @@ def knn(cfg: KnnConfig) -> dict:
 
 
 def linear(cfg: LinearConfig) -> dict:
-    """A `linear` or `mlp2` (C1) probe of a frozen encoder: top-1, top-5, per-class accuracy, confusion.
+    """A `linear` or `mlp2` probe of a frozen encoder: top-1, top-5, per-class accuracy, confusion.
 
     `label_fraction` trains on a stratified, seeded subset of `train`, kept in `out/train-<fraction>`.
     """

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from fastclr.config import ConfigError, setting
 
-HEADS = ("linear", "mlp2")  # classifier heads on encoder features (mlp2: two layers, EXPERIMENTS.md C1)
+HEADS = ("linear", "mlp2")  # heads on encoder features; mlp2: two layers (configs/c1_*)
 KNN_VOTES = ("weighted", "majority")
 CLUSTER_METHODS = ("kmeans", "gmm")
 FINETUNE_MODES = ("head", "full")

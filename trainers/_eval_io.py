@@ -93,8 +93,10 @@ def tracker(out, wandb: bool, tensorboard: bool) -> Accelerator | None:
 
 
 def write_results(out: Path, results: dict, accelerator: Accelerator | None = None) -> dict:
-    """results.json; with an Accelerator, its scalar metrics go to the trackers too, which are then closed."""
-    write_json(Path(out) / "results.json", results)
+    """results.json (by the main process); with an Accelerator, its scalar metrics go to the trackers
+    too, which are then closed."""
+    if accelerator is None or accelerator.is_main_process:
+        write_json(Path(out) / "results.json", results)
     if accelerator is not None:
         scalars = {
             k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -17,7 +17,7 @@ from fastclr.trainers._eval_config import HEADS
 
 
 def make_head(kind: str, in_dim: int, num_classes: int) -> nn.Module:
-    """`linear`, or `mlp2` (two layers, as in EXPERIMENTS.md C1)."""
+    """`linear`, or `mlp2` (two layers, as launch/configs/c1_transfer_cifar100_ssl.yaml trains)."""
     if kind == "linear":
         return nn.Linear(in_dim, num_classes)
     if kind == "mlp2":
