@@ -16,6 +16,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models import clean_state_dict, load_state_dict
 from torch import nn
 
 
@@ -24,7 +25,8 @@ class EncoderError(Exception):
 
 
 class SmallCNN(nn.Module):
-    """The digit encoder of EXPERIMENTS.md A1: two conv layers, then a fully connected layer to 128."""
+    """The digit encoder (launch/configs/a1_mnist_6k_labels.yaml): two conv layers, then a fully
+    connected layer to 128."""
 
     def __init__(self, in_chans: int = 1, width: int = 32, num_features: int = 128):
         super().__init__()
@@ -77,32 +79,28 @@ def _factory(name: str) -> Callable[[int, bool], nn.Module]:
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Weights from .safetensors, or .pth/.pt/.bin through torch.load(weights_only=True): no pickle code."""
+    """Weights from .safetensors, or .pth/.pt/.bin read with only tensors allowed (no pickled code):
+    timm's loader, which also unwraps `state_dict` / `model` and drops `module.` and `_orig_mod.`
+    (DDP, torch.compile) prefixes."""
     path = Path(path)
     if not path.is_file():
         raise EncoderError(
             f"pretrained file {path}: not found; name a local torchvision or timm weights file"
         )
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refused a global: running it could run any code
-        raise EncoderError(
-            f"pretrained file {path}: holds pickled Python objects besides tensors; refusing to load "
-            "them (convert it to .safetensors where you trust it)"
-        ) from None
+        state = load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means "not a weights file we can read safely"
+        if isinstance(err.__cause__, pickle.UnpicklingError):  # a global refused: it could run any code
+            raise EncoderError(
+                f"pretrained file {path}: holds pickled Python objects besides tensors; refusing to load "
+                "them (convert it to .safetensors where you trust it)"
+            ) from None
         reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
         raise EncoderError(
             f"pretrained file {path}: not a readable state dict ({(reason or ['?'])[0][:200]})"
         ) from None
-    for key in ("state_dict", "model", "module"):  # common checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
+    if isinstance(state, dict) and isinstance(state.get("module"), dict):  # DeepSpeed's wrapper
+        state = clean_state_dict(state["module"])
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise EncoderError(f"pretrained file {path}: holds no tensor state dict")
     return state
@@ -111,7 +109,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 def load_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """Load matching weights (prefixes like `module.` stripped, classifier dropped); report the rest."""
     state = load_state_dict_file(path)
-    for prefix in ("module.", "backbone.", "encoder."):
+    for prefix in ("backbone.", "encoder."):  # solo-learn's and our own SimCLRModel's
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}
     own = model.state_dict()

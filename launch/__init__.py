@@ -1,8 +1,8 @@
 """The `fastclr` command line, configs and launching.
 
-    main(argv) -> exit code: the `fastclr` command (`python -m fastclr`).
-    load_pretrain(config_file, overrides) -> PretrainConfig: a pretrain config from a YAML file (a
-        plain one or an experiment's pretrain step) and `key=value` overrides, checked.
+main(argv) -> exit code: the `fastclr` command (`python -m fastclr`).
+load_pretrain(config_file, overrides) -> PretrainConfig: a pretrain config from a YAML file (a
+    plain one or an experiment's pretrain step) and `key=value` overrides, checked.
 """
 
 

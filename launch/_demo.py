@@ -14,16 +14,18 @@ import os
 import time
 from pathlib import Path
 
-import torch
-from accelerate import Accelerator
-from safetensors.torch import load_file
-
 from fastclr import shards
-from fastclr.encoders import SmallCNN
 from fastclr.pipelines import create_loader
-from fastclr.trainers import PretrainConfig, extract_features, pretrain
-from fastclr.trainers._classify import top1
-from fastclr.trainers._linear import accuracy, fit_linear_probe, train_supervised
+from fastclr.trainers import (
+    PretrainConfig,
+    SupervisedConfig,
+    extract_features,
+    fit_linear_probe,
+    load_encoder,
+    pretrain,
+    probe_accuracy,
+    supervised,
+)
 
 SIZE = 16  # digits are 8x8: views are drawn at 16 px so crops and rotations keep detail
 
@@ -45,7 +47,8 @@ def digit_shards(folder: Path) -> dict[str, Path]:
 
 
 def demo_config(paths: dict[str, Path], run_dir: Path, epochs: int) -> PretrainConfig:
-    """EXPERIMENTS.md A1's recipe: small CNN, projection 128 -> 64 -> 32, Adam 1e-3, temperature 0.5."""
+    """The recipe of launch/configs/a1_mnist_6k_labels.yaml: small CNN, projection 128 -> 64 -> 32,
+    Adam 1e-3, temperature 0.5."""
     cfg = PretrainConfig(
         run_dir=str(run_dir),
         epochs=epochs,
@@ -77,6 +80,38 @@ def stage(n: int, text: str) -> None:
     print(f"[{n}/{STAGES}] {text}", flush=True)
 
 
+def val_loader(folder: Path):
+    return create_loader("val", folder, batch_size=256, size=SIZE, num_threads=2)
+
+
+def baseline_config(paths: dict[str, Path], out: Path, epochs: int, seed: int) -> SupervisedConfig:
+    """The small CNN from scratch on the probe's labels: AdamW 1e-3, weight decay 5e-4, cosine per step,
+    batch 32, the pretraining's digit augmentations."""
+    return SupervisedConfig(
+        model="small_cnn",
+        size=SIZE,
+        train=str(paths["train-10pct"]),
+        val=str(paths["test"]),
+        out=str(out),
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=5e-4,
+        epochs=epochs,
+        batch_size=32,
+        preset="digits",
+        seed=seed,
+        cpu=True,
+    )
+
+
+def supervised_baseline(paths: dict[str, Path], run_dir: Path, epochs: int, seeds: int) -> list[float]:
+    """Test top-1 of `fastclr supervised` runs of the baseline, one a seed, in run_dir/supervised-<seed>."""
+    return [
+        supervised(baseline_config(paths, run_dir / f"supervised-{seed}", epochs, seed))["top1"]
+        for seed in range(seeds)
+    ]
+
+
 def run_demo(run_dir: Path, epochs: int = 150, supervised_epochs: int = 100, seeds: int = 3) -> dict:
     """Everything above; returns both accuracies (mean over `seeds` probe and baseline seeds) and the run."""
     started = time.time()
@@ -86,35 +121,23 @@ def run_demo(run_dir: Path, epochs: int = 150, supervised_epochs: int = 100, see
     stage(2, f"SimCLR pretraining of a small CNN on 1,437 unlabelled digits, {epochs} epochs, in {run_dir}")
     summary = pretrain(cfg)
 
-    def loader(mode: str, name: str, batch_size: int = 256, seed: int = 0):
-        preset = "digits" if mode == "train" else None
-        return create_loader(
-            mode, paths[name], batch_size=batch_size, size=SIZE, preset=preset, num_threads=2, seed=seed
-        )
-
-    encoder = SmallCNN(in_chans=1)
-    encoder.load_state_dict(load_file(Path(summary["encoder"])))
     stage(3, f"linear probes on the frozen encoder, trained on 10% of the labels ({seeds} seeds)")
-    train_x, train_y = extract_features(encoder, loader("val", "train-10pct"), desc="features, labelled 10%")
-    test_x, test_y = extract_features(encoder, loader("val", "test"), desc="features, test")
-    probe, supervised = [], []
-    for seed in range(seeds):  # one test image is 0.28 points: single runs are too noisy to rank
-        probe.append(accuracy(fit_linear_probe(train_x, train_y, num_classes=10, seed=seed), test_x, test_y))
+    encoder, _ = load_encoder(summary["encoder"])
+    train_x, train_y = extract_features(
+        encoder, val_loader(paths["train-10pct"]), desc="features, labelled 10%"
+    )
+    test_x, test_y = extract_features(encoder, val_loader(paths["test"]), desc="features, test")
+    # one test image is 0.28 points: single runs are too noisy to rank
+    probe = [
+        probe_accuracy(fit_linear_probe(train_x, train_y, num_classes=10, seed=seed), test_x, test_y)
+        for seed in range(seeds)
+    ]
     stage(4, f"the same CNN trained from scratch on the same labels ({seeds} seeds)")
-    for seed in range(seeds):
-        torch.manual_seed(seed)
-        baseline = torch.nn.Sequential(SmallCNN(in_chans=1), torch.nn.Linear(128, 10))
-        train_supervised(
-            baseline,
-            loader("train", "train-10pct", batch_size=32, seed=seed),
-            supervised_epochs,
-            desc=f"supervised, seed {seed}",
-        )
-        supervised.append(top1(baseline, loader("val", "test"), Accelerator(cpu=True)))
+    baseline = supervised_baseline(paths, run_dir, supervised_epochs, seeds)
     return {
         "simclr_linear_probe": sum(probe) / seeds,
-        "supervised": sum(supervised) / seeds,
-        "runs": {"simclr_linear_probe": probe, "supervised": supervised},
+        "supervised": sum(baseline) / seeds,
+        "runs": {"simclr_linear_probe": probe, "supervised": baseline},
         "labels": len(train_y),
         "test_images": len(test_y),
         "run_dir": str(run_dir),
@@ -138,7 +161,8 @@ def format_table(result: dict) -> str:
         seeds = ", ".join(f"{r:.1%}" for r in result["runs"][key])
         lines.append(f"  {name.ljust(width)}  {result[key]:.1%}  ({seeds})")
     lines.append(
-        f"run directory: {result['run_dir']} (config.yaml, metrics.jsonl, checkpoints/, encoder.safetensors)"
+        f"run directory: {result['run_dir']} (config.yaml, metrics.jsonl, checkpoints/, encoder.safetensors; "
+        "supervised-<seed>/ for the baseline)"
     )
     return "\n".join(lines + NEXT_STEPS)
 

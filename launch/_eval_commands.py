@@ -6,7 +6,7 @@ DALI, timm, accelerate) are imported only when a command runs.
 
 from __future__ import annotations
 
-from fastclr.launch import _interim_eval as evaluations  # the settings classes and their functions
+from fastclr import trainers as evaluations  # names load when used: the settings classes import no torch
 from fastclr.launch._cli_common import say
 from fastclr.launch._commands import Command, register
 
@@ -63,7 +63,7 @@ def _evaluate(cfg, argv: list[str]) -> dict:
 
 
 def _import_weights(cfg, argv: list[str]) -> None:
-    path, report = evaluations.import_weights(cfg)
+    path, report = evaluations.import_encoder(cfg)
     say(
         f"{path}: {cfg.model} from {cfg.file}; {len(report['loaded'])} tensors loaded, not matched: "
         f"{report['missing'] + report['shape_mismatch'] or 'none'}"

@@ -32,7 +32,6 @@ from fastclr.pipelines._augment import (
 )
 from fastclr.pipelines._baseline import TorchvisionLoader
 from fastclr.pipelines._errors import PipelineError
-from fastclr.pipelines._legacy import Augment, shard_source
 from fastclr.pipelines._loader import (
     AUGMENT_DEVICES,
     MODES,
@@ -63,7 +62,6 @@ __all__ = [
     "MODES",
     "OPS",
     "PRESETS",
-    "Augment",
     "Augmentation",
     "ColorJitter",
     "DaliLoader",
@@ -89,6 +87,5 @@ __all__ = [
     "rank_share",
     "register_op",
     "register_preset",
-    "shard_source",
     "train_steps",
 ]

@@ -68,18 +68,24 @@ def arm(moment: str, n: int) -> None:
             return labels(self, padded)
 
         loader.DaliLoader._labels = take
-    elif moment in ("checkpoint", "export"):
-        module = checkpoint if moment == "checkpoint" else encoder_file
-        write = module.write_safetensors
+    elif moment == "checkpoint":
+        write = checkpoint.write_safetensors
 
         def save(tensors, path):
             write(tensors, path)
-            wanted = Path(path).name == "model.safetensors" if moment == "checkpoint" else True
-            if wanted and (moment == "export" or hit()):
+            if Path(path).name == "model.safetensors" and hit():
                 tear(path)
                 die()
 
-        module.write_safetensors = save
+        checkpoint.write_safetensors = save
+    elif moment == "export":
+
+        def killed_writing(path, data):  # the weights' temporary file (write_atomic's) half written
+            path = Path(path)
+            (path.parent / f".{path.name}.tmp").write_bytes(data[: len(data) // 2])
+            die()
+
+        encoder_file.write_atomic = killed_writing
     elif moment == "rename":
         replace = os.replace
 

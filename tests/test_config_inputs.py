@@ -101,7 +101,6 @@ def test_help_imports_no_torch_dali_timm_or_accelerate(argv):
 def test_choices_named_in_the_settings_are_the_modules_that_own_them():
     """The settings spell their choices so `--help` imports no torch; they must stay the owners'."""
     from fastclr import encoders, pipelines, trainers
-    from fastclr.launch import _interim_eval
     from fastclr.trainers import _config
 
     def choices(schema, key):
@@ -110,8 +109,7 @@ def test_choices_named_in_the_settings_are_the_modules_that_own_them():
         return next(f.choices for f in fields(schema) if f.key == key)
 
     pairs = [
-        (choices(_interim_eval.ClusterConfig, "method"), trainers.METHODS),
-        (choices(_interim_eval.KnnConfig, "vote"), trainers.KNN_VOTES),
+        (choices(trainers.KnnConfig, "vote"), trainers.KNN_VOTES),
         (_config.PRECISIONS, tuple(trainers.INPUT_DTYPE)),
         (_config.OPTIMIZERS, trainers.OPTIMIZERS),
         (_config.LR_SCALING, trainers.LR_SCALING),

@@ -78,7 +78,8 @@ def test_no_environment_write_while_a_pipeline_lives(jpeg, tmp_path, monkeypatch
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "W&B did not run offline"
     run = tmp_path / "run"
     wandb.teardown()
-    trainers.linear_eval(run, jpeg / "train", jpeg / "test", tmp_path / "linear", epochs=5, wandb=True)
+    inputs = {"encoder": str(run), "train": str(jpeg / "train"), "val": str(jpeg / "test")}
+    trainers.linear(trainers.LinearConfig(**inputs, out=str(tmp_path / "linear"), epochs=5, wandb=True))
     wandb.teardown()
-    trainers.knn_eval(run, jpeg / "train", jpeg / "test", tmp_path / "knn", k=5, wandb=True, tensorboard=True)
+    trainers.knn(trainers.KnnConfig(**inputs, out=str(tmp_path / "knn"), k=5, wandb=True, tensorboard=True))
     assert not environment_writes, "\n".join(environment_writes)

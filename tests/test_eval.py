@@ -10,16 +10,49 @@ from fastclr import shards
 from fastclr.launch.cli import main
 from fastclr.trainers import (
     EvalError,
+    FinetuneConfig,
+    KnnConfig,
+    LinearConfig,
     PretrainConfig,
+    SupervisedConfig,
     cluster_accuracy,
     finetune,
-    knn_eval,
+    fit_linear_probe,
+    knn,
     knn_predict,
-    linear_eval,
+    labelled_pair,
+    linear,
     pretrain,
+    probe_accuracy,
+    supervised,
 )
-from fastclr.trainers._eval import labelled_pair
-from fastclr.trainers._linear import accuracy, fit_linear_probe
+
+
+def pair(run, out, encoder=None, val=None):
+    """The settings every evaluation of the module's run shares: encoder, train, val, out."""
+    return dict(
+        encoder=str(encoder or run / "run"),
+        train=str(run / "train"),
+        val=str(val or run / "test"),
+        out=str(out),
+    )
+
+
+def flags(run, out, encoder: bool = True) -> list:
+    """The same inputs as command-line options."""
+    return [
+        *(["--encoder", run / "run"] if encoder else []),
+        "--train",
+        run / "train",
+        "--val",
+        run / "test",
+        "--out",
+        out,
+    ]
+
+
+def head_only(run, out, **settings):
+    return FinetuneConfig(**pair(run, out), mode="head", epochs=1, batch_size=8, cpu=True, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +78,11 @@ def test_the_probe_separates_separable_features():
     labels = torch.arange(500) % 5
     features = centres[labels] + torch.randn(500, 32, generator=generator)
     probe = fit_linear_probe(features[:250], labels[:250], num_classes=5)
-    assert accuracy(probe, features[250:], labels[250:]) > 0.99
+    assert probe_accuracy(probe, features[250:], labels[250:]) > 0.99
 
 
-def test_linear_eval_writes_results_and_a_confusion_matrix(run, tmp_path):
-    result = linear_eval(run / "run", run / "train", run / "test", tmp_path / "lin", epochs=50)
+def test_linear_writes_results_a_confusion_matrix_and_the_probe(run, tmp_path):
+    result = linear(LinearConfig(**pair(run, tmp_path / "lin"), epochs=50))
     saved = json.loads((tmp_path / "lin" / "results.json").read_text())
     assert saved == result and 0 <= result["top1"] <= result["top5"] <= 1
     assert result["val_samples"] == 30 and set(result["per_class"]) == {f"class_{c}" for c in range(4)}
@@ -58,8 +91,8 @@ def test_linear_eval_writes_results_and_a_confusion_matrix(run, tmp_path):
     assert (tmp_path / "lin" / "probe.safetensors").is_file()
 
 
-def test_knn_eval_from_the_encoder_file(run, tmp_path):
-    result = knn_eval(run / "run" / "encoder.safetensors", run / "train", run / "test", tmp_path / "knn", k=5)
+def test_knn_from_the_encoder_file(run, tmp_path):
+    result = knn(KnnConfig(**pair(run, tmp_path / "knn", encoder=run / "run" / "encoder.safetensors"), k=5))
     assert result["protocol"] == "knn" and 0 <= result["top1"] <= 1 and result["train_samples"] == 64
 
 
@@ -69,7 +102,7 @@ def test_fastclr_knn_takes_the_anchors_majority_vote(run, tmp_path, capsys):
     assert main([*map(str, args), "--vote", "majority", "--out", str(tmp_path / "m")]) == 0
     assert "majority kNN (k 10): top-1" in capsys.readouterr().out
     majority = json.loads((tmp_path / "m" / "results.json").read_text())
-    weighted = knn_eval(encoder, train, test, tmp_path / "w", k=10)
+    weighted = knn(KnnConfig(**pair(run, tmp_path / "w"), k=10))
     assert (majority["vote"], majority["temperature"], weighted["vote"]) == ("majority", None, "weighted")
     _, (bank, bank_labels), (queries, labels), _ = labelled_pair(
         encoder, train, test, 256, torch.device("cpu")
@@ -84,40 +117,26 @@ def test_an_encoder_of_another_architecture_is_named(run, tmp_path):
     info["encoder"] = "resnet18"
     (tmp_path / "run" / "encoder.json").write_text(json.dumps(info))
     with pytest.raises(EvalError, match="does not fit a resnet18.*another architecture or width"):
-        linear_eval(tmp_path / "run", run / "train", run / "test", tmp_path / "out")
+        linear(LinearConfig(**pair(run, tmp_path / "out", encoder=tmp_path / "run")))
 
 
 def test_changed_weights_and_a_missing_description_are_named(run, tmp_path):
     shutil.copytree(run / "run", tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
     weights = tmp_path / "run" / "encoder.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    cfg = KnnConfig(**pair(run, tmp_path / "out", encoder=tmp_path / "run"))
     with pytest.raises(EvalError, match="sha256 differs"):
-        knn_eval(tmp_path / "run", run / "train", run / "test", tmp_path / "out")
+        knn(cfg)
     (tmp_path / "run" / "encoder.json").unlink()
     with pytest.raises(EvalError, match="encoder.json: missing"):
-        knn_eval(tmp_path / "run", run / "train", run / "test", tmp_path / "out")
-
-
-def test_shards_of_another_class_count_are_refused(run, tmp_path, run_cli):
-    code, _, err = run_cli(
-        "linear",
-        "--encoder",
-        run / "run",
-        "--train",
-        run / "train",
-        "--val",
-        run / "other",
-        "--out",
-        tmp_path / "o",
-    )
-    assert code == 1 and "has 4 classes" in err and "has 3" in err
+        knn(cfg)
 
 
 def test_unlabelled_shards_cannot_be_evaluated(run, tmp_path):
     source = shards.open_source("synthetic", None, "unlabeled", num=20, size=16, classes=4)
     shards.convert(source, tmp_path / "u", progress=False)
     with pytest.raises(EvalError, match="unlabelled shards cannot be evaluated"):
-        knn_eval(run / "run", run / "train", tmp_path / "u", tmp_path / "out")
+        knn(KnnConfig(**pair(run, tmp_path / "out", val=tmp_path / "u")))
 
 
 @pytest.mark.parametrize("method", ["kmeans", "gmm"])
@@ -152,7 +171,7 @@ def test_head_only_fine_tuning_keeps_the_backbone_bit_identical_and_full_changes
     import fastclr.trainers._classify as classify
 
     seen = {}
-    real_fit = classify.fit
+    real_fit = classify.fit_classifier
 
     def recording_fit(model, *args, **kwargs):
         seen["before"] = weights(model[0])
@@ -160,9 +179,9 @@ def test_head_only_fine_tuning_keeps_the_backbone_bit_identical_and_full_changes
         seen["after"] = weights(model[0])
         return history
 
-    monkeypatch.setattr(classify, "fit", recording_fit)
+    monkeypatch.setattr(classify, "fit_classifier", recording_fit)
     result = finetune(
-        run / "run", run / "train", run / "test", tmp_path / mode, mode=mode, epochs=2, batch_size=8, cpu=True
+        FinetuneConfig(**pair(run, tmp_path / mode), mode=mode, epochs=2, batch_size=8, cpu=True)
     )
     assert len(result["history"]) == 2 and 0 <= result["top1"] <= 1
     changed = [k for k in seen["before"] if not torch.equal(seen["before"][k], seen["after"][k])]
@@ -187,12 +206,7 @@ def test_supervised_baseline_with_cutmix_mixup_and_label_smoothing(run, tmp_path
         "--cifar-stem",
         "--size",
         16,
-        "--train",
-        run / "train",
-        "--val",
-        run / "test",
-        "--out",
-        tmp_path / "sup",
+        *flags(run, tmp_path / "sup", encoder=False),
         "--epochs",
         1,
         "--batch-size",
@@ -221,17 +235,8 @@ def test_a_vit_and_a_vgg_build_for_small_images():
 
 
 def test_report_builds_its_table_and_figures_from_real_runs(run, tmp_path, run_cli):
-    linear_eval(run / "run", run / "train", run / "test", tmp_path / "evals" / "linear", epochs=20)
-    finetune(
-        run / "run",
-        run / "train",
-        run / "test",
-        tmp_path / "evals" / "ft",
-        mode="head",
-        epochs=1,
-        batch_size=8,
-        cpu=True,
-    )
+    linear(LinearConfig(**pair(run, tmp_path / "evals" / "linear"), epochs=20))
+    finetune(head_only(run, tmp_path / "evals" / "ft"))
     code, out, err = run_cli(
         "report",
         run / "run",
@@ -259,14 +264,7 @@ def test_report_builds_its_table_and_figures_from_real_runs(run, tmp_path, run_c
 def test_linear_command_label_fraction_mlp2_head_and_augmented_mode(run, tmp_path, run_cli):
     code, out, err = run_cli(
         "linear",
-        "--encoder",
-        run / "run",
-        "--train",
-        run / "train",
-        "--val",
-        run / "test",
-        "--out",
-        tmp_path / "lf",
+        *flags(run, tmp_path / "lf"),
         "--label-fraction",
         0.25,
         "--head",
@@ -280,14 +278,7 @@ def test_linear_command_label_fraction_mlp2_head_and_augmented_mode(run, tmp_pat
     assert shards.load_manifest(tmp_path / "lf" / "train-0.25")["subset"]["fraction"] == 0.25
     code, out, err = run_cli(
         "linear",
-        "--encoder",
-        run / "run",
-        "--train",
-        run / "train",
-        "--val",
-        run / "test",
-        "--out",
-        tmp_path / "aug",
+        *flags(run, tmp_path / "aug"),
         "--mode",
         "augmented",
         "--epochs",
@@ -306,14 +297,7 @@ def test_linear_command_label_fraction_mlp2_head_and_augmented_mode(run, tmp_pat
 def test_evaluations_log_to_the_trackers(run, tmp_path, run_cli):
     code, _, err = run_cli(
         "knn",
-        "--encoder",
-        run / "run",
-        "--train",
-        run / "train",
-        "--val",
-        run / "test",
-        "--out",
-        tmp_path / "knn",
+        *flags(run, tmp_path / "knn"),
         "--k",
         5,
         "--tensorboard",
@@ -322,14 +306,7 @@ def test_evaluations_log_to_the_trackers(run, tmp_path, run_cli):
     assert list((tmp_path / "knn").rglob("events.out.tfevents.*"))
     code, _, err = run_cli(
         "finetune",
-        "--encoder",
-        run / "run",
-        "--train",
-        run / "train",
-        "--val",
-        run / "test",
-        "--out",
-        tmp_path / "ft",
+        *flags(run, tmp_path / "ft"),
         "--epochs",
         1,
         "--batch-size",
@@ -342,17 +319,7 @@ def test_evaluations_log_to_the_trackers(run, tmp_path, run_cli):
 
 
 def test_a_saved_classifier_is_evaluated_and_refuses_shards_of_other_classes(run, tmp_path, run_cli):
-    finetune(
-        run / "run",
-        run / "train",
-        run / "test",
-        tmp_path / "ft",
-        mode="full",
-        head="mlp2",
-        epochs=1,
-        batch_size=8,
-        cpu=True,
-    )
+    finetune(FinetuneConfig(**pair(run, tmp_path / "ft"), head="mlp2", epochs=1, batch_size=8, cpu=True))
     trained = json.loads((tmp_path / "ft" / "results.json").read_text())["top1"]
     code, out, err = run_cli(
         "evaluate", "--model", tmp_path / "ft", "--val", run / "test", "--out", tmp_path / "ev", "--cpu"
@@ -369,12 +336,7 @@ def test_a_saved_classifier_is_evaluated_and_refuses_shards_of_other_classes(run
         "small_cnn",
         "--size",
         16,
-        "--train",
-        run / "train",
-        "--val",
-        run / "test",
-        "--out",
-        tmp_path / "sup",
+        *flags(run, tmp_path / "sup", encoder=False),
         "--epochs",
         1,
         "--batch-size",
@@ -404,3 +366,83 @@ def test_an_empty_val_set_is_named(run, tmp_path, run_cli):
     ):
         code, _, err = run_cli(*command, "--val", tmp_path / "empty", "--out", tmp_path / "o")
         assert code == 1 and "empty: the manifest lists no samples" in err
+
+
+@pytest.mark.multiproc
+def test_features_of_uneven_shares_are_gathered_whole_on_every_rank(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dist_gather import share
+
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    script = Path(__file__).parent / "dist_gather.py"
+    subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29561", str(script), str(tmp_path)],
+        check=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    images, labels = (torch.cat(parts) for parts in zip(share(0), share(1), strict=True))
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert torch.equal(got["labels"], labels) and len(labels) == 3 + 5
+        torch.testing.assert_close(got["features"], torch.nn.functional.normalize(images, dim=1))
+
+
+def test_a_mixup_run_is_the_same_run_again_with_its_seed(run, tmp_path):
+    """timm's Mixup draws from numpy's global generator: `seed` fixes it too."""
+    shards_ = dict(train=str(run / "train"), val=str(run / "test"))
+    settings = dict(model="small_cnn", size=16, epochs=1, batch_size=8, mixup=0.2, cutmix=1.0, cpu=True)
+    first, again = (
+        supervised(SupervisedConfig(**shards_, out=str(tmp_path / name), **settings))["history"]
+        for name in "ab"
+    )
+    assert first == again
+
+
+def test_each_classifier_optimizer_is_built_by_name_and_a_typo_is_named():
+    from fastclr.trainers import CLASSIFIER_OPTIMIZERS, create_classifier_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for name in CLASSIFIER_OPTIMIZERS:
+        optimizer = create_classifier_optimizer(name, [{"params": params, "lr": 0.5}], 1e-4)
+        assert optimizer.param_groups[0]["lr"] == 0.5 and optimizer.param_groups[0]["weight_decay"] == 1e-4
+    with pytest.raises(ValueError, match="unknown optimizer 'sgdd'; choose one of: sgd, adamw"):
+        create_classifier_optimizer("sgdd", [{"params": params, "lr": 0.5}], 0.0)
+
+
+@pytest.mark.multiproc
+def test_a_two_process_finetune_saves_one_classifier_that_evaluate_measures_alike(run, tmp_path, run_cli):
+    """DDP's wrapper stays out of model.safetensors; the val top-1 counts every rank's share once."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29563",
+    ]
+    argv = [*flags(run, tmp_path / "ft"), "--epochs", 1, "--batch-size", 8, "--cpu"]
+    done = subprocess.run(
+        [*torchrun, "-m", "fastclr", "finetune", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("fine-tune (full): top-1") == 1  # said once, by rank 0
+    trained = json.loads((tmp_path / "ft" / "results.json").read_text())
+    code, _, err = run_cli(
+        "evaluate", "--model", tmp_path / "ft", "--val", run / "test", "--out", tmp_path / "ev"
+    )
+    assert code == 0, err
+    measured = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert measured["top1"] == trained["top1"] and measured["per_class"] == trained["per_class"]

@@ -1,5 +1,7 @@
 """Evaluations check every input before any model is built or feature extracted, and show progress."""
 
+import dataclasses
+
 import pytest
 from datasets import write_imagefolder
 from test_eval import run  # noqa: F401 - the module's tiny pretrain run and shards
@@ -98,3 +100,62 @@ def test_evaluations_show_progress_as_plain_lines_off_a_terminal(run, tmp_path, 
     argv = ["--encoder", run / "run", "--train", run / "train", "--val", run / "test", "--batch-size", 16]
     code, _, err = run_cli("finetune", *argv, "--out", tmp_path / "ft", "--epochs", 2)
     assert code == 0 and "\r" not in err and "epochs: 100%|##########| 2/2" in err, err
+
+
+SETTINGS = [  # (command, option, value, what the one line says)
+    ("knn", "--k", 0, "config k=0 must be at least 1"),
+    ("knn", "--temperature", 0, "config temperature=0.0 must be above 0"),
+    ("linear", "--label-fraction", 1.5, "config label_fraction=1.5 out of range"),
+    ("linear", "--lr", -1, "config lr=-1.0 must be above 0"),
+    ("finetune", "--decay-epochs", "3 2", "config decay_epochs=[3, 2] must be rising epochs"),
+    ("supervised", "--label-smoothing", 1, "config label_smoothing=1.0 out of range"),
+    ("supervised", "--epochs", 0, "config epochs=0 must be at least 1"),
+    ("cluster", "--batch-size", 0, "config batch_size=0 must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("command,option,value,says", SETTINGS)
+def test_a_setting_out_of_range_is_refused_first(
+    run,  # noqa: F811
+    tmp_path,
+    run_cli,
+    no_work,
+    command,
+    option,
+    value,
+    says,
+):
+    argv = commands(run, run / "test", tmp_path / "out")[command]
+    code, _, err = run_cli(*argv, option, *str(value).split())
+    assert says in one_line_error(code, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_weights_refuses_a_channel_count_of_zero(tmp_path, run_cli):
+    argv = ["import-weights", "--model", "small_cnn", "--file", tmp_path / "w.pth", "--size", 16]
+    code, _, err = run_cli(*argv, "--channels", 0, "--out", tmp_path / "out")
+    assert "config channels=0 must be at least 1" in one_line_error(code, err)
+
+
+def test_options_left_out_take_the_dataclass_defaults():
+    from fastclr.launch._cli_eval import EVALUATIONS, config_from
+
+    from fastclr import trainers
+    from fastclr.launch.cli import build_parser
+
+    required = {"encoder": "e", "train": "t", "val": "v", "out": "o", "data": "d", "model": "m", "size": "16"}
+    for command, (schema, *_) in EVALUATIONS.items():
+        schema = getattr(trainers, schema)
+        given = {f.name: required[f.name] for f in dataclasses.fields(schema) if f.name in required}
+        args = build_parser().parse_args([command, *(a for k, v in given.items() for a in (f"--{k}", v))])
+        expected = schema(**{k: int(v) if k == "size" else v for k, v in given.items()})
+        assert config_from(schema, args) == expected, command
+
+
+def test_the_linear_learning_rate_follows_the_mode_unless_given():
+    from fastclr.trainers import LinearConfig
+
+    inputs = dict(encoder="e", train="t", val="v", out="o")
+    assert LinearConfig(**inputs).learning_rate() == 0.01
+    assert LinearConfig(**inputs, mode="augmented").learning_rate() == 0.1
+    assert LinearConfig(**inputs, mode="augmented", lr=0.3).learning_rate() == 0.3

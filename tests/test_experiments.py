@@ -199,7 +199,7 @@ def test_two_point_sweep_writes_results_and_resumes_without_recomputing(data, tm
         raise AssertionError("a finished point was recomputed")
 
     monkeypatch.setattr(trainers, "pretrain", must_not_run)
-    monkeypatch.setattr(trainers, "linear_eval", must_not_run)
+    monkeypatch.setattr(trainers, "linear", must_not_run)
     before = (out / "results.md").read_text()
     assert main(["sweep", "--config", str(config), "--eval", "linear", "--out", str(out)]) == 0
     assert (out / "results.md").read_text().split("Measured on")[1] == before.split("Measured on")[1]
@@ -261,10 +261,10 @@ def test_step_schedule_drops_the_rate_at_the_decay_epochs():
 
 
 def test_supervised_decay_epochs_steps_the_rate(data, tmp_path):
-    result = trainers.supervised(
-        "small_cnn", data / "train", data / "test", tmp_path, size=16, epochs=3, lr=0.1,
-        batch_size=16, decay_epochs=[1, 2], cpu=True,
-    )  # fmt: skip
+    result = trainers.supervised(trainers.SupervisedConfig(
+        model="small_cnn", train=str(data / "train"), val=str(data / "test"), out=str(tmp_path), size=16,
+        epochs=3, lr=0.1, batch_size=16, decay_epochs=[1, 2], cpu=True,
+    ))  # fmt: skip
     assert result["top1"] >= 0
     rates = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rates == pytest.approx([0.1, 0.01, 0.001])

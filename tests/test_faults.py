@@ -239,25 +239,29 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(
 def test_a_full_disk_while_exporting_the_encoder_is_one_line_and_the_rerun_exports(
     data, reference, tmp_path, run_cli, monkeypatch
 ):
-    import fastclr.trainers._encoder_file as encoder_file
+    import fastclr.files as files
 
     run = tmp_path / "run"
-    write_bytes = checkpoint.write_bytes
 
-    def full(path, data):
+    def full(path, mode="r", *args, **kwargs):  # `open` as fastclr.files sees it: the disk fills up
+        stream = open(path, mode, *args, **kwargs)
         if Path(path).name == ".encoder.safetensors.tmp":
-            write_bytes(path, data[: len(data) // 2])  # what a full disk leaves
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        write_bytes(path, data)
+            write = stream.write
 
-    monkeypatch.setattr(checkpoint, "write_bytes", full)
+            def write_half(data):
+                write(data[: len(data) // 2])  # what a full disk leaves
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+            stream.write = write_half
+        return stream
+
+    monkeypatch.setattr(files, "open", full, raising=False)
     code, _, err = run_cli(*pretrain_args(data, run))
     line = one_line_error(code, err)
     assert f"{run / 'encoder.safetensors'}: cannot write (No space left on device)" in line
     assert f"last checkpoint: {run / 'checkpoints' / 'step-00000012'}" in line
     assert not (run / "encoder.safetensors").exists() and [p.name for p in run.rglob(".*")] == []
-    monkeypatch.setattr(checkpoint, "write_bytes", write_bytes)
-    assert encoder_file.write_safetensors is checkpoint.write_safetensors
+    monkeypatch.delattr(files, "open")
     code, out, err = run_cli(*pretrain_args(data, run))
     assert code == 0 and "at epoch 2, step 12" in out, err
     assert_same_as(run, reference)
@@ -338,7 +342,7 @@ def test_a_real_full_disk_while_importing_weights_is_one_line_without_a_temp_fil
 @pytest.mark.skipif(shutil.which("mount") is None, reason="no mount command")
 def test_a_real_full_disk_while_saving_eval_weights_is_one_line_without_a_temp_file(tmp_path):
     from fastclr.trainers import EvalError
-    from fastclr.trainers._eval import save_weights
+    from fastclr.trainers._eval_io import save_weights
 
     with small_filesystem(tmp_path / "out", "200k") as out:
         with pytest.raises(EvalError, match="model.safetensors: cannot write \\(No space left on device\\)"):

@@ -153,3 +153,39 @@ def test_bench_unpack_refuses_members_that_escape_its_folder(tmp_path):
     assert not (tmp_path / "deep" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path / "outside").exists()
     assert {p.name for p in tmp_path.rglob("*")} <= {"deep", "er", "data.tar", "work", "src"}
+
+
+class Payload:
+    """Unpickling this runs code: what a booby-trapped .pt would do."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_weights_files_of_the_usual_wrappers_load_and_pickled_code_never_runs(tmp_path):
+    import argparse
+
+    import torch
+
+    from fastclr.encoders import EncoderError, build_encoder
+
+    source = build_encoder("small_cnn").state_dict()
+    files = {
+        "ddp.pth": {f"module.{k}": v for k, v in source.items()},
+        "compiled.pt": {f"_orig_mod.{k}": v for k, v in source.items()},
+        "timm-train.pth": {"state_dict": source, "epoch": 3, "args": argparse.Namespace(lr=0.1)},
+        "deepspeed.pt": {"module": source},
+        "solo-learn.ckpt": {"state_dict": {f"backbone.{k}": v for k, v in source.items()}},
+    }
+    for name, content in files.items():
+        torch.save(content, tmp_path / name)
+        encoder = build_encoder("small_cnn", pretrained_file=tmp_path / name)
+        assert encoder.load_report["missing"] == [] and encoder.load_report["unused"] == [], name
+        assert all(torch.equal(encoder.state_dict()[k], v) for k, v in source.items()), name
+    torch.save({**source, "x": Payload(tmp_path / "pwned")}, tmp_path / "evil.pth")
+    with pytest.raises(EncoderError, match="evil.pth: holds pickled Python objects besides tensors"):
+        build_encoder("small_cnn", pretrained_file=tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned").exists()

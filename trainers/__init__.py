@@ -1,7 +1,29 @@
-"""Training loops, losses, optimisers, checkpoints and tracking.
+"""Training loops, losses, optimisers, checkpoints and tracking; and the evaluations.
 
 Names load on first use (PEP 562), so `from fastclr.trainers import PretrainConfig` reads a
 dataclass without importing torch, and `fastclr <command> --help` answers at once.
+
+Evaluations: each command is a function of its settings object, which it checks first
+(`fastclr.config.check_settings`); each returns what it writes to `<out>/results.json`.
+
+    from fastclr.trainers import LinearConfig, linear
+    result = linear(LinearConfig(encoder="runs/pretrain", train="shards/train", val="shards/val",
+                                 out="runs/linear", label_fraction=0.1))
+    print(result["top1"])
+
+- `linear(LinearConfig)`: a probe (`linear` or `mlp2` head) of a frozen encoder, full batch on cached
+  features, or (mode `augmented`) trained on augmented views as `finetune` with mode `head`.
+- `knn(KnnConfig)`: weighted or majority kNN top-1. `cluster(ClusterConfig)`: k-means / GMM on
+  pixels or features, Hungarian-matched.
+- `finetune(FinetuneConfig)`, `supervised(SupervisedConfig)`: classifiers trained end to end through
+  one loop, saved as model.safetensors + model.json; `evaluate(EvaluateConfig)` measures one again,
+  `load_classifier(folder)` rebuilds it.
+- `import_encoder(ImportWeightsConfig)`: an encoder folder from a local torchvision / timm file;
+  `load_encoder(path)` reads any encoder folder (frozen, eval mode, its encoder.json checked).
+- Pieces: `extract_features` (L2-normalised, gathered over ranks), `knn_predict`, `knn_accuracy`,
+  `cluster_accuracy`, `fit_linear_probe` + `probe_accuracy`, `labelled_pair` (an encoder's features
+  of a train and a val folder); the classifier loop `fit_classifier` with
+  `create_classifier_optimizer` (CLASSIFIER_OPTIMIZERS) and `create_classifier_schedule`.
 """
 
 import importlib
@@ -10,11 +32,10 @@ import importlib
 _PUBLIC = {
     "evaluate": "_classify",
     "finetune": "_classify",
-    "load_classifier": "_classify",
     "supervised": "_classify",
-    "METHODS": "_cluster",
+    "load_classifier": "_classifier_file",
+    "cluster": "_cluster",
     "cluster_accuracy": "_cluster",
-    "cluster_eval": "_cluster",
     "DataConfig": "_config",
     "ModelConfig": "_config",
     "OptimConfig": "_config",
@@ -26,18 +47,31 @@ _PUBLIC = {
     "load_encoder": "_encoder_file",
     "EvalError": "_errors",
     "TrainError": "_errors",
-    "check_inputs": "_eval",
-    "knn_eval": "_eval",
+    "knn": "_eval",
     "labelled_pair": "_eval",
-    "linear_eval": "_eval",
+    "linear": "_eval",
+    "CLASSIFIER_HEADS": "_eval_config:HEADS",
+    "CLASSIFIER_OPTIMIZERS": "_eval_config",
+    "CLUSTER_METHODS": "_eval_config",
+    "ClusterConfig": "_eval_config",
+    "EvaluateConfig": "_eval_config",
+    "FinetuneConfig": "_eval_config",
+    "ImportWeightsConfig": "_eval_config",
+    "KNN_VOTES": "_eval_config",
+    "KnnConfig": "_eval_config",
+    "LinearConfig": "_eval_config",
+    "SupervisedConfig": "_eval_config",
+    "create_classifier_optimizer": "_fit",
+    "create_classifier_schedule": "_fit",
+    "fit_classifier": "_fit",
     "GraphedStep": "_graphs",
     "graphs_problem": "_graphs",
     "ANCHOR_K": "_knn",
     "extract_features": "_knn",
     "knn_accuracy": "_knn",
     "knn_predict": "_knn",
-    "KNN_VOTES": "_knn:VOTES",
     "fit_linear_probe": "_linear",
+    "probe_accuracy": "_linear",
     "RunDirError": "_lock",
     "GatherLayer": "_loss",
     "chance_loss": "_loss",

@@ -1,4 +1,4 @@
-"""Clustering accuracy (EXPERIMENTS.md A3): k-means or a Gaussian mixture, matched to labels.
+"""Clustering accuracy: k-means or a Gaussian mixture, matched to labels (launch/configs/a3_*).
 
 Clusters are matched one-to-one to classes with the Hungarian algorithm on
 their confusion matrix, so accuracy is the best any labelling of the clusters
@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastclr.pipelines import create_loader, shard_source
+from fastclr.config import check_settings
+from fastclr.pipelines import create_loader, open_shards
 from fastclr.trainers._encoder_file import load_encoder
 from fastclr.trainers._errors import EvalError
-from fastclr.trainers._eval import check_inputs, tracker, write_results
+from fastclr.trainers._eval_config import CLUSTER_METHODS as METHODS
+from fastclr.trainers._eval_config import ClusterConfig
+from fastclr.trainers._eval_io import check_inputs, device_for, tracker, write_results
 from fastclr.trainers._knn import extract_features
-
-METHODS = ("kmeans", "gmm")
 
 
 def cluster_accuracy(
@@ -46,46 +47,39 @@ def cluster_accuracy(
     return float(matrix[rows, cols].sum() / len(labels))
 
 
-def cluster_eval(
-    data,
-    out,
-    method: str = "kmeans",
-    encoder_path=None,
-    batch_size: int = 256,
-    seed: int = 0,
-    device: str = "cpu",
-    wandb: bool = False,
-    tensorboard: bool = False,
-) -> dict:
+def cluster(cfg: ClusterConfig) -> dict:
     """Cluster the shards in `data` on raw pixels (no encoder) or on an encoder's features."""
+    check_settings(cfg)
     started = time.time()
-    if method not in METHODS:
-        raise EvalError(f"unknown clustering method {method!r}; choose one of: {', '.join(METHODS)}")
-    check_inputs(out, encoder_path, None, data)
-    _, manifest = shard_source(data)
-    if encoder_path is not None:
-        encoder, info = load_encoder(encoder_path)
+    check_inputs(cfg.out, cfg.encoder, None, cfg.data)
+    data = open_shards(cfg.data)  # checked once, read by the loader below
+    manifest = data.manifest
+    if cfg.encoder is not None:
+        encoder, info = load_encoder(cfg.encoder)
         size, channels = info["image_size"], info["in_chans"]
     else:  # raw pixels: the identity "encoder" on native-size images
         encoder, info = torch.nn.Flatten(), {"sha256": None}
         size, channels = min(manifest["image"]["min_size"]), None
-    loader = create_loader("val", data, batch_size=batch_size, size=size, device=device, channels=channels)
-    features, labels = extract_features(encoder.to(device), loader, desc=f"features of {data}")
+    device = device_for(cfg.cpu)
+    loader = create_loader(
+        "val", data, batch_size=cfg.batch_size, size=size, device=device, channels=channels
+    )
+    features, labels = extract_features(encoder.to(device), loader, desc=f"features of {cfg.data}")
     accuracy = cluster_accuracy(
-        features.cpu().numpy(), labels.cpu().numpy(), manifest["num_classes"], method, seed
+        features.cpu().numpy(), labels.cpu().numpy(), manifest["num_classes"], cfg.method, cfg.seed
     )
     return write_results(
-        Path(out),
+        Path(cfg.out),
         {
-            "protocol": f"cluster ({method})",
+            "protocol": f"cluster ({cfg.method})",
             "top1": accuracy,
-            "on": "encoder features" if encoder_path else "pixels",
-            "encoder": str(encoder_path) if encoder_path else None,
+            "on": "encoder features" if cfg.encoder else "pixels",
+            "encoder": str(cfg.encoder) if cfg.encoder else None,
             "encoder_sha256": info["sha256"],
-            "data": str(data),
+            "data": str(cfg.data),
             "samples": len(labels),
-            "seed": seed,
+            "seed": cfg.seed,
             "seconds": time.time() - started,
         },
-        tracker(out, wandb, tensorboard),
+        tracker(cfg.out, cfg.wandb, cfg.tensorboard),
     )

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+import safetensors.torch
 import torch
-from safetensors.torch import load_file
 
+from fastclr.config import check_settings
 from fastclr.encoders import build_encoder
-from fastclr.trainers._checkpoint import write_bytes, write_safetensors
+from fastclr.files import write_atomic
 from fastclr.trainers._errors import EvalError, TrainError
+from fastclr.trainers._eval_config import ImportWeightsConfig
 
 
 def export_encoder(run_dir: Path, encoder: torch.nn.Module, cfg, manifest: dict, channels: int) -> Path:
@@ -37,23 +38,25 @@ def export_encoder(run_dir: Path, encoder: torch.nn.Module, cfg, manifest: dict,
     return _write_encoder(run_dir, encoder, info)
 
 
-def import_encoder(
-    name: str, weights_file: str, out: str | Path, size: int, cifar_stem: bool = False, in_chans: int = 3
-) -> tuple[Path, dict]:
+def import_encoder(cfg: ImportWeightsConfig) -> tuple[Path, dict]:
     """An encoder folder, as `fastclr pretrain` exports one, from a local torchvision/timm weights file:
-    ImageNet-supervised baselines then go through the same linear and fine-tune commands."""
-    encoder = build_encoder(name, cifar_stem, weights_file, in_chans=in_chans)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    ImageNet-supervised baselines then go through the same linear and fine-tune commands.
+
+    Returns encoder.safetensors and the load report (`loaded`, `missing`, `shape_mismatch`, `unused`).
+    """
+    check_settings(cfg)
+    encoder = build_encoder(cfg.model, cfg.cifar_stem, cfg.file, in_chans=cfg.channels)
+    out = Path(cfg.out)
     info = {
-        "encoder": name,
-        "cifar_stem": cifar_stem,
-        "in_chans": in_chans,
+        "encoder": cfg.model,
+        "cifar_stem": cfg.cifar_stem,
+        "in_chans": cfg.channels,
         "num_features": encoder.num_features,
-        "image_size": size,
-        "pretrained_on": f"imported from {weights_file}",
+        "image_size": cfg.size,
+        "pretrained_on": f"imported from {cfg.file}",
     }
     try:
+        out.mkdir(parents=True, exist_ok=True)
         return _write_encoder(out, encoder, info), encoder.load_report
     except OSError as err:
         raise TrainError(
@@ -62,22 +65,13 @@ def import_encoder(
 
 
 def _write_encoder(folder: Path, encoder: torch.nn.Module, info: dict) -> Path:
-    """Both files under temporary names, renamed once whole; a failed write (full disk) removes them."""
+    """The weights, then their description with the weights' sha256: each file is written whole or
+    not at all, and a reader that finds the new description finds its weights."""
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    weights, description = folder / ".encoder.safetensors.tmp", folder / ".encoder.json.tmp"
-    try:
-        write_safetensors(state, weights)
-        os.replace(weights, folder / "encoder.safetensors")
-        info["sha256"] = hashlib.sha256((folder / "encoder.safetensors").read_bytes()).hexdigest()
-        # a reader sees the old description or the new, never half
-        write_bytes(description, (json.dumps(info, indent=1) + "\n").encode())
-        os.replace(description, folder / "encoder.json")
-    except OSError as err:  # name the file the user knows, not the temporary one removed below
-        final = "encoder.json" if Path(err.filename or "").name == description.name else "encoder.safetensors"
-        raise OSError(err.errno, err.strerror, str(folder / final)) from None
-    finally:
-        weights.unlink(missing_ok=True)
-        description.unlink(missing_ok=True)
+    weights = safetensors.torch.save(state)
+    write_atomic(folder / "encoder.safetensors", weights)
+    info["sha256"] = hashlib.sha256(weights).hexdigest()
+    write_atomic(folder / "encoder.json", json.dumps(info, indent=1) + "\n")
     return folder / "encoder.safetensors"
 
 
@@ -105,14 +99,15 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
         info = json.loads(info_path.read_text())
     except ValueError as err:
         raise EvalError(f"{info_path}: not valid JSON ({err}); export the encoder again") from None
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    data = weights.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     if info.get("sha256") not in (None, digest):
         raise EvalError(
             f"{weights}: sha256 differs from {info_path.name}; the weights were changed or replaced"
         )
     encoder = build_encoder(info["encoder"], info["cifar_stem"], in_chans=info["in_chans"])
     try:
-        encoder.load_state_dict(load_file(weights))
+        encoder.load_state_dict(safetensors.torch.load(data))
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
         raise EvalError(
@@ -132,7 +127,7 @@ def export_checkpoint_encoder(cfg, out: Path) -> Path:
     last = latest(Path(cfg.run_dir) / "checkpoints")
     if last is None:
         raise TrainError(f"run_dir {cfg.run_dir}: no checkpoint yet to export an encoder from")
-    state = load_file(last / "model.safetensors")
+    state = safetensors.torch.load_file(last / "model.safetensors")
     manifest = shards.load_manifest(cfg.data.train)
     channels = cfg.data.channels or manifest["image"]["channels"]
     encoder = build_encoder(cfg.model.encoder, cfg.model.cifar_stem, in_chans=channels)

@@ -12,26 +12,23 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from accelerate.utils import gather, pad_across_processes
 
 from fastclr.progress import progress
+from fastclr.trainers._eval_config import KNN_VOTES as VOTES
 
-VOTES = ("weighted", "majority")
 ANCHOR_K = 10  # simclr-cifar10.py's kNN: k=10, cosine, majority vote
 
 
-def gather_uneven(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's rows (counts may differ by rank) on every rank."""
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows, concatenated in rank order on every rank; the counts may differ by rank
+    (a val share is `floor(total * (rank + 1) / n) - floor(total * rank / n)`), so each share is
+    padded to the largest for the gather and the padding dropped after it."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    count = torch.tensor([tensor.shape[0]], device=tensor.device)
-    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
-    dist.all_gather(counts, count)
-    largest = int(max(c.item() for c in counts))
-    padded = torch.zeros((largest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
-    padded[: tensor.shape[0]] = tensor
-    parts = [torch.empty_like(padded) for _ in counts]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[: int(c.item())] for part, c in zip(parts, counts, strict=True)])
+        return tensor  # a process group, not the launcher's variables: a lone process keeps its rows
+    counts = gather(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
+    parts = gather(pad_across_processes(tensor, dim=0)).split(max(counts))
+    return torch.cat([part[:count] for part, count in zip(parts, counts, strict=True)])
 
 
 def is_main_process() -> bool:
@@ -60,7 +57,7 @@ def extract_features(
         features.append(F.normalize(out.float(), dim=1))
         labels.append(label)
     encoder.train(was_training)
-    return gather_uneven(torch.cat(features)), gather_uneven(torch.cat(labels))
+    return gather_rows(torch.cat(features)), gather_rows(torch.cat(labels))
 
 
 def knn_predict(

@@ -1,8 +1,9 @@
-"""Linear probe on cached features, and a supervised baseline trained from scratch.
+"""Heads on encoder features, and the linear probe on cached features.
 
 The probe is the fast protocol: features are extracted once with the val
 transforms from a frozen encoder in eval mode, then a linear classifier is fit
-on those tensors (seconds on a CPU).
+on those tensors, full batch (seconds on a CPU). Heads trained on augmented
+views go through the classifier loop instead (`trainers._fit`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastclr.progress import progress
-
-HEADS = ("linear", "mlp2")
+from fastclr.trainers._eval_config import HEADS
 
 
 def make_head(kind: str, in_dim: int, num_classes: int) -> nn.Module:
-    """`linear`, or `mlp2` (two layers, as in EXPERIMENTS.md C1)."""
+    """`linear`, or `mlp2` (two layers, as launch/configs/c1_transfer_cifar100_ssl.yaml trains)."""
     if kind == "linear":
         return nn.Linear(in_dim, num_classes)
     if kind == "mlp2":
@@ -69,28 +69,6 @@ class _Standardised(nn.Module):
 
 
 @torch.no_grad()
-def accuracy(classifier: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
-    return (classifier(features).argmax(1) == labels).float().mean().item()
-
-
-def train_supervised(
-    model: nn.Module,
-    train_loader,
-    epochs: int,
-    lr: float = 1e-3,
-    weight_decay: float = 5e-4,
-    label_smoothing: float = 0.0,
-    desc: str | None = None,
-) -> nn.Module:
-    """Cross-entropy from scratch with Adam and a cosine schedule over (image, label) batches;
-    `desc`: a progress bar over the epochs under that name."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train_loader))
-    model.train()
-    for _ in progress(range(epochs), desc or "", unit="epoch", enabled=desc is not None):
-        for images, labels in train_loader:
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(images), labels, label_smoothing=label_smoothing).backward()
-            optimizer.step()
-            schedule.step()
-    return model.eval()
+def probe_accuracy(probe: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 of a probe (`fit_linear_probe`'s) on cached features."""
+    return (probe(features).argmax(1) == labels).float().mean().item()

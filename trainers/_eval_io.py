@@ -1,0 +1,164 @@
+"""What every evaluation reads and writes: its inputs checked before any work, and its outputs.
+
+Inputs (the encoder's files, labelled shard folders of one class list, an output folder that can be
+written) are checked in a blink, before a model is built or a feature extracted. Outputs go through
+`fastclr.files.write_atomic`: results.json, weights (safetensors), confusion.png; a reader sees the
+old file or the new, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from accelerate import Accelerator
+
+from fastclr import shards
+from fastclr.files import write_atomic
+from fastclr.trainers._encoder_file import encoder_files
+from fastclr.trainers._errors import EvalError
+from fastclr.trainers._knn import gather_rows
+from fastclr.trainers._tracking import eval_accelerator
+
+
+def check_inputs(out, encoder=None, train=None, val=None) -> dict[str, dict]:
+    """The encoder's files, labelled shard folders sharing one class list, and an `out` that can be a
+    folder; EvalError (or the shards' own error) otherwise. Returns the manifests by role."""
+    if encoder is not None:
+        encoder_files(encoder)
+    manifests = {}
+    for role, folder in (("train", train), ("val", val)):
+        if folder is not None:
+            manifests[role] = shards.load_manifest(folder)
+            if not manifests[role]["labeled"]:
+                raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
+    if len(manifests) == 2:
+        same_classes(manifests["train"], manifests["val"], train, val)
+    check_out(out)
+    return manifests
+
+
+def check_out(out) -> None:
+    """`out` can be made a folder and written in (EvalError otherwise)."""
+    out = Path(out)
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise EvalError(f"--out {out}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK):
+        raise EvalError(f"--out {out}: cannot write in {existing} (permission denied); choose another --out")
+
+
+def device_for(cpu: bool) -> torch.device:
+    """The GPU when there is one and `cpu` is off."""
+    return torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+
+
+def same_classes(train_manifest: dict, val_manifest: dict, train: str | Path, val: str | Path) -> list[str]:
+    """The class names of two shard sets that must share them (names and order)."""
+    if train_manifest["classes"] != val_manifest["classes"]:
+        raise EvalError(
+            f"{train} has {train_manifest['num_classes']} classes and {val} has "
+            f"{val_manifest['num_classes']} (or other names); evaluate on splits of one dataset"
+        )
+    return val_manifest["classes"]
+
+
+def save_weights(module: torch.nn.Module, path: Path) -> Path:
+    """A trained classifier or probe as safetensors; a full disk is one EvalError naming `path`."""
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    return _write(path, safetensors.torch.save(state))
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return write_atomic(path, data)
+    except OSError as err:
+        raise EvalError(f"{path}: cannot write ({err.strerror or err}); free space, then run again") from None
+
+
+def write_json(path: Path, obj: dict) -> Path:
+    return _write(path, json.dumps(obj, indent=1) + "\n")
+
+
+def tracker(out, wandb: bool, tensorboard: bool) -> Accelerator | None:
+    """An Accelerator that logs this evaluation to W&B / TensorBoard, or None when neither is asked."""
+    if not (wandb or tensorboard):
+        return None
+    return eval_accelerator(Path(out), Path(out).name, {}, wandb, tensorboard, cpu=True)
+
+
+def write_results(out: Path, results: dict, accelerator: Accelerator | None = None) -> dict:
+    """results.json (by the main process); with an Accelerator, its scalar metrics go to the trackers
+    too, which are then closed."""
+    if accelerator is None or accelerator.is_main_process:
+        write_json(Path(out) / "results.json", results)
+    if accelerator is not None:
+        scalars = {
+            k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        accelerator.log(scalars)
+        accelerator.end_training()
+    return results
+
+
+@torch.no_grad()
+def predictions(model: torch.nn.Module, loader, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `top` best classes of every sample of every rank's share of the loader, and the labels."""
+    model.eval()
+    best, labels = [], []
+    for images, label in loader:
+        best.append(model(images).topk(top, dim=1).indices)
+        labels.append(label)
+    return gather_rows(torch.cat(best)), gather_rows(torch.cat(labels))
+
+
+def accuracy_report(top5: torch.Tensor, labels: torch.Tensor, classes: list[str], out: Path | None) -> dict:
+    """Top-1 (the first column), top-5 and per-class accuracy; confusion.png in `out` unless None."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(
+        labels.cpu().numpy(), top5[:, 0].cpu().numpy(), labels=list(range(len(classes)))
+    )
+    if out is not None:
+        plot_confusion(matrix, classes, out / "confusion.png")
+    return {
+        "top1": float(matrix.trace() / matrix.sum()),
+        "top5": (top5 == labels[:, None]).any(1).float().mean().item(),
+        "per_class": dict(
+            zip(classes, (matrix.diagonal() / matrix.sum(1).clip(min=1)).tolist(), strict=True)
+        ),
+    }
+
+
+def final_report(
+    model: torch.nn.Module, loader, accelerator: Accelerator, classes: list[str], out: Path
+) -> dict:
+    """`accuracy_report` over every rank's val share; the main process draws confusion.png."""
+    top5, labels = predictions(model, loader, min(5, len(classes)))
+    return accuracy_report(top5, labels, classes, out if accelerator.is_main_process else None)
+
+
+def plot_confusion(matrix, classes: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    side = min(12, 2 + 0.4 * len(classes))
+    figure, axes = plt.subplots(figsize=(side, side))
+    axes.imshow(matrix, cmap="Blues")
+    if len(classes) <= 30:
+        axes.set_xticks(range(len(classes)), classes, rotation=90)
+        axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    figure.tight_layout()
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    plt.close(figure)
+    _write(path, png.getvalue())
