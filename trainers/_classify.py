@@ -47,11 +47,11 @@ if TYPE_CHECKING:
 def finetune(cfg: FinetuneConfig) -> dict:
     """Fine-tune a pretrained encoder with a new head; returns (and writes) results.json's content."""
     check_settings(cfg)
-    check_inputs(cfg.out, cfg.encoder, cfg.train, cfg.val)
     return _holding(Path(cfg.out), lambda: _finetune(cfg))
 
 
 def _finetune(cfg: FinetuneConfig) -> dict:
+    check_inputs(cfg.out, cfg.encoder, cfg.train, cfg.val)
     torch.manual_seed(cfg.seed)
     encoder, info = load_encoder(cfg.encoder)
 
@@ -85,11 +85,11 @@ def _finetune(cfg: FinetuneConfig) -> dict:
 def supervised(cfg: SupervisedConfig) -> dict:
     """A timm model trained on labels only (the supervised baselines); returns results.json's content."""
     check_settings(cfg)
-    check_inputs(cfg.out, None, cfg.train, cfg.val)
     return _holding(Path(cfg.out), lambda: _supervised(cfg))
 
 
 def _supervised(cfg: SupervisedConfig) -> dict:
+    check_inputs(cfg.out, None, cfg.train, cfg.val)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # timm's Mixup/CutMix draw from numpy's global generator
     channels = shards.load_manifest(cfg.train)["image"]["channels"]  # the loader checks the shards
