@@ -71,8 +71,10 @@ def unpack(src: Path, work: Path) -> Path:
     root = src
     if not src.is_dir():
         root = work / "src"
-        with tarfile.open(src) as tar:
-            tar.extractall(root, filter="data")  # "data": no paths outside work/src
+        if not (work / "src.unpacked").is_file():  # the marker of a finished extraction: reused
+            with tarfile.open(src) as tar:
+                tar.extractall(root, filter="data")  # "data": no paths outside work/src
+            (work / "src.unpacked").write_text(f"{src}\n")
     top = [p for p in root.iterdir() if p.is_dir()]
     return top[0] if len(top) == 1 else root  # cifar10/{train,test}
 

@@ -8,9 +8,11 @@ as the original JPEGs and once raw; and synthetic 224 px JPEGs. For each, both
 loaders run the same SimCLR preset for --batches batches after --warmup, in
 alternation, --repeats times; the table reports medians and their ratio.
 --augment-devices gpu cpu measures DALI's graph once per place its operators
-run (on a GPU run, "cpu" copies only the finished views to the device); the
+run (on a GPU run, "cpu" copies only the finished views to the device), and
+--threads and --prefetch take several values (one DALI row each); the
 DataLoader gets --workers workers, at most one per tar (a worker without a tar
-has nothing to read, and the baseline refuses such a setting).
+has nothing to read, and the baseline refuses such a setting), and is measured
+beside the first DALI row of each shard set only.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import nvidia.dali
 import torch
 
 from fastclr import shards
-from fastclr.bench.convert import environment, unpack, write_results
+from fastclr.bench.convert import environment, write_results
+from fastclr.bench.shard_sets import make_shards
 from fastclr.pipelines import TorchvisionLoader, augment_on, create_loader, default_threads, open_shards
 
 
@@ -40,35 +43,6 @@ def dataloader_workers(requested: int, folder: Path, world_size: int = 1) -> int
     read, and the baseline refuses such a setting (gpu.sh asked 16 workers of 10 tars once)."""
     tars = len(shards.load_manifest(folder)["shards"])
     return max(1, min(requested, tars // world_size))
-
-
-def make_shards(src: Path, data: Path, synthetic: int) -> dict[str, tuple[Path, int]]:
-    """{name: (shard folder, image side)}; reuses folders already made in `data`."""
-    made = {}
-    if not (data / "cifar10-jpeg").is_dir() or not (data / "cifar10-raw").is_dir():
-        train = unpack(src, data) / "train"
-        for encoding, name in [("auto", "cifar10-jpeg"), ("raw", "cifar10-raw")]:
-            source = shards.open_source("imagefolder", train, "train")
-            shards.convert(
-                source, data / name, encoding=encoding, workers=os.cpu_count(), overwrite=True, progress=False
-            )
-    made["cifar10-jpeg"] = (data / "cifar10-jpeg", 32)
-    made["cifar10-raw"] = (data / "cifar10-raw", 32)
-    synthetic_dir = data / "synthetic224-jpeg"
-    if not synthetic_dir.is_dir() or shards.load_manifest(synthetic_dir)["num_samples"] != synthetic:
-        source = shards.open_source("synthetic", None, "train", num=synthetic, size=224, classes=10)
-        shards.convert(
-            source,
-            synthetic_dir,
-            encoding="jpeg",
-            quality=90,
-            shard_size=max(1, synthetic // 16),
-            workers=os.cpu_count(),
-            overwrite=True,
-            progress=False,
-        )
-    made["synthetic224-jpeg"] = (data / "synthetic224-jpeg", 224)
-    return made
 
 
 def batches_forever(loader):
@@ -104,10 +78,10 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=2048, help="number of 224 px images")
     parser.add_argument("--only", nargs="+", help="datasets to run (default: all)")
     parser.add_argument(
-        "--threads", type=int, help="DALI threads (default: 4 for GPU ops, the cores for CPU)"
+        "--threads", type=int, nargs="+", default=[None], help="DALI threads (default: default_threads)"
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers, one per tar")
-    parser.add_argument("--prefetch", type=int, default=2, help="DALI's prefetch queue depth")
+    parser.add_argument("--prefetch", type=int, nargs="+", default=[2], help="DALI's prefetch queue depth")
     parser.add_argument(
         "--augment-devices", nargs="+", choices=["auto", "gpu", "cpu"], default=["auto"], help="DALI ops on"
     )
@@ -129,7 +103,6 @@ def main() -> None:
             "dali": nvidia.dali.__version__,
             "batch_size": args.batch_size,
             "dtype": str(dtype),
-            "prefetch": args.prefetch,
             "rows": [],
         }
         for name, (folder, size) in datasets.items():
@@ -141,14 +114,16 @@ def main() -> None:
             )
             workers = dataloader_workers(args.workers, folder)
             devices = list(dict.fromkeys(augment_on(d, size, cuda) for d in args.augment_devices))
-            for device in devices:
+            for number, (device, threads, prefetch) in enumerate(
+                itertools.product(devices, args.threads, args.prefetch)
+            ):
                 makers = {
                     "dali": partial(
                         create_loader,
                         "pretrain",
                         opened,
-                        num_threads=args.threads,
-                        prefetch=args.prefetch,
+                        num_threads=threads,
+                        prefetch=prefetch,
                         augment_device=device,
                         **common,
                     ),
@@ -156,9 +131,10 @@ def main() -> None:
                         TorchvisionLoader, "pretrain", opened, num_workers=workers, **common
                     ),
                 }
-                # the DataLoader does not depend on where DALI's ops run: measured with the first only
-                wanted = [k for k in args.loaders if k == "dali" or device == devices[0]]
-                makers = {k: v for k, v in makers.items() if k in wanted}
+                # the DataLoader depends on none of DALI's settings: measured beside the first row only
+                makers = {
+                    k: v for k, v in makers.items() if k in args.loaders and (k == "dali" or not number)
+                }
                 runs = {key: [] for key in makers}
                 for _ in range(args.repeats):  # alternate, so machine noise hits both alike
                     for key, make in makers.items():
@@ -170,7 +146,8 @@ def main() -> None:
                     "dataset": name,
                     "size": size,
                     "augment_device": device,
-                    "dali_threads": args.threads or default_threads(device == "gpu", cuda),
+                    "dali_threads": threads or default_threads(device == "gpu", cuda),
+                    "prefetch": prefetch,
                     "workers": workers,
                     **{f"{k}_images_per_s": round(statistics.median(v)) for k, v in runs.items()},
                     "runs": {k: [round(x) for x in v] for k, v in runs.items()},

@@ -1,14 +1,16 @@
 """`fastclr pretrain`'s logged speed beside bench/train.py's end-to-end figure for the same settings.
 
-    python -m fastclr.bench.pretrain_speed --run-dir runs/r18 --bench train-levers.json \\
-        --match model=resnet18 augment_device=cpu cuda_graphs=false compile=false --json out.json
+    python -m fastclr.bench.pretrain_speed --run-dir runs/r18 --bench train-levers.json --json out.json
 
 Both count two-view images per second across all processes (one image = both
 its views): bench/train.py times batch after batch between two synchronisations;
 pretrain logs images / seconds per window of log_every steps, loader waits, logging
 and checkpoints included. The run's first epoch (compilation, pipeline fill) is
 left out; reported are the median window, the data-wait fraction and the epoch
-seconds, beside the first bench row whose fields equal every --match value.
+seconds, beside the first bench row of the run's own settings (its config.yaml:
+model, batch, optimiser, compile, cuda_graphs, prefetch, and where its DALI ops
+ran, `auto` resolved on this machine as the run resolved it); `--match key=value`
+adds or overrides fields.
 """
 
 from __future__ import annotations
@@ -40,11 +42,30 @@ def _value(text: str):
     return json.loads(text) if text in ("true", "false", "null") or text.replace(".", "").isdigit() else text
 
 
-def bench_row(result: dict, match: list[str]) -> dict:
-    """The first row whose fields equal every `key=value` of `match`."""
-    wanted = dict(item.split("=", 1) for item in match)
+def run_settings(run: Path, gpu: bool) -> dict:
+    """The bench row fields of the run's settings (config.yaml), {} for a run without one."""
+    if not (run / "config.yaml").is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    from fastclr.pipelines import augment_on
+
+    cfg = OmegaConf.load(run / "config.yaml")
+    return {
+        "model": cfg.model.encoder,
+        "batch_size": cfg.batch_size,
+        "optimizer": cfg.optim.name,
+        "compile": cfg.compile,
+        "cuda_graphs": cfg.cuda_graphs,
+        "prefetch": cfg.data.prefetch,
+        "augment_device": augment_on(cfg.data.augment_device, cfg.data.size, gpu),  # as the bench names it
+    }
+
+
+def bench_row(result: dict, wanted: dict) -> dict:
+    """The first row whose fields equal every one of `wanted`."""
     for row in result["rows"]:
-        if all(row.get(key) == _value(value) for key, value in wanted.items()):
+        if all(row.get(key) == value for key, value in wanted.items()):
             return row
     raise SystemExit(
         f"no bench row has {wanted}; rows: {[{k: r.get(k) for k in wanted} for r in result['rows']]}"
@@ -55,13 +76,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--bench", required=True, help="a bench/train.py JSON")
-    parser.add_argument("--match", nargs="*", default=[], help="key=value fields of the bench row")
+    parser.add_argument(
+        "--match", nargs="*", default=[], help="key=value fields of the bench row, beside the run's"
+    )
     parser.add_argument("--skip-epochs", type=int, default=1)
     parser.add_argument("--json")
     args = parser.parse_args()
     run = Path(args.run_dir)
     bench = json.loads(Path(args.bench).read_text())
-    row = bench_row(bench, args.match)
+    wanted = run_settings(run, bench["device"] != "cpu")
+    wanted.update({key: _value(value) for key, value in (item.split("=", 1) for item in args.match)})
+    row = bench_row(bench, wanted)
     pretrain = logged_speed(run / "metrics.jsonl", args.skip_epochs)
     end_to_end = row["modes"]["dali"]["images_per_s"]
     results = {
@@ -71,6 +96,7 @@ def main() -> None:
         "run_dir": str(run),
         "config": (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else None,
         "pretrain": pretrain,
+        "matched": wanted,
         "bench": {
             "command": bench["command"],
             "row": {k: v for k, v in row.items() if k != "modes"},

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from fastclr.bench.convert import environment, write_results
-from fastclr.bench.pipeline import batches_forever, make_shards
+from fastclr.bench.pipeline import batches_forever
+from fastclr.bench.shard_sets import make_shards
 from fastclr.bench.train import make_step, pretrain_config
 from fastclr.pipelines import create_loader, open_shards
 from fastclr.trainers import INPUT_DTYPE, new_accelerator
@@ -71,6 +72,7 @@ def main() -> None:
             "graphs": args.graphs,
             "optimizer": args.optimizer,
             "augment_device": args.augment_device,
+            "prefetch": args.prefetch,
         }
         cfg = pretrain_config(args, args.model, size, args.batch_size, variant)
         data = open_shards(folder)

@@ -50,15 +50,17 @@ def pipeline_table(result: dict) -> str:
         f"Two-view images per second, batch {result['batch_size']}, {result['dtype']} ({_where(result)}; "
         f"torch {result['torch']}, DALI {result['dali']}):",
         "",
-        "| shards | side | DALI ops | DALI | torchvision DataLoader | DALI / DataLoader | "
-        "runs (DALI; DataLoader) |",
-        "|---|---|---|---|---|---|---|",
+        "| shards | side | DALI ops | DALI threads | prefetch | DALI | torchvision DataLoader | "
+        "DALI / DataLoader | runs (DALI; DataLoader) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         runs = f"{row['runs'].get('dali', '-')}; {row['runs'].get('torchvision', '-')}"
         dali, torchvision = (_count(row.get(f"{k}_images_per_s")) for k in ("dali", "torchvision"))
+        prefetch = row.get("prefetch", result.get("prefetch", "-"))  # older files: one for the run
         lines.append(
-            f"| {row['dataset']} | {row['size']} | {row.get('augment_device', '-')} | {dali} | "
+            f"| {row['dataset']} | {row['size']} | {row.get('augment_device', '-')} | "
+            f"{row.get('dali_threads', '-')} | {prefetch} | {dali} | "
             f"{torchvision} | {row.get('dali_over_torchvision', '-')} | {runs} |"
         )
     return "\n".join(lines)
@@ -74,20 +76,24 @@ def train_table(result: dict) -> str:
         f"{result['channels_last']}; median of {result['repeats']} x {result['steps']} steps after "
         f"{result['warmup']} ({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
         "",
-        "| shards | side | model | batch | compile | graphs | optimiser | DALI ops | first step s "
+        "| shards | side | model | batch | compile | graphs | optimiser | DALI ops | prefetch | first step s "
         "| model alone | DALI | DataLoader | efficiency "
         "(DALI / model) | speedup (DALI / DataLoader) | data wait (DALI; DataLoader) | peak GiB "
         "(model; DALI; DataLoader) | epoch s (DALI; DataLoader) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         m = row["modes"]
         a, b, c = m.get("model", {}), m.get("dali", {}), m.get("torchvision", {})
         compiled = (row.get("compile_mode") or "on") if row["compile"] else "off"
+        graphs = (
+            "off" if not row.get("cuda_graphs") else "on" if row.get("graph_captured", True) else "no capture"
+        )
         lines.append(
             f"| {row['dataset']} | {row['size']} | {row['model']} | {row['batch_size']} | {compiled} | "
-            f"{'on' if row.get('cuda_graphs') else 'off'} | {row.get('optimizer', 'lars (timm)')} | "
-            f"{row.get('augment_device', '-')} | {row.get('first_step_seconds', '-')} | "
+            f"{graphs} | {row.get('optimizer', 'lars (timm)')} | "
+            f"{row.get('augment_device', '-')} | {row.get('prefetch', '-')} | "
+            f"{row.get('first_step_seconds', '-')} | "
             f"{a.get('images_per_s', '-')} | "
             f"{b.get('images_per_s', '-')} | {c.get('images_per_s', '-')} | "
             f"{row.get('efficiency', '-')} | {row.get('speedup', '-')} | "
@@ -202,23 +208,45 @@ def probe_table(result: dict) -> str:
     )
 
 
+def kind(result: dict) -> str | None:
+    """Which benchmark wrote `result` (None: one without a table)."""
+    rows = result.get("rows") or [{}]
+    for name, found in [
+        ("probe", "probe_on" in result),
+        ("convert", "speed" in result),
+        ("shard_sets", "made" in result),
+        ("time_to_accuracy", "curve" in result),
+        ("pretrain_speed", "pretrain_over_bench" in result),
+        ("profile", "top" in result),
+        ("train", "modes" in rows[0]),
+        ("optim", "optimizer" in rows[0]),
+        ("loss", "ms" in rows[0]),
+        ("views", "cpu_saving" in rows[0]),
+        ("pipeline", "dali_images_per_s" in rows[0] or "torchvision_images_per_s" in rows[0]),
+    ]:
+        if found:
+            return name
+    return None
+
+
+TABLES = {
+    "probe": probe_table,
+    "convert": convert_table,
+    "time_to_accuracy": time_to_accuracy_table,
+    "train": train_table,
+    "optim": optim_table,
+    "loss": loss_table,
+    "views": views_table,
+    "pipeline": pipeline_table,
+}
+
+
 def render(result: dict) -> str:
     """The table for whichever benchmark wrote `result`."""
-    if "probe_on" in result:
-        return probe_table(result)
-    if "speed" in result:
-        return convert_table(result)
-    if "curve" in result:
-        return time_to_accuracy_table(result)
-    if result["rows"] and "modes" in result["rows"][0]:
-        return train_table(result)
-    if result["rows"] and "optimizer" in result["rows"][0]:
-        return optim_table(result)
-    if result["rows"] and "ms" in result["rows"][0]:
-        return loss_table(result)
-    if result["rows"] and "cpu_saving" in result["rows"][0]:
-        return views_table(result)
-    return pipeline_table(result)
+    name = kind(result)
+    if name not in TABLES:
+        raise SystemExit(f"no table for a {name or 'unknown'} result; tables: {', '.join(TABLES)}")
+    return TABLES[name](result)
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -43,26 +42,14 @@ import torch
 from omegaconf import OmegaConf
 
 from fastclr import shards, trainers
-from fastclr.bench.convert import environment, unpack, write_results
+from fastclr.bench.convert import environment, write_results
+from fastclr.bench.shard_sets import cifar_shards
 from fastclr.launch import load_pretrain
 from fastclr.pipelines import train_steps
 
 CURVE = "time_to_accuracy.json"
 ACCURACIES = ("knn", "knn_k10_majority", "linear")  # the curve's columns (knn: weighted, k=--knn-k)
 TARGETS = (("linear", 0.86), ("knn", 0.90), ("knn_k10_majority", 0.90))  # issue 15's, on one H100/H200
-
-
-def cifar_shards(src: Path, data: Path) -> tuple[Path, Path]:
-    """CIFAR-10 train and test as raw shards in `data` (reused when already there)."""
-    folders = {"train": data / "cifar10-raw", "test": data / "cifar10-test-raw"}
-    if not all(f.is_dir() for f in folders.values()):
-        root = unpack(src, data)
-        for split, folder in folders.items():
-            source = shards.open_source("imagefolder", root / split, split)
-            shards.convert(
-                source, folder, encoding="raw", workers=os.cpu_count(), overwrite=True, progress=False
-            )
-    return folders["train"], folders["test"]
 
 
 def evaluate(encoder: Path, train: Path, test: Path, args, device: str) -> dict:

@@ -25,15 +25,21 @@ first step (compilation included) and of its first measurement's warm-up
 (a CUDA graph's capture included), apart from the steady-state speeds.
 Rows vary --compile (off, on = default mode, or a torch.compile mode),
 --graphs (the whole step as one CUDA graph), --optimizers, --augment-devices
-(where DALI's ops run) and --prefetch. On CUDA every timed step runs under
-`torch.cuda.set_sync_debug_mode("error")` (--no-sync-check turns it off): a step
-that made the host wait for the GPU fails the run instead of being measured.
+(where DALI's ops run; a choice that lands where another did is measured once),
+--prefetch and --batch-size (each takes several values). On CUDA every timed step
+runs under `torch.cuda.set_sync_debug_mode("error")` (--no-sync-check turns it
+off): a step that made the host wait for the GPU fails the run instead of being
+measured. On the CPU, `--graphs on` needs FASTCLR_CPU_GRAPHS=1 and runs the
+graphed step without capture (`graph_captured: false`): `bash bench/gpu.sh
+dry-run` rehearses the GPU rows so, and `--compile-backend aot_eager` traces a
+compiled row as inductor would, without its minutes of code generation.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -50,10 +56,12 @@ import torch
 from accelerate import Accelerator
 
 from fastclr.bench.convert import environment, write_results
-from fastclr.bench.pipeline import batches_forever, dataloader_workers, make_shards
-from fastclr.pipelines import TorchvisionLoader, create_loader, open_shards, train_steps
+from fastclr.bench.pipeline import batches_forever, dataloader_workers
+from fastclr.bench.shard_sets import make_shards
+from fastclr.pipelines import TorchvisionLoader, augment_on, create_loader, open_shards, train_steps
 from fastclr.trainers import (
     COMPILE_MODES,
+    CPU_GRAPHS,
     INPUT_DTYPE,
     OPTIMIZERS,
     PretrainConfig,
@@ -79,8 +87,8 @@ def pretrain_config(args: argparse.Namespace, model: str, size: int, batch_size:
         cuda_graphs=variant["graphs"] == "on",
         cpu=args.device == "cpu",
     )
-    cfg.data.size, cfg.data.prefetch, cfg.data.augment_device = size, args.prefetch, variant["augment_device"]
-    cfg.data.num_threads = args.dali_threads
+    cfg.data.size, cfg.data.num_threads = size, args.dali_threads
+    cfg.data.prefetch, cfg.data.augment_device = variant["prefetch"], variant["augment_device"]
     cfg.model.encoder, cfg.model.cifar_stem = model, size <= 64
     cfg.optim.name = variant["optimizer"]
     return cfg
@@ -154,13 +162,15 @@ def make_step(cfg: PretrainConfig, accelerator: Accelerator, channels: int):
     return timed, timing
 
 
-def measure_config(args, accelerator, folder: Path, size: int, model_name: str, variant: dict) -> dict:
-    """One row: every mode --repeats times, alternating, on one model and optimiser."""
+def measure_config(
+    args, accelerator, data, size: int, model_name: str, batch_size: int, variant: dict
+) -> dict:
+    """One row: every mode --repeats times, alternating, on one model and optimiser; `data` is the
+    opened shard set every loader of the run reads."""
     cuda = accelerator.device.type == "cuda"
     dtype = INPUT_DTYPE[args.precision] if cuda else torch.float32
-    batch_size = args.batch_size if size <= 64 else args.batch_size_224
     cfg = pretrain_config(args, model_name, size, batch_size, variant)
-    data = open_shards(folder)  # checked once: every loader of the row reads this
+    folder = data.folder
     step, timing = make_step(cfg, accelerator, data.channels)
     common = dict(
         batch_size=batch_size,
@@ -204,7 +214,9 @@ def measure_config(args, accelerator, folder: Path, size: int, model_name: str, 
         "batch_size": batch_size,
         "compile": cfg.compile,
         "compile_mode": cfg.compile_mode if cfg.compile else None,
+        "compile_backend": (args.compile_backend or "inductor") if cfg.compile else None,
         "cuda_graphs": cfg.cuda_graphs,
+        "graph_captured": cfg.cuda_graphs and cuda,  # false: the CPU rehearsal, no capture
         "optimizer": cfg.optim.name,
         "augment_device": augment_device,
         "dali_threads": dali_threads,
@@ -236,6 +248,7 @@ def variants(args: argparse.Namespace) -> list[dict]:
         "graphs": args.graphs,
         "optimizer": args.optimizers,
         "augment_device": args.augment_devices,
+        "prefetch": args.prefetch,
     }
     combos = [dict(zip(levers, values, strict=True)) for values in itertools.product(*levers.values())]
     return [  # a graph needs our LARS and no compile: other combinations are skipped, not failed
@@ -244,6 +257,19 @@ def variants(args: argparse.Namespace) -> list[dict]:
         if v["graphs"] == "off"
         or not graphs_problem(v["optimizer"], args.precision, 1, v["compile"] != "off")
     ]
+
+
+def rows(args: argparse.Namespace, size: int, cuda: bool):
+    """(model, batch size, variant) of each row at `size`; an augment device that lands where an
+    earlier one did ("gpu" on the CPU is "cpu") is not measured twice."""
+    measured = set()
+    batch_sizes = args.batch_size if size <= 64 else args.batch_size_224
+    for model_name, variant, batch_size in itertools.product(args.models, variants(args), batch_sizes):
+        where = augment_on(variant["augment_device"], size, cuda)
+        key = (model_name, batch_size, where, *(v for k, v in variant.items() if k != "augment_device"))
+        if key not in measured:
+            measured.add(key)
+            yield model_name, batch_size, variant
 
 
 def ratios(modes: dict) -> dict:
@@ -274,9 +300,9 @@ def main() -> None:
     parser.add_argument("--graphs", nargs="+", choices=["off", "on"], default=["off"], help="CUDA graphs")
     parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=["lars"])
     parser.add_argument("--augment-devices", nargs="+", choices=["auto", "gpu", "cpu"], default=["auto"])
-    parser.add_argument("--prefetch", type=int, default=2, help="DALI's prefetch queue depth")
-    parser.add_argument("--batch-size", type=int, default=32, help="per step at 32 px")
-    parser.add_argument("--batch-size-224", type=int, default=8, help="per step at 224 px")
+    parser.add_argument("--prefetch", type=int, nargs="+", default=[2], help="DALI's prefetch queue depth")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[32], help="per step at 32 px")
+    parser.add_argument("--batch-size-224", type=int, nargs="+", default=[8], help="per step at 224 px")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
@@ -290,10 +316,18 @@ def main() -> None:
         default=True,
         help="on CUDA, fail if a timed step makes torch sync the host (set_sync_debug_mode('error'))",
     )
+    parser.add_argument(
+        "--compile-backend", help="torch.compile's backend (default inductor; aot_eager: tracing alone)"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
-    if "on" in args.graphs and args.device == "cpu":
-        parser.error("--graphs on needs --device cuda (a CUDA graph captures GPU kernels)")
+    if "on" in args.graphs and args.device == "cpu" and os.environ.get(CPU_GRAPHS) != "1":
+        parser.error(
+            "--graphs on needs --device cuda (a CUDA graph captures GPU kernels); "
+            f"{CPU_GRAPHS}=1 rehearses its buffers and copies on the CPU, without capture"
+        )
+    if args.compile_backend:  # build_training calls torch.compile(model, mode=...): the backend rides along
+        torch.compile = functools.partial(torch.compile, backend=args.compile_backend)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)  # on CPU: leave the loader's threads a core of their own
     accelerator = new_accelerator(cpu=args.device == "cpu")
@@ -317,8 +351,9 @@ def main() -> None:
         }
         for name in args.datasets:
             folder, size = folders[name]
-            for model_name, variant in itertools.product(args.models, variants(args)):
-                row = measure_config(args, accelerator, folder, size, model_name, variant)
+            data = open_shards(folder)  # checked once: every loader of every row reads this
+            for model_name, batch_size, variant in rows(args, size, cuda):
+                row = measure_config(args, accelerator, data, size, model_name, batch_size, variant)
                 results["rows"].append(row)
                 print(json.dumps(row), flush=True)
                 if args.json:  # kept row by row: a run cut short by a timeout keeps what it measured

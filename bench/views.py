@@ -33,9 +33,9 @@ from pathlib import Path
 import nvidia.dali
 import torch
 
-from fastclr import shards
-from fastclr.bench.convert import environment, unpack, write_results
+from fastclr.bench.convert import environment, write_results
 from fastclr.bench.pipeline import batches_forever
+from fastclr.bench.shard_sets import views_shards
 from fastclr.pipelines import create_loader, open_shards
 
 SMALL_SIDE = {32: 16, 224: 96}  # the small views' side beside each shard set's
@@ -50,20 +50,6 @@ def view_set(spec: str, size: int) -> dict:
         "small_size": SMALL_SIDE[size] if small else None,
         "size": size,
     }
-
-
-def make_shards(src: Path, data: Path, synthetic: int) -> dict[str, tuple[Path, int]]:
-    """{name: (shard folder, side)}: CIFAR-10's test JPEGs and synthetic 224 px JPEGs, kept in `data`."""
-    cifar, synth = data / "cifar10-test-jpeg", data / f"synthetic224-jpeg-{synthetic}"
-    if not cifar.is_dir():
-        source = shards.open_source("imagefolder", unpack(src, data) / "test", "train")
-        shards.convert(source, cifar, encoding="auto", workers=os.cpu_count(), overwrite=True, progress=False)
-    if not synth.is_dir():
-        source = shards.open_source("synthetic", None, "train", num=synthetic, size=224, classes=10)
-        shards.convert(
-            source, synth, encoding="jpeg", quality=90, shard_size=max(1, synthetic // 8), progress=False
-        )
-    return {"cifar10-test-jpeg": (cifar, 32), "synthetic224-jpeg": (synth, 224)}
 
 
 def measure(loader, batches: int, warmup: int, cuda: bool) -> tuple[float, float, float]:
@@ -104,7 +90,7 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     with tempfile.TemporaryDirectory() as tmp:
-        datasets = make_shards(Path(args.src), Path(args.data or tmp), args.synthetic)
+        datasets = views_shards(Path(args.src), Path(args.data or tmp), args.synthetic)
         results = {
             "command": " ".join(["python -m fastclr.bench.views", *sys.argv[1:]]),
             **environment(),

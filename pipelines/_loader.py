@@ -33,12 +33,18 @@ MODES = ("pretrain", "train", "val")
 AUGMENT_DEVICES = ("auto", "gpu", "cpu")
 # `auto` runs DALI's operators on the host's cores up to this image side on a GPU run: tiny images
 # cross to the GPU cheaply, and the GPU's time is left to the model (the pipeline and the model share
-# the GPU: a pipeline that outruns the model alone can still slow it). Not yet measured
-# on a GPU: bench/gpu.sh's `levers` and `levers224` stages measure both devices at 32 and 224 px.
+# the GPU: a pipeline that outruns the model alone can still slow it). A placeholder until a GPU
+# measures it: bench/gpu.sh's `levers` stage runs both devices at 32 and 224 px, end to end
+# (BENCHMARKS.md, "On the next GPU session", says how the figures set it).
 AUTO_CPU_MAX_SIDE = 64
 # ... and only with this many cores per process: 2 cores made about 7k two-view images/s of 32 px here
-# (BENCHMARKS.md), the model alone 25k on an H100, so fewer cores would starve the GPU.
+# (BENCHMARKS.md), the model alone 25k on an H100, so fewer cores would starve the GPU. Also a
+# placeholder: `levers` and `prefetch` measure the CPU operators' rate per thread on the GPU host.
 AUTO_CPU_MIN_CORES = 8
+# Cores a process keeps from DALI's CPU operators: the eager step's Python thread launches every
+# kernel and waits for no one, and the loader's own thread hands batches over; DALI threads that
+# took all the cores would slow both.
+TRAINER_CORES = 2
 DTYPES = {torch.float32: False, torch.float16: True, torch.bfloat16: True}
 DEFAULT_PRESET = {"pretrain": "simclr", "train": "basic"}  # by mode; val has no augmentation
 
@@ -86,9 +92,11 @@ def cores_per_process() -> int:
 
 def default_threads(ops_on_gpu: bool, gpu_run: bool = True) -> int:
     """DALI threads: 4 feed GPU ops (more can lower GPU use; 3 to 5 are enough), and 4 leave a
-    CPU-only run's model its cores; CPU ops feeding a GPU get this process's share of the cores (the
-    model does not need them)."""
-    return min(4, _cores()) if ops_on_gpu or not gpu_run else cores_per_process()
+    CPU-only run's model its cores; CPU ops feeding a GPU get this process's share of the cores but
+    TRAINER_CORES (at least 2: the model does not need the rest)."""
+    if ops_on_gpu or not gpu_run:
+        return min(4, _cores())
+    return max(2, cores_per_process() - TRAINER_CORES)
 
 
 def check_loader_args(mode: str, dtype: torch.dtype, rank: int, world_size: int) -> None:

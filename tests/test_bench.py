@@ -1,8 +1,11 @@
 """The benchmarks run for a few steps on tiny data, so they cannot rot (figures: BENCHMARKS.md)."""
 
 import json
+import os
 import subprocess
 import sys
+import tarfile
+from pathlib import Path
 
 import pytest
 from datasets import write_imagefolder
@@ -264,7 +267,6 @@ def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
 def test_the_commit_is_the_projects_not_the_folder_around_a_copy(tmp_path):
     """On the GPU machine the tree arrives without .git: git there read a parent repository (PITFALLS)."""
     import shutil
-    from pathlib import Path
 
     outer = tmp_path / "outer"
     copy = outer / "project"
@@ -325,7 +327,8 @@ def test_pretrain_speed_sets_the_logged_figure_beside_the_benchs(tmp_path):
         {"step": 5, "epoch": 1, "epoch_loss": 4.0, "epoch_seconds": 3.0},
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    row = {"model": "resnet18", "cuda_graphs": False, "augment_device": "cpu", "batch_size": 512}
+    row = {"model": "resnet18", "batch_size": 512, "optimizer": "lars", "compile": False, "prefetch": 2}
+    row.update({"cuda_graphs": False, "augment_device": "cpu"})
     bench = {
         "command": "python -m fastclr.bench.train ...",
         "device": "cpu",
@@ -349,6 +352,37 @@ def test_pretrain_speed_sets_the_logged_figure_beside_the_benchs(tmp_path):
     }
     assert out["bench"]["dali_images_per_s"] == 100.0 and out["bench"]["model_images_per_s"] == 120.0
     assert out["pretrain_over_bench"] == 0.8
+    # with the run's config.yaml, its own settings pick the row: `auto` resolved where the run ran
+    from omegaconf import OmegaConf
+
+    from fastclr.trainers import PretrainConfig
+
+    cfg = PretrainConfig(batch_size=512)
+    cfg.model.encoder, cfg.optim.name, cfg.data.augment_device = "resnet18", "lars", "auto"
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    run_bench(
+        "fastclr.bench.pretrain_speed",
+        *("--run-dir", run, "--bench", tmp_path / "bench.json", "--json", tmp_path / "own.json"),
+    )
+    own = json.loads((tmp_path / "own.json").read_text())
+    assert own["matched"] == {**row, "augment_device": "cpu"} and own["pretrain_over_bench"] == 0.8
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastclr.bench.pretrain_speed",
+            "--run-dir",
+            run,
+            "--bench",
+            tmp_path / "bench.json",
+        ]
+        + ["--match", "cuda_graphs=true"],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        refused.returncode == 1 and "no bench row has" in refused.stderr and "Traceback" not in refused.stderr
+    )
 
 
 def test_soak_counts_runs_and_crashes(tmp_path):
@@ -372,3 +406,67 @@ def test_soak_counts_runs_and_crashes(tmp_path):
     soak = json.loads((tmp_path / "soak.json").read_text())
     assert (soak["runs"], soak["crashed"], soak["failed_otherwise"], soak["processes"]) == (1, 0, 0, 2)
     assert [p["returncode"] for p in soak["details"][0].values()] == [0, 0]
+
+
+GPU_SH = Path(__file__).resolve().parents[1] / "bench" / "gpu.sh"
+
+
+def dry_run(out: Path, *stages: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(GPU_SH), "dry-run", *stages],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "OUT": str(out), "PYTHON": sys.executable, **env},
+    )
+
+
+@pytest.mark.slow
+def test_the_first_gpu_sessions_call_runs_on_the_cpu_and_returns_two_files(tmp_path):
+    """`bash bench/gpu.sh dry-run`: every stage of the default call through the same scripts, arguments
+    and file layout at tiny sizes, the graphed rows through GraphedStep without capture; a bench row
+    that handed the graphed step the wrong inputs (as once) fails it."""
+    result = dry_run(tmp_path / "out")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["results-1.tar", "summary.txt"]  # 8 come back
+    summary = (out / "summary.txt").read_text()
+    assert ": 6 ok, 0 failed, 0 skipped;" in summary.splitlines()[0]
+    assert result.stdout.rstrip().endswith(summary.rstrip()) and len(result.stdout) < 12_000  # output_tail
+    with tarfile.open(out / "results-1.tar") as tar:
+        names = set(tar.getnames())
+        read = {name: tar.extractfile(name).read() for name in names if name.endswith(".json")}
+    for name in [
+        "setup/versions.txt",
+        "tests/pytest-gpu.log",
+        "accuracy/accuracy-sgd.png",
+        "accuracy/accuracy-sgd-metrics.jsonl",
+        "pipeline/pipeline-32.json",
+    ]:
+        assert name in names, sorted(names)
+    levers = json.loads(read["levers/train-levers-32.json"])
+    assert [
+        (r["optimizer"], r["augment_device"], r["cuda_graphs"], r["graph_captured"]) for r in levers["rows"]
+    ] == [
+        ("lars_timm", "cpu", False, False),  # "gpu" lands on the CPU here: measured once
+        ("lars", "cpu", False, False),
+        ("lars", "cpu", True, False),
+    ]
+    assert levers["commit"] == subprocess.run(
+        ["git", "-C", str(GPU_SH.parent), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip() + ("-dirty" if levers["commit"].endswith("-dirty") else "")
+    graphed = json.loads(read["pretrain/pretrain-graphs-true-vs-bench.json"])
+    assert graphed["matched"]["cuda_graphs"] and graphed["bench"]["row"]["cuda_graphs"]
+    accuracy = json.loads(read["accuracy/accuracy-sgd.json"])
+    assert accuracy["finished"] and len(accuracy["curve"]) == 2 and "anchor" in accuracy["config"]
+
+
+@pytest.mark.slow
+def test_a_stage_without_time_is_skipped_and_an_unknown_one_fails_the_call(tmp_path):
+    result = dry_run(tmp_path / "out", "levers", "nosuch", LIMIT="20")
+    assert result.returncode == 1, result.stdout[-3000:]
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert ": 0 ok, 1 failed (nosuch), 2 skipped (setup levers);" in summary.splitlines()[0], summary
+    assert "train-levers-32: not run" in result.stdout and "unknown stage nosuch" in result.stdout
+    with tarfile.open(tmp_path / "out" / "results-1.tar") as tar:  # skipped stages still leave their folder
+        assert {"setup", "levers", "nosuch"} <= set(tar.getnames())

@@ -6,18 +6,22 @@ inductor itself is tested on the GPU.
 """
 
 import json
+import re
 
 import pytest
 import torch
 from test_pretrain import config, data, losses  # noqa: F401  (data is a fixture)
 
 from fastclr.trainers import (
+    GraphedStep,
     PretrainConfig,
     TrainError,
     build_step,
     build_training,
     pretrain,
 )
+from fastclr.trainers._graphs import CPU_GRAPHS
+from fastclr.trainers._lars import Lars
 from fastclr.trainers._tracking import new_accelerator
 
 
@@ -66,35 +70,84 @@ def test_cuda_graphs_without_a_gpu_is_one_line(data, tmp_path):  # noqa: F811
 def _steps(
     graphs: bool, compile_mode: str | None, batches, precision="fp32", encoder="resnet18"
 ) -> tuple[list, dict]:
-    """Losses (read after the run) and weights of a few steps of the trainer's step on CUDA."""
+    """Losses (read after the run) and weights of a few steps of the trainer's step on the batches'
+    device (on the CPU a graphed step runs without capture: FASTCLR_CPU_GRAPHS=1)."""
     from accelerate.utils import set_seed
 
+    cuda = batches[0][0].device.type == "cuda"
     cfg = PretrainConfig(precision=precision, cuda_graphs=graphs, compile=compile_mode is not None)
     cfg.compile_mode = compile_mode or "default"
     cfg.model.encoder, cfg.model.hidden_dim, cfg.model.out_dim = encoder, 64, 32
     cfg.model.cifar_stem = encoder != "small_cnn"
     cfg.epochs, cfg.optim.warmup_epochs, cfg.optim.lr_scaling = 1, 3 / len(batches), "none"
     set_seed(0)
-    training = build_training(cfg, new_accelerator(), 3, steps_per_epoch=len(batches))
+    training = build_training(cfg, new_accelerator(cpu=not cuda), 3, steps_per_epoch=len(batches))
     step = build_step(training)  # graphed when cfg.cuda_graphs; the schedule steps with it
-    labels = torch.zeros(batches[0][0].shape[0], dtype=torch.long, device="cuda")  # no probe: unused
+    labels = torch.zeros(batches[0][0].shape[0], dtype=torch.long, device=batches[0][0].device)
     out = []
     for k, (view1, view2) in enumerate(batches, 1):
-        if k > 3:  # after warm-up (and the graph's capture): no step may wait for the GPU
+        if cuda and k > 3:  # after warm-up (and the graph's capture): no step may wait for the GPU
             torch.cuda.set_sync_debug_mode("error")
         try:
             out.append(step(view1, view2, labels))  # a new lr every step: a graph that baked it in drifts
         finally:
-            torch.cuda.set_sync_debug_mode("default")
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
     return [loss.item() for loss in out], {k: v.float().cpu() for k, v in training.model.state_dict().items()}
 
 
-def _batches(n=7, size=16, batch=32):
+def _batches(n=7, size=16, batch=32, device="cuda"):
     generator = torch.Generator().manual_seed(0)
     return [
-        tuple(torch.randn(batch, 3, size, size, generator=generator).cuda() for _ in range(2))
+        tuple(torch.randn(batch, 3, size, size, generator=generator).to(device) for _ in range(2))
         for _ in range(n)
     ]
+
+
+def test_the_cpu_graphed_step_gives_the_eager_losses_and_weights(monkeypatch):
+    """Warm-up, static buffers, copies and replays without capture: the plumbing a GPU run needs."""
+    monkeypatch.setenv(CPU_GRAPHS, "1")
+    batches = _batches(n=6, size=8, batch=8, device="cpu")
+    eager, eager_weights = _steps(False, None, batches, encoder="small_cnn")
+    graphed, graphed_weights = _steps(True, None, batches, encoder="small_cnn")
+    # steps 1-2 warm-up, 3 the "capture", 4-6 replays; close, not equal: LARS's lr is a 0-d tensor
+    # there (as in a graph), a float in the eager step, and the two round apart in the last bits
+    assert graphed == pytest.approx(eager, rel=1e-6)
+    for key, value in eager_weights.items():
+        torch.testing.assert_close(graphed_weights[key], value, rtol=1e-5, atol=1e-7, msg=key)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_a_graphed_step_fed_unlike_its_first_batch_is_one_line(device, monkeypatch):
+    """bench/train.py once fed view 2 as the labels: copy_ failed deep inside, after the capture."""
+    weight = torch.nn.Parameter(torch.ones(3, device=device))
+    optimizer = Lars([weight], lr=0.1)
+
+    def step(view, labels):
+        loss = (view @ weight).sum() + 0 * labels.sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    graphed = GraphedStep(step, optimizer, warmup=1)
+    view, labels = torch.ones(4, 3, device=device), torch.zeros(4, dtype=torch.long, device=device)
+    for _ in range(3):  # warm-up, capture, replay
+        graphed(view, labels)
+    weights = weight.detach().clone()
+    for inputs, message in [
+        (
+            (view, view.bfloat16()),
+            f"input 2 (the labels) is bfloat16 (4, 3) on {view.device}, but the graph was captured with "
+            f"int64 (4,) on {view.device}",
+        ),
+        ((view[:2], labels), "input 1 (view 1) is float32 (2, 3)"),
+        ((view, view, labels), "captured with 2 inputs (views, then labels) and got 3"),
+    ]:
+        with pytest.raises(TrainError, match=re.escape(message)) as raised:
+            graphed(*inputs)
+        assert "\n" not in str(raised.value)
+    assert torch.equal(weight.detach(), weights) and graphed.calls == 3  # refused before any work
 
 
 @pytest.mark.gpu
@@ -130,14 +183,16 @@ def test_a_resume_may_change_how_fast_but_not_where_the_ops_run(data, tmp_path):
     assert resumed["stopped"] is None and resumed["global_step"] == 12
 
 
-@pytest.mark.gpu
-def test_a_graphed_pretrain_run_logs_the_eager_runs_losses_and_probe(data, tmp_path):  # noqa: F811
-    """The whole loop on CUDA: the probe's step is captured with the model's, its labels copied in."""
+@pytest.mark.parametrize("cpu", [True, pytest.param(False, marks=pytest.mark.gpu)])
+def test_a_graphed_pretrain_run_logs_the_eager_runs_losses_and_probe(data, tmp_path, cpu, monkeypatch):  # noqa: F811
+    """The whole loop: the probe's step is captured with the model's, its labels copied in (on the CPU
+    through the same buffers without capture)."""
+    monkeypatch.setenv(CPU_GRAPHS, "1" if cpu else "0")
     torch.backends.cudnn.deterministic = True
     records = {}
     for graphs in (False, True):
         run = tmp_path / f"graphs-{graphs}"
-        cfg = config(data, run, cpu=False, max_steps=5, cuda_graphs=graphs, optim__name="lars")
+        cfg = config(data, run, cpu=cpu, max_steps=5, cuda_graphs=graphs, optim__name="lars")
         pretrain(cfg)
         lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         records[graphs] = [(r["step"], r["loss"], r.get("online_train_top1")) for r in lines if "loss" in r]

@@ -32,12 +32,14 @@ def test_auto_keeps_small_images_on_the_gpu_without_the_cores_to_feed_it(monkeyp
     assert augment_on("auto", 32, gpu=True) == "cpu"
 
 
-def test_cpu_ops_feeding_a_gpu_get_the_cores_and_the_rest_four_threads(monkeypatch):
+def test_cpu_ops_feeding_a_gpu_get_the_cores_but_the_trainers_and_the_rest_four_threads(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(16)))
-    assert default_threads(ops_on_gpu=True) == 4 and default_threads(ops_on_gpu=False) == 16
+    assert default_threads(ops_on_gpu=True) == 4 and default_threads(ops_on_gpu=False) == 14
     assert default_threads(ops_on_gpu=False, gpu_run=False) == 4  # a CPU run's model needs the cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four processes on the machine share its cores
-    assert default_threads(ops_on_gpu=False) == 4
+    assert default_threads(ops_on_gpu=False) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")  # never fewer than 2
+    assert default_threads(ops_on_gpu=False) == 2
 
 
 def test_on_the_cpu_every_choice_runs_the_same_graph(tmp_path):

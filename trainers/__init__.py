@@ -64,6 +64,7 @@ _PUBLIC = {
     "create_classifier_optimizer": "_fit",
     "create_classifier_schedule": "_fit",
     "fit_classifier": "_fit",
+    "CPU_GRAPHS": "_graphs",
     "GraphedStep": "_graphs",
     "graphs_problem": "_graphs",
     "ANCHOR_K": "_knn",

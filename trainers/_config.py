@@ -45,7 +45,7 @@ class DataConfig:
     augment: dict[str, Any] = setting({}, "per-op overrides of the preset, e.g. {jitter_p: 0.5}")
     channels: int | None = setting(None, "image channels fed to the model; null: as stored")
     num_threads: int | None = setting(
-        None, "DALI threads per process; null: 4, or the cores for CPU ops on a GPU run"
+        None, "DALI threads per process; null: 4, or the cores but 2 for CPU ops on a GPU run"
     )
     prefetch: int = setting(2, "batches DALI prepares ahead (its prefetch_queue_depth)")
     augment_device: str = setting(
