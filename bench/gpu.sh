@@ -2,8 +2,9 @@
 # Everything fastclr checks and measures on the lent GPU machine, in one call: `bash bench/gpu.sh [STAGE...]`.
 #
 # Here, once per session (about 3 minutes), from the project's root:
-#   ../shared/gpu/pack-deps.sh pytest iniconfig pluggy      # DALI kit + test runner -> .gpu-deps/part-0K
-#   mkdir -p .gpu-data && cp ../shared/data/cifar10-jpeg.tar.gz .gpu-data/
+#   pack DALI, webdataset, OmegaConf, pytest, iniconfig and pluggy for the machine (it reaches no package
+#   registry) as xz-compressed tar parts of site-packages, each under a transfer's limit: .gpu-deps/part-0K
+#   mkdir -p .gpu-data && cp cifar10-jpeg.tar.gz .gpu-data/   # CIFAR-10 as train/ and test/ JPEG folders
 #   x=$(git rev-parse --git-path info/exclude); grep -qx '/.gpu-data/' "$x" || echo '/.gpu-data/' >> "$x"
 #   bash bench/gpu.sh pack      # writes .gpu-data/commit: the commit and whether the tree differs from it
 # (re-run `pack` after every commit or edit: the copy sent has no .git, so that file is the only record
@@ -56,10 +57,10 @@
 #   views     time to accuracy for V = 2, 4, 8 views per image, the recipe at equal compute
 #             (V x epochs = 48, so each schedule ends at the same work) and the same 60 s
 #             training budget each, 4 points a curve; its own call                        <= 3 x 170 s
-#   accuracy  issue 15: the anchor's 100-epoch recipe to the end, chunks of 20 epochs, kNN both
+#   accuracy  the accuracy targets: the anchor's 100-epoch recipe to the end, chunks of 20 epochs, kNN both
 #             ways + linear per chunk, projection to 1000 epochs (ACC=lars: our LARS instead);
 #             alone in its call (timeout_s 590); rerun to continue a timed-out run    <= 520 s
-#   brows     EXPERIMENTS.md B5 by `fastclr run`: 100 epochs + 50-epoch augmented linear
+#   brows     experiment B5 by `fastclr run`: 100 epochs + 50-epoch augmented linear
 #             (B1-B4 need an ImageNet weights file: none here); rerun to continue   <= 560 s
 #   probe     the online probe's cost: pretrain images/s with it off and on, batch 512   <= 150 s
 #   bablations B6 and B7 by `fastclr sweep`, 4 points each at 10 of their 100 epochs   <= 560 s
@@ -213,7 +214,7 @@ for stage in $stages; do
         || tail -5 "$OUT/views-$v.err"
       cp "/tmp/views-$v/time_to_accuracy.json" "$OUT/views-$v-curve.json" 2>/dev/null  # kept on a timeout
     done ;;
-  accuracy)  # issue 15: ~10 s start + 100 x ~2.2 s training + 5 x ~15 s (chunk start, evaluation), shards once
+  accuracy)  # the accuracy targets: ~10 s start + 100 x ~2.2 s training + 5 x ~15 s (chunk start, evaluation), shards once
     step "time to accuracy, the anchor's 100-epoch recipe (${ACC:-sgd}; continues /tmp/acc-${ACC:-sgd})"
     acc=(--config launch/configs/anchor_simclr_cifar10_100ep.yaml)
     [ "${ACC:-sgd}" = lars ] && acc+=(optim.name=lars optim.lr=0.4 optim.weight_decay=1.0e-5 optim.warmup_epochs=10)
