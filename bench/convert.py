@@ -1,6 +1,6 @@
 """Shard conversion speed and size on disk, on an ImageFolder of JPEGs (CIFAR-10 by default).
 
-    python -m fastclr.bench.convert --src ../shared/data/cifar10-jpeg.tar.gz --json bench/results/convert.json
+    python -m fastclr.bench.convert --src cifar10-jpeg.tar.gz --json bench/results/convert.json
 
 Converts every split folder under the source (train and test: all 60,000 CIFAR-10
 images) with 1 and with 2 workers (byte-for-byte JPEG, the default), then once per

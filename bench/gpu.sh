@@ -4,8 +4,8 @@
 #
 # THE FIRST SESSION (15 minutes of device time: start, transfers, idle and give-back all count)
 # Here, once (about 3 minutes), from the project's root:
-#   ../shared/gpu/pack-deps.sh pytest iniconfig pluggy      # DALI kit + test runner -> .gpu-deps/part-0K
-#   mkdir -p .gpu-data && cp ../shared/data/cifar10-jpeg.tar.gz .gpu-data/
+#   bash bench/pack_gpu_deps.sh pytest iniconfig pluggy     # DALI kit + test runner -> .gpu-deps/part-0K
+#   mkdir -p .gpu-data && cp PATH/cifar10-jpeg.tar.gz .gpu-data/   # CIFAR-10 as train/ and test/ JPEG folders
 #   x=$(git rev-parse --git-path info/exclude); grep -qx '/.gpu-data/' "$x" || echo '/.gpu-data/' >> "$x"
 #   bash bench/gpu.sh pack      # writes .gpu-data/commit: the commit and whether the tree differs from it
 #   OUT=/tmp/dry bash bench/gpu.sh dry-run                  # the whole plan on the CPU: must end "0 failed"
@@ -26,7 +26,7 @@
 #         or `LIMIT=100 bash bench/gpu.sh accuracy`, which continues its curve from /tmp), then
 #         give_back at once (the idle 30 s count too).
 # Where the budgets come from: 900 s a session, 600 s a call, 30 s warm after a call, and "a minute or
-# more" to start a machine: the device tool's README (/work/.library/device/README.md). The kit is
+# more" to start a machine: the device tool's own notes. The kit is
 # 4 parts of about 47 MB (188 MB in 2026-11) and a transfer holds at most 64 MiB: the GPU machine's
 # notes. A transfer call was not timed on its own: the first session (start, 3 kit transfers, then
 # calls whose stages ran about 12 minutes) took about 14 minutes in all, so the 150 + 3 x 45 s above

@@ -9,7 +9,7 @@ runs --warmup steps, then --steps under the profiler. On CUDA the profiler sees
 every kernel of the process, DALI's included: the table names the kernels that
 take the GPU's time, and `device_busy` (kernel time / wall time; streams may
 overlap, so it can pass 1) says how much of the window the GPU was working. The
-levers of issue 14 are tried in the order this points to.
+GPU speed levers (BENCHMARKS.md) are tried in the order this points to.
 """
 
 from __future__ import annotations

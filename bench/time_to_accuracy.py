@@ -49,7 +49,7 @@ from fastclr.pipelines import train_steps
 
 CURVE = "time_to_accuracy.json"
 ACCURACIES = ("knn", "knn_k10_majority", "linear")  # the curve's columns (knn: weighted, k=--knn-k)
-TARGETS = (("linear", 0.86), ("knn", 0.90), ("knn_k10_majority", 0.90))  # issue 15's, on one H100/H200
+TARGETS = (("linear", 0.86), ("knn", 0.90), ("knn_k10_majority", 0.90))  # our targets, on one H100/H200
 
 
 def evaluate(encoder: Path, train: Path, test: Path, args, device: str) -> dict:

@@ -1,7 +1,7 @@
 """Experiment files: one YAML per experiment, its steps run in order by `fastclr run`.
 
     name: b1_resnet18_imagenet_init
-    reproduces: B1                       # row of EXPERIMENTS.md
+    reproduces: B1                       # which experiment (docs/experiments.md)
     reported: 47.3% linear top-1         # what the original write-up measured
     data: shards                         # where the shard sets live (a mount of shared storage works)
     runs: runs/${name}                   # where every step writes
@@ -48,7 +48,7 @@ RECORD = "experiment.json"
 @dataclass
 class ExperimentConfig:
     name: str = setting(help="the experiment's name (its file's name)")
-    reproduces: str = setting("", "the row of EXPERIMENTS.md it reproduces")
+    reproduces: str = setting("", "the experiment it reproduces (docs/experiments.md lists them)")
     reported: str = setting("", "the number the original experiment reported")
     data: str = setting("shards", "folder of the shard sets the steps read")
     weights: str = setting("weights", "folder of local pretrained weights files (nothing is downloaded)")

@@ -4,7 +4,7 @@
 
 On a GPU each such read (`.item()`, `float()`, `bool()`, `.tolist()` ...) stalls the host until
 the device catches up. On the CPU nothing stalls, but the same calls are made: counting them shows
-which steps of the loop would sync (PITFALLS 39). A read is charged to the number of steps begun.
+which steps of the loop would sync. A read is charged to the number of steps begun.
 """
 
 from __future__ import annotations

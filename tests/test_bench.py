@@ -55,7 +55,7 @@ def test_convert_and_pipeline_benchmarks_write_their_json(tmp_path):
         32,
         "--threads",
         1,
-        "--workers",  # more than cifar10's one tar: the DataLoader gets one worker (PITFALLS 42)
+        "--workers",  # more than cifar10's one tar: one worker a tar at most, so the DataLoader gets one
         2,
         "--json",
         tmp_path / "pipeline.json",
@@ -85,7 +85,7 @@ def test_train_benchmark_measures_every_mode_and_derives_its_ratios(tmp_path):
         ("cifar10-raw", 32),
         ("synthetic224-jpeg", 224),
     ]
-    assert [r["workers"] for r in result["rows"]] == [1, 2]  # 2 asked; cifar10-raw has 1 tar (PITFALLS 42)
+    assert [r["workers"] for r in result["rows"]] == [1, 2]  # 2 asked; cifar10-raw has 1 tar
     for row in result["rows"]:
         modes = row["modes"]
         assert set(modes) == {"model", "dali", "torchvision"}
@@ -265,7 +265,7 @@ def test_on_the_gpu_no_timed_step_syncs_the_host(tmp_path):
 
 
 def test_the_commit_is_the_projects_not_the_folder_around_a_copy(tmp_path):
-    """On the GPU machine the tree arrives without .git: git there read a parent repository (PITFALLS)."""
+    """On the GPU machine the tree arrives without .git: git there read a parent repository."""
     import shutil
 
     outer = tmp_path / "outer"
