@@ -97,7 +97,7 @@ def convert_all(root: Path, out: Path, encoding: str, workers: int) -> tuple[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument("--src", default=".gpu-data/cifar10-jpeg.tar.gz")
     parser.add_argument("--work", help="scratch folder (default: a temporary one)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])

@@ -40,7 +40,7 @@ def _time(event, kind: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument("--src", default=".gpu-data/cifar10-jpeg.tar.gz")
     parser.add_argument("--data", help="folder to keep the shards in between runs (default: temporary)")
     parser.add_argument(
         "--dataset", default="cifar10-raw", choices=["cifar10-raw", "cifar10-jpeg", "synthetic224-jpeg"]

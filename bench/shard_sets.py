@@ -1,6 +1,6 @@
 """The shard sets the benchmarks read, made once in a folder and reused by every later run.
 
-    python -m fastclr.bench.shard_sets --src ../shared/data/cifar10-jpeg.tar.gz --data /tmp/benchdata
+    python -m fastclr.bench.shard_sets --src .gpu-data/cifar10-jpeg.tar.gz --data /tmp/benchdata
 
 From the CIFAR-10 ImageFolder (--src, an archive or a folder holding train/ and test/): the train
 split as its JPEGs (`cifar10-jpeg`) and raw (`cifar10-raw`), the test split raw (`cifar10-test-raw`),
@@ -88,7 +88,7 @@ def views_shards(src: Path, data: Path, synthetic: int) -> dict[str, tuple[Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz", help="CIFAR-10 ImageFolder")
+    parser.add_argument("--src", default=".gpu-data/cifar10-jpeg.tar.gz", help="CIFAR-10 ImageFolder")
     parser.add_argument("--data", required=True, help="the folder that keeps the sets")
     parser.add_argument("--synthetic", type=int, default=2048, help="number of 224 px images")
     parser.add_argument("--json")

@@ -143,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="pretrain or experiment YAML (launch/configs/...)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="after the config, as in pretrain")
-    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz", help="CIFAR-10 ImageFolder")
+    parser.add_argument("--src", default=".gpu-data/cifar10-jpeg.tar.gz", help="CIFAR-10 ImageFolder")
     parser.add_argument("--data", help="folder to keep the shards in between runs (default: temporary)")
     parser.add_argument("--run-dir", required=True, help="the run; its curve file makes reruns continue")
     parser.add_argument("--chunk-epochs", type=float, default=10.0, help="training between evaluations")

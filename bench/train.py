@@ -284,7 +284,7 @@ def ratios(modes: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz", help="CIFAR-10 ImageFolder")
+    parser.add_argument("--src", default=".gpu-data/cifar10-jpeg.tar.gz", help="CIFAR-10 ImageFolder")
     parser.add_argument("--data", help="folder to keep the shards in between runs (default: temporary)")
     parser.add_argument(
         "--datasets", nargs="+", choices=DATASETS, default=["cifar10-raw", "synthetic224-jpeg"]

@@ -71,7 +71,7 @@ def measure(loader, batches: int, warmup: int, cuda: bool) -> tuple[float, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", default="../shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument("--src", default=".gpu-data/cifar10-jpeg.tar.gz")
     parser.add_argument("--data", help="folder to keep the shards in between runs (default: temporary)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sets", nargs="+", default=["2", "4", "8", "2+6"], help="view sets ('2' first)")
