@@ -37,6 +37,9 @@ def _convert(cfg: shards.ConvertConfig, argv: list[str]) -> None:
         f"{cfg.out} in {manifest['provenance']['seconds']:.1f} s"
         + (f" ({skipped} unreadable images skipped, listed in the manifest)" if skipped else "")
     )
+    narrowed = manifest["provenance"]["narrowed_from_16_bits"]
+    if narrowed:
+        print(f"note: {narrowed:,} images of 16 bits a channel stored in 8 (their high bytes, measured so)")
 
 
 def _subset(cfg: shards.SubsetConfig, argv: list[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -40,6 +41,7 @@ __all__ = [
     "read_yaml",
     "split_override",
     "to_object",
+    "unresolved",
 ]
 
 COMMAND_LINE = "the command line"
@@ -202,13 +204,25 @@ def to_object(config: DictConfig, where: str = COMMAND_LINE) -> Any:
             f"config {err.full_key} is required (e.g. {err.full_key}=... on the command line{extra})"
         ) from None
     except InterpolationResolutionError as err:
-        cause = str(err.__cause__ or err).splitlines()[0].strip("\"'")
-        raise ConfigError(
-            f"config {err.full_key}: its ${{...}} cannot be resolved ({cause}); set the variable or "
-            "give the value itself"
-        ) from None
+        raise ConfigError(unresolved(err)) from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"config {err.full_key}: {str(err).splitlines()[0]}") from None
+
+
+def unresolved(err: InterpolationResolutionError) -> str:
+    """One line for a `${...}` that cannot be resolved: the key, the text as written and why, e.g.
+    `config data.train=${oc.env:DATA}: cannot be resolved (Environment variable 'DATA' not found)`."""
+    first = str(err).splitlines()[0]
+    _, raised, cause = first.partition(" raised while resolving interpolation: ")
+    cause = cause.strip('"') if raised else first
+    written = getattr(err.child_node, "_value", lambda: None)() if err.child_node is not None else None
+    if not isinstance(written, str):
+        shown = err.full_key
+    elif re.match(r"[\w.-]+=", written):  # a key=value of `fastclr run`'s or `sweep`'s command line
+        shown = written
+    else:
+        shown = f"{err.full_key}={written}"
+    return f"config {shown}: cannot be resolved ({cause}); set the variable or give the value itself"
 
 
 def load_settings(

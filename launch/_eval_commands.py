@@ -26,7 +26,7 @@ def _linear(cfg, argv: list[str]) -> dict:
 def _knn(cfg, argv: list[str]) -> dict:
     result = evaluations.knn(cfg)
     print(
-        f"{cfg.vote} kNN (k {cfg.k}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
+        f"{cfg.vote} kNN (k {result['k']}): top-1 {result['top1']:.2%} on {result['val_samples']} images; "
         f"{cfg.out}/results.json"
     )
     return result

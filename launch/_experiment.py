@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from fastclr import trainers
 from fastclr.config import ConfigError, setting
@@ -39,6 +39,7 @@ from fastclr.launch._config import (
     load_settings,
     merge,
     read_yaml,
+    unresolved,
 )
 from fastclr.launch._report import read_jsonl
 
@@ -142,6 +143,8 @@ def step_command(name: str, step: Any) -> str:
 def resolve(config: DictConfig) -> dict:
     try:
         return OmegaConf.to_container(config, resolve=True)
+    except InterpolationResolutionError as err:
+        raise ConfigError(unresolved(err)) from None
     except OmegaConfBaseException as err:
         cause = str(err.__cause__ or err).splitlines()[0].strip("\"'")
         raise ConfigError(f"config {getattr(err, 'full_key', '') or ''}: {cause}") from None

@@ -28,7 +28,24 @@ def _runs(dirs: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a metrics.jsonl: `trainers.read_metrics` (a line that is no record is left out
+    and said in one line, so every record's `step` and figures are numbers)."""
+    from fastclr.trainers import read_metrics
+
+    return read_metrics(path)
+
+
+def _encoder_info(folder: Path) -> dict:
+    """The run's checked encoder.json, or {} (and one line saying why) when it is missing or bad."""
+    from fastclr.trainers import EvalError, read_encoder_info
+
+    if not (folder / "encoder.json").is_file():
+        return {}
+    try:
+        return read_encoder_info(folder / "encoder.json", trust_unhashed=True, say=lambda _: None)
+    except EvalError as err:
+        print(f"note: {err}; its row shows '?'")
+        return {}
 
 
 def table(results: list[Path], pretrains: list[Path]) -> str:
@@ -37,9 +54,7 @@ def table(results: list[Path], pretrains: list[Path]) -> str:
         records = read_jsonl(folder / "metrics.jsonl")
         knn = [r["knn_accuracy"] for r in records if "knn_accuracy" in r]
         seconds = sum(r.get("epoch_seconds", 0) for r in records)
-        info = (
-            json.loads((folder / "encoder.json").read_text()) if (folder / "encoder.json").is_file() else {}
-        )
+        info = _encoder_info(folder)
         rows.append(
             f"| {folder.name} | {info.get('encoder', '?')} | pretrain (kNN monitor) | "
             f"{info.get('pretrained_on', '?')} | {f'{knn[-1]:.2%}' if knn else 'n/a'} | {seconds:.0f} s |"

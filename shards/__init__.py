@@ -5,6 +5,7 @@ dataclass here (`ConvertConfig`, `SubsetConfig`, `VerifyConfig`, `InfoConfig`).
 """
 
 from fastclr.shards._convert import check_output, convert
+from fastclr.shards._datasets import SOURCES
 from fastclr.shards._errors import ShardError
 from fastclr.shards._format import MANIFEST, load_manifest, read_samples, sha256_file
 from fastclr.shards._options import (
@@ -15,7 +16,7 @@ from fastclr.shards._options import (
     SubsetConfig,
     VerifyConfig,
 )
-from fastclr.shards._sources import SOURCES, SPLITS, Source, open_source
+from fastclr.shards._sources import SPLITS, Source, open_source
 from fastclr.shards._subset import subset
 from fastclr.shards._verify import check, describe, rebuild_index, verify
 

@@ -7,19 +7,17 @@ never leaves anything that looks finished; a rerun deletes the leftovers.
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from fastclr.progress import progress as progress_bar
+from fastclr.shards._decode import CorruptImage, TooLarge, decode_image, encode_pixels, shrink
 from fastclr.shards._errors import ShardError
 from fastclr.shards._format import (
     FORMAT_NAME,
@@ -38,8 +36,6 @@ from fastclr.shards._format import (
 from fastclr.shards._options import ENCODINGS, MAX_PIXELS, ConvertConfig
 from fastclr.shards._sources import Sample, Source
 
-PIL_ENCODING = {"JPEG": "jpeg", "PNG": "png"}
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -51,66 +47,13 @@ class Settings:
     max_pixels: int | None = MAX_PIXELS
 
 
-class CorruptImage(Exception):
-    pass
-
-
-class TooLarge(CorruptImage):
-    """The header declares more pixels than allowed: refused before decoding (a decompression bomb?)."""
-
-
-def decode_image(data: bytes, channels: int, max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
-    """Fully decode encoded bytes (catches truncation); returns pixels and 'jpeg'/'png'/None.
-
-    An image whose header declares more than `max_pixels` pixels raises TooLarge before decoding."""
-    try:
-        with warnings.catch_warnings():  # Pillow's own limit only warns below twice its MAX_IMAGE_PIXELS
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))  # reads the header only
-        with opened as image:
-            width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise TooLarge(
-                    f"its header declares {width} x {height} = {width * height:,} pixels, over "
-                    f"--max-pixels {max_pixels:,} (a decompression bomb?)"
-                )
-            image.load()
-            encoding = PIL_ENCODING.get(image.format)
-            pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
-    except UnidentifiedImageError:
-        raise CorruptImage("empty file" if not data else "not an image format Pillow knows") from None
-    except Image.DecompressionBombError as err:
-        raise TooLarge(f"{err} (Pillow's limit)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise CorruptImage(str(err) or type(err).__name__) from None
-    return pixels, encoding
-
-
-def encode_pixels(pixels: np.ndarray, encoding: str, quality: int) -> bytes:
-    if encoding == "raw":
-        return pixels.tobytes()
-    buffer = io.BytesIO()
-    if encoding == "jpeg":
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    else:
-        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=6)
-    return buffer.getvalue()
-
-
-def shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """Resize so the longer side is `max_side` (antialiased), keeping the aspect ratio."""
-    height, width = pixels.shape[:2]
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
-
-
-def encode_sample(sample: Sample, channels: int, settings: Settings) -> tuple[str, bytes, np.ndarray]:
-    """(image extension, payload, pixels); file bytes are kept as they are unless asked otherwise."""
+def encode_sample(sample: Sample, channels: int, settings: Settings) -> tuple[str, bytes, np.ndarray, bool]:
+    """(image extension, payload, pixels, narrowed from 16 bits); file bytes are kept as they are
+    unless asked otherwise (or 16-bit: stored as the 8-bit pixels measured)."""
     if isinstance(sample.image, np.ndarray):
-        pixels, source_encoding, data = sample.image, None, None
+        pixels, source_encoding, data, narrowed = sample.image, None, None, False
     else:
-        pixels, source_encoding = decode_image(sample.image, channels, settings.max_pixels)
+        pixels, source_encoding, narrowed = decode_image(sample.image, channels, settings.max_pixels)
         data = sample.image
     if settings.max_side and max(pixels.shape[:2]) > settings.max_side:
         pixels, data = shrink(pixels, settings.max_side), None  # resized pixels must be encoded anew
@@ -118,8 +61,8 @@ def encode_sample(sample: Sample, channels: int, settings: Settings) -> tuple[st
     if target == "auto":
         target = source_encoding or "png"
     if data is not None and target == source_encoding and not settings.reencode:
-        return IMAGE_EXT[target], data, pixels
-    return IMAGE_EXT[target], encode_pixels(pixels, target, settings.quality), pixels
+        return IMAGE_EXT[target], data, pixels, narrowed
+    return IMAGE_EXT[target], encode_pixels(pixels, target, settings.quality), pixels, narrowed
 
 
 # Set in the parent before forking workers, so the source is shared, never pickled.
@@ -137,13 +80,13 @@ def _write_shard(shard_no: int) -> dict:
     class_counts = np.zeros(max(len(source.classes), 1), np.int64)
     shapes: set[tuple[int, ...]] = set()
     extensions: set[str] = set()
-    skipped, pixel_count = [], 0
+    skipped, pixel_count, narrowed_count = [], 0, 0
     with open(tar_path, "wb") as stream:
         with wds.TarWriter(stream, encoder=False, mtime=0, user="fastclr", group="fastclr") as tar:
             for index in plan[shard_no]:
                 sample = source.get(int(index))
                 try:
-                    ext, payload, pixels = encode_sample(sample, source.channels, settings)
+                    ext, payload, pixels, narrowed = encode_sample(sample, source.channels, settings)
                 except TooLarge as err:
                     if not settings.skip_corrupt:
                         raise ShardError(
@@ -178,6 +121,7 @@ def _write_shard(shard_no: int) -> dict:
                 pixel_count += len(flat)
                 shapes.add(pixels.shape if pixels.ndim == 3 else (*pixels.shape, 1))
                 extensions.add(ext)
+                narrowed_count += narrowed
                 if source.labeled:
                     class_counts[sample.label] += 1
         stream.flush()
@@ -191,6 +135,7 @@ def _write_shard(shard_no: int) -> dict:
         "shapes": shapes,
         "extensions": extensions,
         "skipped": skipped,
+        "narrowed": narrowed_count,
     }
 
 
@@ -414,6 +359,8 @@ def _manifest(
             "reencode": settings.reencode,
             "max_side": settings.max_side,
             "max_pixels": settings.max_pixels,
+            # images of 16 bits a channel, stored as their high bytes (shards/_decode.py)
+            "narrowed_from_16_bits": sum(r["narrowed"] for r in results),
             "skip_corrupt": settings.skip_corrupt,
             "shard_size": shard_size,
             "shuffled": shuffle,

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastclr.config import setting
-from fastclr.shards._sources import SOURCES, SPLITS
+from fastclr.shards._datasets import SOURCES
+from fastclr.shards._sources import SPLITS
 
 ENCODINGS = ("auto", "jpeg", "png", "raw")
 # Pixels an image's header may declare before it is refused undecoded. Pillow's MAX_IMAGE_PIXELS

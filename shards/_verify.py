@@ -8,7 +8,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from fastclr.shards._convert import CorruptImage, decode_image
+from fastclr.shards._decode import CorruptImage, decode_image
 from fastclr.shards._errors import ShardError
 from fastclr.shards._format import (
     IMAGE_EXT,

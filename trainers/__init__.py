@@ -19,7 +19,9 @@ Evaluations: each command is a function of its settings object, which it checks 
   one loop, saved as model.safetensors + model.json; `evaluate(EvaluateConfig)` measures one again,
   `load_classifier(folder)` rebuilds it.
 - `import_encoder(ImportWeightsConfig)`: an encoder folder from a local torchvision / timm file;
-  `load_encoder(path)` reads any encoder folder (frozen, eval mode, its encoder.json checked).
+  `load_encoder(path)` reads any encoder folder (frozen, eval mode, its encoder.json checked whole:
+  `EncoderInfo` is its schema, and its hashes cover the weights and the description);
+  `read_encoder_info(path)` checks an encoder.json alone, without torch.
 - Pieces: `extract_features` (L2-normalised, gathered over ranks), `knn_predict`, `knn_accuracy`,
   `cluster_accuracy`, `fit_linear_probe` + `probe_accuracy`, `labelled_pair` (an encoder's features
   of a train and a val folder); the classifier loop `fit_classifier` with
@@ -45,6 +47,8 @@ _PUBLIC = {
     "export_checkpoint_encoder": "_encoder_file",
     "import_encoder": "_encoder_file",
     "load_encoder": "_encoder_file",
+    "EncoderInfo": "_encoder_info",
+    "read_encoder_info": "_encoder_info",
     "EvalError": "_errors",
     "TrainError": "_errors",
     "knn": "_eval",

@@ -53,7 +53,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
 def _finetune(cfg: FinetuneConfig) -> dict:
     check_inputs(cfg.out, cfg.encoder, cfg.train, cfg.val)
     torch.manual_seed(cfg.seed)
-    encoder, info = load_encoder(cfg.encoder)
+    encoder, info = load_encoder(cfg.encoder, cfg.trust_unhashed)
 
     def build(num_classes: int) -> _Classifier:
         head = make_head(cfg.head, info["num_features"], num_classes)

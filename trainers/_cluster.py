@@ -19,7 +19,7 @@ from fastclr.trainers._encoder_file import load_encoder
 from fastclr.trainers._errors import EvalError
 from fastclr.trainers._eval_config import CLUSTER_METHODS as METHODS
 from fastclr.trainers._eval_config import ClusterConfig
-from fastclr.trainers._eval_io import check_inputs, device_for, tracker, write_results
+from fastclr.trainers._eval_io import check_classes, check_inputs, device_for, tracker, write_results
 from fastclr.trainers._knn import extract_features
 
 
@@ -51,11 +51,11 @@ def cluster(cfg: ClusterConfig) -> dict:
     """Cluster the shards in `data` on raw pixels (no encoder) or on an encoder's features."""
     check_settings(cfg)
     started = time.time()
-    check_inputs(cfg.out, cfg.encoder, None, cfg.data)
+    check_classes(check_inputs(cfg.out, cfg.encoder, None, cfg.data)["val"], cfg.data)
     data = open_shards(cfg.data)  # checked once, read by the loader below
     manifest = data.manifest
     if cfg.encoder is not None:
-        encoder, info = load_encoder(cfg.encoder)
+        encoder, info = load_encoder(cfg.encoder, cfg.trust_unhashed)
         size, channels = info["image_size"], info["in_chans"]
     else:  # raw pixels: the identity "encoder" on native-size images
         encoder, info = torch.nn.Flatten(), {"sha256": None}

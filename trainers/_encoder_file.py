@@ -2,24 +2,27 @@
 read by every evaluation, `report` and users' own code.
 
 encoder.json describes how to rebuild and feed the weights: the architecture (`encoder`, `cifar_stem`,
-`in_chans`, `num_features`), the input (`image_size`, `mean`, `std`), where it came from, and the
-weights' sha256, so changed weights are refused rather than evaluated.
+`in_chans`, `num_features`), the input (`image_size`, `mean`, `std`), where it came from, the
+weights' sha256 and a hash of the description itself (its schema and hashes: trainers/_encoder_info.py),
+so changed weights or settings are refused rather than evaluated.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
+import safetensors
 import safetensors.torch
 import torch
 
 from fastclr.config import check_settings
 from fastclr.encoders import build_encoder
 from fastclr.files import write_atomic
+from fastclr.trainers._encoder_info import describe, read_encoder_info
 from fastclr.trainers._errors import EvalError, TrainError
 from fastclr.trainers._eval_config import ImportWeightsConfig
+from fastclr.trainers._knn import is_main_process
 
 
 def export_encoder(run_dir: Path, encoder: torch.nn.Module, cfg, manifest: dict, channels: int) -> Path:
@@ -65,13 +68,12 @@ def import_encoder(cfg: ImportWeightsConfig) -> tuple[Path, dict]:
 
 
 def _write_encoder(folder: Path, encoder: torch.nn.Module, info: dict) -> Path:
-    """The weights, then their description with the weights' sha256: each file is written whole or
-    not at all, and a reader that finds the new description finds its weights."""
+    """The weights, then their description with both hashes: each file is written whole or not at
+    all, and a reader that finds the new description finds its weights."""
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     weights = safetensors.torch.save(state)
     write_atomic(folder / "encoder.safetensors", weights)
-    info["sha256"] = hashlib.sha256(weights).hexdigest()
-    write_atomic(folder / "encoder.json", json.dumps(info, indent=1) + "\n")
+    write_atomic(folder / "encoder.json", describe(info, weights))
     return folder / "encoder.safetensors"
 
 
@@ -92,30 +94,42 @@ def encoder_files(path: str | Path) -> tuple[Path, Path]:
     return weights, info_path
 
 
-def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The frozen encoder of a run directory or an encoder.safetensors file, and its encoder.json."""
+def load_encoder(path: str | Path, trust_unhashed: bool = False) -> tuple[torch.nn.Module, dict]:
+    """The frozen encoder of a run directory or an encoder.safetensors file, and its encoder.json,
+    checked whole: the schema, the description's hash, then the weights' hash, before the weights
+    are built. `trust_unhashed`: use a description that records no hash (said in one line)."""
     weights, info_path = encoder_files(path)
+    info = read_encoder_info(info_path, trust_unhashed, say=_note)
     try:
-        info = json.loads(info_path.read_text())
-    except ValueError as err:
-        raise EvalError(f"{info_path}: not valid JSON ({err}); export the encoder again") from None
-    data = weights.read_bytes()
+        data = weights.read_bytes()
+    except OSError as err:
+        raise EvalError(f"{weights}: cannot read ({err.strerror or err})") from None
     digest = hashlib.sha256(data).hexdigest()
-    if info.get("sha256") not in (None, digest):
+    if info.get("sha256", digest) != digest:
         raise EvalError(
             f"{weights}: sha256 differs from {info_path.name}; the weights were changed or replaced"
         )
     encoder = build_encoder(info["encoder"], info["cifar_stem"], in_chans=info["in_chans"])
     try:
-        encoder.load_state_dict(safetensors.torch.load(data))
+        state = safetensors.torch.load(data)
+    except safetensors.SafetensorError as err:  # only weights nobody hashed get here
+        raise EvalError(
+            f"{weights}: not a whole safetensors file ({err}); export the encoder again"
+        ) from None
+    try:
+        encoder.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
         raise EvalError(
             f"{weights}: does not fit a {info['encoder']} (cifar_stem={info['cifar_stem']}, "
             f"{info['in_chans']} channels): {first[:160]}; another architecture or width?"
         ) from None
-    info["sha256"] = digest
-    return encoder.eval().requires_grad_(False), info
+    return encoder.eval().requires_grad_(False), {**info, "sha256": digest}
+
+
+def _note(text: str) -> None:
+    if is_main_process():
+        print(text)
 
 
 def export_checkpoint_encoder(cfg, out: Path) -> Path:

@@ -18,7 +18,8 @@ from fastclr import shards
 from fastclr.config import check_settings
 from fastclr.pipelines import create_loader
 from fastclr.trainers._classify import finetune
-from fastclr.trainers._encoder_file import load_encoder
+from fastclr.trainers._encoder_file import encoder_files, load_encoder
+from fastclr.trainers._encoder_info import read_encoder_info
 from fastclr.trainers._errors import EvalError
 from fastclr.trainers._eval_config import FinetuneConfig, KnnConfig, LinearConfig
 from fastclr.trainers._eval_io import (
@@ -30,7 +31,7 @@ from fastclr.trainers._eval_io import (
     tracker,
     write_results,
 )
-from fastclr.trainers._knn import extract_features, knn_predict
+from fastclr.trainers._knn import extract_features, is_main_process, knn_predict
 from fastclr.trainers._linear import fit_linear_probe
 
 
@@ -50,9 +51,11 @@ def features_of(encoder, info: dict, folder: str | Path, batch_size: int, device
     return features, labels, loader.manifest
 
 
-def labelled_pair(encoder_path, train, val, batch_size: int, device: torch.device):
+def labelled_pair(
+    encoder_path, train, val, batch_size: int, device: torch.device, trust_unhashed: bool = False
+):
     """The frozen encoder's info, (features, labels) of `train` and of `val`, and their class names."""
-    encoder, info = load_encoder(encoder_path)
+    encoder, info = load_encoder(encoder_path, trust_unhashed)
     train_x, train_y, train_manifest = features_of(encoder, info, train, batch_size, device)
     val_x, val_y, val_manifest = features_of(encoder, info, val, batch_size, device)
     return info, (train_x, train_y), (val_x, val_y), same_classes(train_manifest, val_manifest, train, val)
@@ -64,15 +67,19 @@ def knn(cfg: KnnConfig) -> dict:
     started = time.time()
     check_inputs(cfg.out, cfg.encoder, cfg.train, cfg.val)
     info, (bank, bank_labels), (queries, labels), classes = labelled_pair(
-        cfg.encoder, cfg.train, cfg.val, cfg.batch_size, device_for(cfg.cpu)
+        cfg.encoder, cfg.train, cfg.val, cfg.batch_size, device_for(cfg.cpu), cfg.trust_unhashed
     )
-    predicted = knn_predict(bank, bank_labels, queries, len(classes), cfg.k, cfg.temperature, vote=cfg.vote)
+    k = min(cfg.k, len(bank_labels))
+    if k < cfg.k and is_main_process():  # a vote of more neighbours than the bank holds
+        print(f"note: k {cfg.k} is more than the {len(bank_labels)} images of {cfg.train}; voted with k {k}")
+    predicted = knn_predict(bank, bank_labels, queries, len(classes), k, cfg.temperature, vote=cfg.vote)
     return write_results(
         Path(cfg.out),
         {
             "protocol": "knn",
             "top1": (predicted == labels).float().mean().item(),
-            "k": cfg.k,
+            "k": k,
+            "k_requested": cfg.k,
             "vote": cfg.vote,
             "temperature": cfg.temperature if cfg.vote == "weighted" else None,
             "encoder": str(cfg.encoder),
@@ -94,6 +101,7 @@ def linear(cfg: LinearConfig) -> dict:
     """
     check_settings(cfg)
     check_inputs(cfg.out, cfg.encoder, cfg.train, cfg.val)  # before making a subset
+    read_encoder_info(encoder_files(cfg.encoder)[1], cfg.trust_unhashed, say=lambda _: None)
     train = cfg.train
     if cfg.label_fraction is not None:
         train = Path(cfg.out) / f"train-{cfg.label_fraction:g}"
@@ -115,6 +123,7 @@ def linear(cfg: LinearConfig) -> dict:
             weight_decay=cfg.weight_decay,
             preset=cfg.preset,
             seed=cfg.seed,
+            trust_unhashed=cfg.trust_unhashed,
             cpu=cfg.cpu,
             wandb=cfg.wandb,
             tensorboard=cfg.tensorboard,
@@ -126,7 +135,7 @@ def linear(cfg: LinearConfig) -> dict:
 def _cached_probe(cfg: LinearConfig, train) -> dict:
     started = time.time()
     info, (train_x, train_y), (val_x, val_y), classes = labelled_pair(
-        cfg.encoder, train, cfg.val, cfg.batch_size, device_for(cfg.cpu)
+        cfg.encoder, train, cfg.val, cfg.batch_size, device_for(cfg.cpu), cfg.trust_unhashed
     )
     probe = fit_linear_probe(
         train_x,

@@ -29,6 +29,14 @@ def _encoder():
     return setting(help="pretrain run directory or its encoder.safetensors")
 
 
+def _trust_unhashed():
+    return setting(
+        False,
+        "use an encoder.json that records no hashes (written by hand, or before fastclr hashed the "
+        "description), unchecked; one whose hashes do not match is refused all the same",
+    )
+
+
 def _out(what: str = "results.json"):
     return setting(help=f"folder for {what}")
 
@@ -76,6 +84,7 @@ class LinearConfig:
     weight_decay: float = setting(1e-4, "L2 penalty of the probe")
     batch_size: int = setting(256, "images a batch (cached: of feature extraction)")
     seed: int = setting(0, "probe initialisation, label subset and augmentations")
+    trust_unhashed: bool = _trust_unhashed()
     cpu: bool = _cpu()
     wandb: bool = _wandb()
     tensorboard: bool = _tensorboard()
@@ -110,6 +119,7 @@ class KnnConfig:
         KNN_VOTES,
     )
     batch_size: int = setting(256, "images a batch of feature extraction")
+    trust_unhashed: bool = _trust_unhashed()
     cpu: bool = _cpu()
     wandb: bool = _wandb()
     tensorboard: bool = _tensorboard()
@@ -132,6 +142,7 @@ class ClusterConfig:
     encoder: str | None = setting(None, "pretrain run directory or encoder.safetensors (default: raw pixels)")
     batch_size: int = setting(256, "images a batch of feature extraction")
     seed: int = setting(0, "the clustering's initialisation")
+    trust_unhashed: bool = _trust_unhashed()
     cpu: bool = _cpu()
     wandb: bool = _wandb()
     tensorboard: bool = _tensorboard()
@@ -172,6 +183,7 @@ class FinetuneConfig:
     decay_epochs: list[int] = setting([], "step decay x0.1 at these epochs; [] = cosine to 0 per step")
     preset: str = setting("basic", "train augmentations (pipelines.PRESETS)")
     seed: int = setting(0, "head initialisation and augmentations")
+    trust_unhashed: bool = _trust_unhashed()
     cpu: bool = _cpu()
     wandb: bool = _wandb()
     tensorboard: bool = _tensorboard()

@@ -36,10 +36,25 @@ def check_inputs(out, encoder=None, train=None, val=None) -> dict[str, dict]:
             manifests[role] = shards.load_manifest(folder)
             if not manifests[role]["labeled"]:
                 raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
+    if train is not None:
+        check_classes(manifests["train"], train)
     if len(manifests) == 2:
         same_classes(manifests["train"], manifests["val"], train, val)
     check_out(out)
     return manifests
+
+
+def check_classes(manifest: dict, folder) -> None:
+    """Shards to learn or cluster from must hold images of two classes at least: with one, every
+    prediction is that class and the accuracy a meaningless 100%."""
+    counts = manifest.get("class_counts") or [1] * manifest["num_classes"]
+    present = [name for name, count in zip(manifest["classes"], counts, strict=False) if count > 0]
+    if len(present) < 2:
+        held = f"only class {present[0]!r}" if present else "no class"
+        raise EvalError(
+            f"{folder}: its images hold {held}, so any classifier scores 100%; evaluate on shards of "
+            "two classes or more"
+        )
 
 
 def check_out(out) -> None:

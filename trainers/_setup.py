@@ -191,6 +191,11 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
     """Data, model, optimiser and schedule; the newest checkpoint loaded if there is one; trackers;
     the loader. The run_dir's lock is held (trainers/_pretrain.py)."""
     run_dir, world = Path(cfg.run_dir), accelerator.num_processes
+    if cfg.batch_size * world < 2:  # the loss would be 0 at every step: nothing is learned
+        raise TrainError(
+            f"batch_size={cfg.batch_size} on {world} process: no other image in the batch, so no "
+            "negative for any anchor (NT-Xent needs one); use batch_size=2 or more"
+        )
     set_seed(cfg.seed)
     # each shard folder is opened and checked once (hashing its tars); every loader of the run reads these
     opened: dict[Path, ShardSet] = {}

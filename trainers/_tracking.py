@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import netrc
 import os
 from pathlib import Path
@@ -14,18 +15,31 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, resume_step: int | None = None, redo_epoch: bool = False):
         self.path, self.enabled = path, enabled
         if enabled and resume_step is not None and path.is_file():
-            # Lines logged after the checkpoint we start from would appear twice, and a line torn
-            # by a crash mid-write is unreadable: keep only whole lines up to that step, but for the
-            # epoch line of that step when the resumed run logs it again (`redo_epoch`).
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if _step(line) < resume_step
-                or (_step(line) == resume_step and not (redo_epoch and '"epoch_loss"' in line))
-            ]
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
+            self._truncate(resume_step, redo_epoch)
+
+    def _truncate(self, resume_step: int, redo_epoch: bool) -> None:
+        """Lines logged after the checkpoint we start from would appear twice, and a line torn by a
+        crash mid-write is unreadable: keep only whole lines up to that step, but for the epoch line
+        of that step when the resumed run logs it again (`redo_epoch`). A line that is JSON but no
+        record (its step not a number: edited by hand?) cannot be placed: it is kept, and said."""
+        kept, odd = [], []
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            record, problem = parse_metrics_line(line)
+            if record is None:
+                if problem != TORN:
+                    kept.append(line)
+                    odd.append(f"line {number}: {problem}")
+            elif record["step"] < resume_step or (
+                record["step"] == resume_step and not (redo_epoch and "epoch_loss" in record)
+            ):
+                kept.append(line)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+        if odd:
+            print(
+                f"note: {self.path}: {_count(odd)} kept as written ({odd[0]}); report and sweep leave it out"
+            )
 
     def write(self, record: dict) -> None:
         if self.enabled:
@@ -33,25 +47,70 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl (a run's, or an evaluation's), skipping a line torn by a crash."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
+TORN = "not JSON"
+
+
+def parse_metrics_line(line: str) -> tuple[dict | None, str | None]:
+    """(the record, None) for a line fastclr writes: a JSON object of numbers with a finite `step`
+    (a null is a figure not measured: left out of the record); else (None, what is wrong with it),
+    `TORN` for a line that is not JSON at all."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None, TORN
+    if not isinstance(record, dict):
+        return None, f"a JSON {type(record).__name__}, not an object"
+    if "step" not in record:
+        return None, "no step"
+    for key, value in record.items():
+        if not (_is_number(value) or (value is None and key != "step")) or (
+            key == "step" and not math.isfinite(value)
+        ):
+            return None, f"{key} {json.dumps(value)[:40]} is not a number"
+    return {key: value for key, value in record.items() if value is not None}, None
+
+
+def read_metrics(path: Path, say=None) -> list[dict]:
+    """The records of a metrics.jsonl (a run's, or an evaluation's), in order. A last line torn by a
+    crash (or still being written) is dropped; any other line that is no record is left out and
+    `say`s one line: the file, how many, the first and why."""
+    records, odd = [], []
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        record, problem = parse_metrics_line(line)
+        if record is not None:
             records.append(record)
+        elif not (problem == TORN and number == len(lines) and not text.endswith("\n")) and line.strip():
+            odd.append(f"line {number}: {problem}")
+    if odd:
+        (say or _say_once)(
+            f"note: {path}: {_count(odd)} left out ({odd[0]}); fastclr writes one object of numbers a line"
+        )
     return records
 
 
-def _step(line: str) -> float:
-    """The step a metrics line was logged at; infinite (dropped) for a torn or empty line."""
-    try:
-        return json.loads(line).get("step", 0)
-    except (ValueError, AttributeError):
-        return float("inf")
+_SAID: set[str] = set()
+
+
+def _say_once(text: str) -> None:
+    """Print once a process (`report` reads a file for its table and again for its curves), from the
+    first process of a launch only (every process may read the same file)."""
+    if text not in _SAID and os.environ.get("RANK", "0") == "0":
+        _SAID.add(text)
+        print(text)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(problems: list[str]) -> str:
+    return (
+        "1 line that is no metrics record"
+        if len(problems) == 1
+        else f"{len(problems)} lines that are no metrics records"
+    )
 
 
 def wandb_logged_in() -> bool:
