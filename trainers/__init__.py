@@ -20,6 +20,8 @@ Evaluations: each command is a function of its settings object, which it checks 
   `load_classifier(folder)` rebuilds it.
 - `import_encoder(ImportWeightsConfig)`: an encoder folder from a local torchvision / timm file;
   `load_encoder(path)` reads any encoder folder (frozen, eval mode, its encoder.json checked).
+- Each holds its `out` throughout, as pretrain holds its run_dir: `output_folder(out, command)` refuses a
+  folder in use by another run, a shard folder or another command's output (`RunDirError`).
 - Pieces: `extract_features` (L2-normalised, gathered over ranks), `knn_predict`, `knn_accuracy`,
   `cluster_accuracy`, `fit_linear_probe` + `probe_accuracy`, `labelled_pair` (an encoder's features
   of a train and a val folder); the classifier loop `fit_classifier` with
@@ -73,6 +75,7 @@ _PUBLIC = {
     "fit_linear_probe": "_linear",
     "probe_accuracy": "_linear",
     "RunDirError": "_lock",
+    "output_folder": "_lock",
     "GatherLayer": "_loss",
     "chance_loss": "_loss",
     "nt_xent": "_loss",
