@@ -90,10 +90,12 @@ class ReportConfig:
 
 def _report(cfg: ReportConfig, argv: list[str]) -> None:
     from fastclr.launch._report import report
+    from fastclr.trainers import output_folder
 
     tsne = [Path(p) if p is not None else None for p in (cfg.tsne_encoder, cfg.tsne_data)]
     try:
-        path = report([Path(d) for d in cfg.dirs], Path(cfg.out), *tsne)
+        with output_folder(cfg.out, "report"):
+            path = report([Path(d) for d in cfg.dirs], Path(cfg.out), *tsne)
     except FileNotFoundError as err:
         raise ConfigError(str(err)) from None
     print(f"wrote {path}")

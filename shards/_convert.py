@@ -2,20 +2,25 @@
 
 Everything is written into a hidden `.<out>.partial` folder beside `out` and
 renamed into place only once the manifest is complete, so a killed conversion
-never leaves anything that looks finished; a rerun deletes the leftovers.
+never leaves anything that looks finished; a rerun deletes the leftovers. The
+writer holds `.<out>.lock` beside `out` throughout: a second conversion or
+subset into the same `out` is refused while the first runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fastclr.files import FolderLock, write_advice
 from fastclr.progress import progress as progress_bar
 from fastclr.shards._decode import CorruptImage, TooLarge, decode_image, encode_pixels, shrink
 from fastclr.shards._errors import ShardError
@@ -156,15 +161,22 @@ def seal_shard(tar_path: Path, idx_path: Path) -> dict:
 
 def check_output(out: str | Path, overwrite: bool, src: str | Path | None = None) -> None:
     """Refuse to clobber an existing folder unless asked, and never one that is not ours; refuse an
-    output inside the dataset it is made from (its tars would be read as part of the data next time)."""
+    output inside the dataset it is made from (its tars would be read as part of the data next time)
+    or inside a shard folder (anything added there makes `verify` and every loader refuse it)."""
     out = Path(out)
+    inside = Path(os.path.abspath(out)).resolve()
     if src is not None and Path(src).is_dir():
-        inside = Path(os.path.abspath(out)).resolve()
         root = Path(os.path.abspath(src)).resolve()
         if inside == root or root in inside.parents:
             raise ShardError(
                 f"--out {out} is inside --src {src}; choose an --out outside the dataset's folder"
             )
+    shard_set = next((p for p in inside.parents if (p / MANIFEST).is_file()), None)
+    if shard_set is not None:
+        raise ShardError(
+            f"--out {out} is inside the shard folder {shard_set}: anything added there makes `fastclr "
+            "shards verify` and every loader refuse it; choose an --out outside it"
+        )
     if out.exists():
         if not overwrite:
             raise ShardError(
@@ -177,20 +189,46 @@ def check_output(out: str | Path, overwrite: bool, src: str | Path | None = None
             )
 
 
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Check `out`; return a fresh hidden partial folder beside it."""
-    check_output(out, overwrite)
-    partial = out.parent / f".{out.name}.partial"
+class _OutputLock(FolderLock):
+    """The lock of a shard folder being written (`.NAME.lock` beside it), refused with ShardError."""
+
+    error = ShardError
+
+
+@contextlib.contextmanager
+def output_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A fresh hidden partial folder to write `out` in, under out's lock: published as `out` when the
+    block ends, removed if it raises; a failed write is one ShardError.
+
+    A second writer of `out` is refused at once, naming the first: two conversions into one folder
+    used to share the partial folder, and one published the other's half-written tars."""
+    lock = _OutputLock(out, what="--out", beside=True)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if partial.exists():
-            shutil.rmtree(partial)  # leftovers of an interrupted run: start clean
-        partial.mkdir()
+        lock.acquire()
     except OSError as err:
         raise ShardError(
             f"--out {out}: cannot write there ({err.strerror}); choose a folder you can write to"
         ) from None
-    return partial
+    try:
+        check_output(out, overwrite)
+        partial = out.parent / f".{out.name}.partial"
+        try:
+            if partial.exists():
+                shutil.rmtree(partial)  # leftovers of an interrupted run: the lock says none goes on
+            partial.mkdir()
+            yield partial
+            publish_output(partial, out)
+        except OSError as err:  # reads are ShardErrors already: this is the output (full disk, permissions)
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ShardError(
+                f"--out {out}: cannot write the shards ({err.strerror or err}); nothing was left behind; "
+                f"{write_advice(err, out.parent)} or choose another --out, then run the same command again"
+            ) from None
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    finally:
+        lock.release()
 
 
 def publish_output(partial: Path, out: Path) -> None:
@@ -253,43 +291,33 @@ def convert(
         raise ShardError(f"--max-pixels {max_pixels} is too small; use at least 64")
     out = Path(out)
     started = time.time()
-    partial = prepare_output(out, overwrite)
     order = np.random.default_rng(seed).permutation(len(source)) if shuffle else np.arange(len(source))
     plan = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
     settings = Settings(encoding, quality, reencode, skip_corrupt, max_side, max_pixels)
-    _JOB = (source, plan, partial, source.split, settings)
-    results: list[dict] = []
-    try:
-        desc = f"{source.name}/{source.split}"
-        with progress_bar(total=len(source), unit="img", desc=desc, enabled=progress) as bar:
-            if workers == 1:
-                shard_results = map(_write_shard, range(len(plan)))
-            else:
-                pool = multiprocessing.get_context("fork").Pool(workers)
-                shard_results = pool.imap(_write_shard, range(len(plan)))
-            try:
-                for result in shard_results:
-                    results.append(result)
-                    bar.update(result["shard"]["num_samples"] + len(result["skipped"]))
-            finally:
-                if workers > 1:
-                    pool.terminate()
-        manifest = _manifest(
-            source, results, settings, shard_size, seed, shuffle, command, time.time() - started
-        )
-        write_json_atomic(partial / MANIFEST, manifest)
-        publish_output(partial, out)
-    except OSError as err:  # reads are ShardErrors already: this is the output (full disk, permissions)
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ShardError(
-            f"--out {out}: cannot write the shards ({err.strerror or err}); nothing was left behind; "
-            "free space or choose another --out, then run the same command again"
-        ) from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        _JOB = None
+    with output_folder(out, overwrite) as partial:
+        _JOB = (source, plan, partial, source.split, settings)
+        try:
+            results: list[dict] = []
+            desc = f"{source.name}/{source.split}"
+            with progress_bar(total=len(source), unit="img", desc=desc, enabled=progress) as bar:
+                if workers == 1:
+                    shard_results = map(_write_shard, range(len(plan)))
+                else:
+                    pool = multiprocessing.get_context("fork").Pool(workers)
+                    shard_results = pool.imap(_write_shard, range(len(plan)))
+                try:
+                    for result in shard_results:
+                        results.append(result)
+                        bar.update(result["shard"]["num_samples"] + len(result["skipped"]))
+                finally:
+                    if workers > 1:
+                        pool.terminate()
+            manifest = _manifest(
+                source, results, settings, shard_size, seed, shuffle, command, time.time() - started
+            )
+            write_json_atomic(partial / MANIFEST, manifest)
+        finally:
+            _JOB = None
     return manifest
 
 

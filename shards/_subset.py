@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fastclr.shards._convert import prepare_output, publish_output, seal_shard
+from fastclr.shards._convert import output_folder, seal_shard
 from fastclr.shards._errors import ShardError
 from fastclr.shards._format import (
     LABEL_EXT,
@@ -72,13 +71,13 @@ def subset(
     parent = load_manifest(src)
     if out.resolve() == src.resolve():
         raise ShardError(f"--out {out} is the source folder; choose another one")
-    samples = [s for _, tar, _ in iter_shard_paths(src, parent) for s in read_samples(tar)]
-    labels = np.array([int(parts[LABEL_EXT]) for _, parts in samples])
-    chosen = choose(labels, parent["num_classes"] if parent["labeled"] else 0, fraction, per_class, seed)
-    # Keep the parent's shuffled order (already a seeded permutation); only thin it out.
-    shard_size = parent["provenance"]["shard_size"]
-    partial = prepare_output(out, overwrite)
-    try:
+    with output_folder(out, overwrite) as partial:  # held before the parent is read: a second writer is
+        # refused at once
+        samples = _read_all(src, parent)
+        labels = np.array([int(parts[LABEL_EXT]) for _, parts in samples])
+        chosen = choose(labels, parent["num_classes"] if parent["labeled"] else 0, fraction, per_class, seed)
+        # Keep the parent's shuffled order (already a seeded permutation); only thin it out.
+        shard_size = parent["provenance"]["shard_size"]
         shards = []
         for shard_no, start in enumerate(range(0, len(chosen), shard_size)):
             name = f"{parent['split']}-{shard_no:06d}"
@@ -113,8 +112,17 @@ def subset(
             },
         }
         write_json_atomic(partial / MANIFEST, manifest)
-        publish_output(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return manifest
+
+
+def _read_all(src: Path, parent: dict) -> list[tuple[str, dict[str, bytes]]]:
+    """Every sample of the parent, read whole; a tar that cannot be read is a ShardError naming it."""
+    samples = []
+    for _, tar, _ in iter_shard_paths(src, parent):
+        try:
+            samples.extend(read_samples(tar))
+        except OSError as err:
+            raise ShardError(
+                f"{tar}: cannot be read ({err.strerror or err}); check {src} with `fastclr shards verify`"
+            ) from None
+    return samples

@@ -18,7 +18,7 @@ import pytest
 from test_faults import TORCHRUN, pretrain_args, wait_for_metrics
 from test_shards_bad_input import one_line_error
 
-import fastclr.trainers._lock as lock_module
+import fastclr.files as lock_module
 from fastclr import shards
 from fastclr.config import check_settings
 from fastclr.launch._demo import demo_config

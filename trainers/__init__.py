@@ -22,6 +22,8 @@ Evaluations: each command is a function of its settings object, which it checks 
   `load_encoder(path)` reads any encoder folder (frozen, eval mode, its encoder.json checked whole:
   `EncoderInfo` is its schema, and its hashes cover the weights and the description);
   `read_encoder_info(path)` checks an encoder.json alone, without torch.
+- Each holds its `out` throughout, as pretrain holds its run_dir: `output_folder(out, command)` refuses a
+  folder in use by another run, a shard folder or another command's output (`RunDirError`).
 - Pieces: `extract_features` (L2-normalised, gathered over ranks), `knn_predict`, `knn_accuracy`,
   `cluster_accuracy`, `fit_linear_probe` + `probe_accuracy`, `labelled_pair` (an encoder's features
   of a train and a val folder); the classifier loop `fit_classifier` with
@@ -78,6 +80,7 @@ _PUBLIC = {
     "fit_linear_probe": "_linear",
     "probe_accuracy": "_linear",
     "RunDirError": "_lock",
+    "output_folder": "_lock",
     "GatherLayer": "_loss",
     "chance_loss": "_loss",
     "nt_xent": "_loss",

@@ -29,7 +29,7 @@ from fastclr.trainers._classifier_file import load_classifier, save_classifier
 from fastclr.trainers._encoder_file import load_encoder
 from fastclr.trainers._errors import EvalError
 from fastclr.trainers._eval_config import EvaluateConfig, FinetuneConfig, SupervisedConfig
-from fastclr.trainers._eval_io import check_inputs, check_out, final_report, write_results
+from fastclr.trainers._eval_io import check_inputs, final_report, write_results
 from fastclr.trainers._fit import (
     create_classifier_optimizer,
     create_classifier_schedule,
@@ -37,21 +37,22 @@ from fastclr.trainers._fit import (
     fit_classifier,
 )
 from fastclr.trainers._linear import make_head
-from fastclr.trainers._lock import holds_folder
+from fastclr.trainers._lock import writes_out
 from fastclr.trainers._tracking import MetricsLog, eval_accelerator, new_accelerator
 
 if TYPE_CHECKING:
     from timm.data import Mixup
 
 
+@writes_out("finetune")
 def finetune(cfg: FinetuneConfig) -> dict:
     """Fine-tune a pretrained encoder with a new head; returns (and writes) results.json's content."""
     check_settings(cfg)
-    return _holding(Path(cfg.out), lambda: _finetune(cfg))
+    return _finetune(cfg)
 
 
 def _finetune(cfg: FinetuneConfig) -> dict:
-    check_inputs(cfg.out, cfg.encoder, cfg.train, cfg.val)
+    check_inputs(cfg.encoder, cfg.train, cfg.val)
     torch.manual_seed(cfg.seed)
     encoder, info = load_encoder(cfg.encoder, cfg.trust_unhashed)
 
@@ -82,14 +83,11 @@ def _finetune(cfg: FinetuneConfig) -> dict:
     )
 
 
+@writes_out("supervised")
 def supervised(cfg: SupervisedConfig) -> dict:
     """A timm model trained on labels only (the supervised baselines); returns results.json's content."""
     check_settings(cfg)
-    return _holding(Path(cfg.out), lambda: _supervised(cfg))
-
-
-def _supervised(cfg: SupervisedConfig) -> dict:
-    check_inputs(cfg.out, None, cfg.train, cfg.val)
+    check_inputs(None, cfg.train, cfg.val)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # timm's Mixup/CutMix draw from numpy's global generator
     channels = shards.load_manifest(cfg.train)["image"]["channels"]  # the loader checks the shards
@@ -205,17 +203,12 @@ def _loaders(cfg, size: int, channels: int, accelerator) -> tuple:
     return create_loader("train", cfg.train, preset=cfg.preset, **common), val, val.manifest["classes"]
 
 
-@holds_folder("out", check=check_out)
-def _holding(out: Path, work: Callable[[], dict]) -> dict:
-    """`work()` while the launch's rank 0 holds `out`'s lock: two runs never write one folder."""
-    return work()
-
-
+@writes_out("evaluate")
 def evaluate(cfg: EvaluateConfig) -> dict:
     """Top-1 of a saved classifier on labelled shards whose classes must be the ones it was trained on."""
     check_settings(cfg)
     started = time.time()
-    check_inputs(cfg.out, None, None, cfg.val)
+    check_inputs(None, None, cfg.val)
     model, description = load_classifier(cfg.model)
     val = open_shards(cfg.val)  # checked once, read by the loader below
     manifest = val.manifest

@@ -21,6 +21,7 @@ from fastclr.trainers._eval_config import CLUSTER_METHODS as METHODS
 from fastclr.trainers._eval_config import ClusterConfig
 from fastclr.trainers._eval_io import check_classes, check_inputs, device_for, tracker, write_results
 from fastclr.trainers._knn import extract_features
+from fastclr.trainers._lock import writes_out
 
 
 def cluster_accuracy(
@@ -47,11 +48,12 @@ def cluster_accuracy(
     return float(matrix[rows, cols].sum() / len(labels))
 
 
+@writes_out("cluster")
 def cluster(cfg: ClusterConfig) -> dict:
     """Cluster the shards in `data` on raw pixels (no encoder) or on an encoder's features."""
     check_settings(cfg)
     started = time.time()
-    check_classes(check_inputs(cfg.out, cfg.encoder, None, cfg.data)["val"], cfg.data)
+    check_classes(check_inputs(cfg.encoder, None, cfg.data)["val"], cfg.data)
     data = open_shards(cfg.data)  # checked once, read by the loader below
     manifest = data.manifest
     if cfg.encoder is not None:

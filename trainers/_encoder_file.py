@@ -18,11 +18,12 @@ import torch
 
 from fastclr.config import check_settings
 from fastclr.encoders import build_encoder
-from fastclr.files import write_atomic
+from fastclr.files import write_advice, write_atomic
 from fastclr.trainers._encoder_info import describe, read_encoder_info
 from fastclr.trainers._errors import EvalError, TrainError
 from fastclr.trainers._eval_config import ImportWeightsConfig
 from fastclr.trainers._knn import is_main_process
+from fastclr.trainers._lock import writes_out
 
 
 def export_encoder(run_dir: Path, encoder: torch.nn.Module, cfg, manifest: dict, channels: int) -> Path:
@@ -41,6 +42,7 @@ def export_encoder(run_dir: Path, encoder: torch.nn.Module, cfg, manifest: dict,
     return _write_encoder(run_dir, encoder, info)
 
 
+@writes_out("import-weights")
 def import_encoder(cfg: ImportWeightsConfig) -> tuple[Path, dict]:
     """An encoder folder, as `fastclr pretrain` exports one, from a local torchvision/timm weights file:
     ImageNet-supervised baselines then go through the same linear and fine-tune commands.
@@ -63,7 +65,8 @@ def import_encoder(cfg: ImportWeightsConfig) -> tuple[Path, dict]:
         return _write_encoder(out, encoder, info), encoder.load_report
     except OSError as err:
         raise TrainError(
-            f"{err.filename or out}: cannot write ({err.strerror or err}); free space, then run again"
+            f"{err.filename or out}: cannot write ({err.strerror or err}); {write_advice(err, out)}, "
+            "then run again"
         ) from None
 
 

@@ -17,7 +17,7 @@ import torch
 from fastclr import shards
 from fastclr.config import check_settings
 from fastclr.pipelines import create_loader
-from fastclr.trainers._classify import finetune
+from fastclr.trainers._classify import _finetune
 from fastclr.trainers._encoder_file import encoder_files, load_encoder
 from fastclr.trainers._encoder_info import read_encoder_info
 from fastclr.trainers._errors import EvalError
@@ -33,6 +33,7 @@ from fastclr.trainers._eval_io import (
 )
 from fastclr.trainers._knn import extract_features, is_main_process, knn_predict
 from fastclr.trainers._linear import fit_linear_probe
+from fastclr.trainers._lock import writes_out
 
 
 def features_of(encoder, info: dict, folder: str | Path, batch_size: int, device: torch.device):
@@ -61,11 +62,12 @@ def labelled_pair(
     return info, (train_x, train_y), (val_x, val_y), same_classes(train_manifest, val_manifest, train, val)
 
 
+@writes_out("knn")
 def knn(cfg: KnnConfig) -> dict:
     """kNN top-1 of the encoder (weighted or majority vote); returns results.json's content."""
     check_settings(cfg)
     started = time.time()
-    check_inputs(cfg.out, cfg.encoder, cfg.train, cfg.val)
+    check_inputs(cfg.encoder, cfg.train, cfg.val)
     info, (bank, bank_labels), (queries, labels), classes = labelled_pair(
         cfg.encoder, cfg.train, cfg.val, cfg.batch_size, device_for(cfg.cpu), cfg.trust_unhashed
     )
@@ -94,13 +96,14 @@ def knn(cfg: KnnConfig) -> dict:
     )
 
 
+@writes_out("linear")
 def linear(cfg: LinearConfig) -> dict:
     """A `linear` or `mlp2` probe of a frozen encoder: top-1, top-5, per-class accuracy, confusion.
 
     `label_fraction` trains on a stratified, seeded subset of `train`, kept in `out/train-<fraction>`.
     """
     check_settings(cfg)
-    check_inputs(cfg.out, cfg.encoder, cfg.train, cfg.val)  # before making a subset
+    check_inputs(cfg.encoder, cfg.train, cfg.val)  # before making a subset
     read_encoder_info(encoder_files(cfg.encoder)[1], cfg.trust_unhashed, say=lambda _: None)
     train = cfg.train
     if cfg.label_fraction is not None:
@@ -128,7 +131,8 @@ def linear(cfg: LinearConfig) -> dict:
             wandb=cfg.wandb,
             tensorboard=cfg.tensorboard,
         )
-        return finetune(head_only)
+        check_settings(head_only)
+        return _finetune(head_only)  # not finetune(), which would lock the --out this run holds
     return _cached_probe(cfg, train)
 
 

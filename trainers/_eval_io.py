@@ -1,16 +1,15 @@
 """What every evaluation reads and writes: its inputs checked before any work, and its outputs.
 
-Inputs (the encoder's files, labelled shard folders of one class list, an output folder that can be
-written) are checked in a blink, before a model is built or a feature extracted. Outputs go through
-`fastclr.files.write_atomic`: results.json, weights (safetensors), confusion.png; a reader sees the
-old file or the new, never half of one.
+Inputs (the encoder's files, labelled shard folders of one class list) are checked in a blink, before
+a model is built or a feature extracted; the output folder is vetted and locked before them
+(`trainers._lock`). Outputs go through `fastclr.files.write_atomic`: results.json, weights
+(safetensors), confusion.png; a reader sees the old file or the new, never half of one.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import safetensors.torch
@@ -18,16 +17,17 @@ import torch
 from accelerate import Accelerator
 
 from fastclr import shards
-from fastclr.files import write_atomic
+from fastclr.files import write_advice, write_atomic
 from fastclr.trainers._encoder_file import encoder_files
 from fastclr.trainers._errors import EvalError
 from fastclr.trainers._knn import gather_rows
 from fastclr.trainers._tracking import eval_accelerator
 
 
-def check_inputs(out, encoder=None, train=None, val=None) -> dict[str, dict]:
-    """The encoder's files, labelled shard folders sharing one class list, and an `out` that can be a
-    folder; EvalError (or the shards' own error) otherwise. Returns the manifests by role."""
+def check_inputs(encoder=None, train=None, val=None) -> dict[str, dict]:
+    """The encoder's files and labelled shard folders sharing one class list; EvalError (or the
+    shards' own error) otherwise. Returns the manifests by role. (`--out` is vetted, and locked, by
+    `trainers._lock.output_folder` before.)"""
     if encoder is not None:
         encoder_files(encoder)
     manifests = {}
@@ -40,7 +40,6 @@ def check_inputs(out, encoder=None, train=None, val=None) -> dict[str, dict]:
         check_classes(manifests["train"], train)
     if len(manifests) == 2:
         same_classes(manifests["train"], manifests["val"], train, val)
-    check_out(out)
     return manifests
 
 
@@ -55,16 +54,6 @@ def check_classes(manifest: dict, folder) -> None:
             f"{folder}: its images hold {held}, so any classifier scores 100%; evaluate on shards of "
             "two classes or more"
         )
-
-
-def check_out(out) -> None:
-    """`out` can be made a folder and written in (EvalError otherwise)."""
-    out = Path(out)
-    existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
-    if not existing.is_dir():
-        raise EvalError(f"--out {out}: {existing} is a file, not a folder; choose another --out")
-    if not os.access(existing, os.W_OK):
-        raise EvalError(f"--out {out}: cannot write in {existing} (permission denied); choose another --out")
 
 
 def device_for(cpu: bool) -> torch.device:
@@ -93,7 +82,9 @@ def _write(path: Path, data: bytes | str) -> Path:
     try:
         return write_atomic(path, data)
     except OSError as err:
-        raise EvalError(f"{path}: cannot write ({err.strerror or err}); free space, then run again") from None
+        raise EvalError(
+            f"{path}: cannot write ({err.strerror or err}); {write_advice(err, path.parent)}, then run again"
+        ) from None
 
 
 def write_json(path: Path, obj: dict) -> Path:

@@ -1,37 +1,58 @@
-"""One run per run directory: a lock held by rank 0, and a refusal of launches that formed no process group.
+"""Output folders: one writer each, and each one command's output.
 
-Two writers in one run_dir interleave metrics.jsonl, and each one's start tidies
-away the other's unfinished checkpoint. `RunDirLock` takes `fcntl.flock` on
-`run_dir/.lock`: the kernel frees it when its holder dies however it dies, and
-over NFS the lock manager spans hosts. The file names its holder (host, pid,
-start, command) for the refusal. On a filesystem without locks the file alone
-decides: a holder on this host whose pid is gone is stale and taken over; one on
-another host cannot be checked, and the message says how to remove it.
+Two writers in one folder interleave their files (pretrain's metrics.jsonl, an evaluation's
+results and weights) and tidy away each other's unfinished ones, so rank 0 of every command that
+writes a folder holds its lock (`fastclr.files.FolderLock`) from before it reads anything to the
+end; a second writer is refused at once, naming the first. A folder that already holds another
+command's output is refused before anything is written there: files added to a shard folder make
+`fastclr shards verify` and every loader refuse it, and two commands' files in one folder can no
+longer be told apart (a fine-tune's epochs appended to a pretrain run's metrics.jsonl). The same
+command run again in its own folder replaces its output. A launch of several processes that formed
+no process group, each of which would write the same folder alone, is refused too.
 """
 
 from __future__ import annotations
 
-import datetime
-import errno
-import fcntl
+import contextlib
 import functools
-import inspect
 import json
 import os
-import socket
-import sys
-from collections.abc import Callable
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
-LOCK = ".lock"
-NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
+from fastclr.files import LOCK, FolderLock
+from fastclr.shards import MANIFEST
+
+__all__ = ["LOCK", "RunDirError", "RunDirLock", "check_out", "output_folder", "writes_out"]
+
 # where launchers write the process count and rank (torchrun and accelerate; MPI and Slurm's PMI)
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+# The protocols an evaluation's results.json names, by the command that writes them: a folder of one
+# of them is that command's own. `linear --mode augmented` is a head-only fine-tune.
+PROTOCOLS = {
+    "knn": r"knn",
+    "linear": r"\S+ probe \(cached features\)|finetune \(head, .+\)",
+    "finetune": r"finetune \(.+\)",
+    "supervised": r"supervised",
+    "evaluate": r"evaluate \(.+\)",
+    "cluster": r"cluster \(.+\)",
+}
 
 
 class RunDirError(Exception):
-    """The run_dir is in use, or the launch would run several separate jobs in it."""
+    """A run_dir or --out this run may not write: in use by another run, another command's output,
+    or one that the launch's processes would each write alone."""
+
+
+class RunDirLock(FolderLock):
+    """The lock of a run_dir (or an evaluation's --out), refused with RunDirError."""
+
+    error = RunDirError
+
+    def __init__(self, run_dir: str | Path, what: str = "run_dir"):
+        super().__init__(run_dir, what)
 
 
 def check_process_group(num_processes: int, cpu: bool, cuda: bool) -> None:
@@ -53,142 +74,97 @@ def check_process_group(num_processes: int, cpu: bool, cuda: bool) -> None:
     )
 
 
-def _holder_text(holder: dict | None) -> str:
-    if not holder:
-        return "a process that has not yet written its name"
-    return (
-        f"pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('started')}: "
-        f"{holder.get('command', '?')}"
+def check_out(out: str | Path, command: str, what: str = "--out") -> None:
+    """`out` can be made a folder and written in, lies in no shard folder, and holds nothing but
+    `command`'s own output (RunDirError naming what it holds otherwise)."""
+    out = Path(out)
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise RunDirError(
+            f"{what} {out}: cannot write there ({existing} is a file, not a folder); choose another {what}"
+        )
+    if not os.access(existing, os.W_OK):
+        raise RunDirError(
+            f"{what} {out}: cannot write there (permission denied in {existing}); choose another {what}"
+        )
+    shard_set = next((p for p in out.resolve().parents if (p / MANIFEST).is_file()), None)
+    if shard_set is not None:
+        raise RunDirError(
+            f"{what} {out} is inside the shard folder {shard_set}: anything added there makes `fastclr "
+            f"shards verify` and every loader refuse it; choose a {what} outside it"
+        )
+    held = _held(out) if out.is_dir() else None
+    if held is None or re.fullmatch(PROTOCOLS.get(command, re.escape(command)), held[0]):
+        return
+    owner, description = held
+    if owner == "shards":
+        raise RunDirError(
+            f"{what} {out} is {description}: anything added there makes `fastclr shards verify` and "
+            f"every loader refuse it; choose another {what}"
+        )
+    nests = owner in ("pretrain", "import-weights") and command != "pretrain"  # evaluations go inside
+    inside = f", such as {out / command.replace('-', '_')}" if nests else ""
+    raise RunDirError(
+        f"{what} {out} holds {description}, not the output of `fastclr {command}`: the two commands' "
+        f"files would mix there; choose another {what}{inside}"
     )
 
 
-def _alive(pid: int) -> bool:
+def _held(folder: Path) -> tuple[str, str] | None:
+    """Whose output `folder` holds (a command, or an evaluation's protocol) and how to name it."""
+    if (folder / MANIFEST).is_file() or any(folder.glob("*.tar")):
+        return "shards", "a shard folder (manifest.json, tars)"
+    run_files = [name for name in ("metrics.jsonl", "checkpoints/") if (folder / name).exists()]
+    if (folder / "config.yaml").is_file() and run_files:  # a run killed before its first checkpoint too
+        return "pretrain", f"the run_dir of a pretrain run ({', '.join(['config.yaml', *run_files])})"
+    if (folder / "results.json").is_file():
+        protocol = _protocol(folder / "results.json")
+        return protocol, f"the results of another evaluation ({protocol}, results.json)"
+    if (folder / "encoder.json").is_file():
+        return "import-weights", "an encoder (encoder.json, encoder.safetensors)"
+    if (folder / "results.md").is_file():
+        return "report", "a report (results.md)"
+    return None
+
+
+def _protocol(results: Path) -> str:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+        protocol = json.loads(results.read_text()).get("protocol")
+    except (OSError, ValueError, AttributeError):
+        protocol = None
+    return protocol if isinstance(protocol, str) else "of no fastclr protocol"
 
 
-class RunDirLock:
-    """`acquire()` or RunDirError naming the holder; `release()` removes the lock file (and the
-    run_dir, if acquire made it and nothing was written there). Rank 0 holds it for the whole run."""
-
-    def __init__(self, run_dir: Path, what: str = "run_dir"):
-        self.run_dir, self.path, self.what = Path(run_dir), Path(run_dir) / LOCK, what
-        self.fd: int | None = None
-        self.made_dir = False
-
-    def acquire(self) -> dict | None:
-        """Take the lock; returns the stale holder taken over, if the file named one."""
-        self.made_dir = not self.run_dir.exists()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                previous = self._lock(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-            try:  # released (and unlinked) between our open and our lock: lock the new file instead
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        self.fd = fd
-        me = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "command": " ".join(["fastclr", *sys.argv[1:]]) if sys.argv else "fastclr",
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
-        return previous
-
-    def _lock(self, fd: int) -> dict | None:
-        holder = self._read(fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirError(
-                f"{self.what} {self.run_dir} is in use by another run ({_holder_text(self._read(fd))}); "
-                f"wait for it to end or stop it, or give this run another {self.what}"
-            ) from None
-        except OSError as err:
-            if err.errno not in NO_LOCKS:
-                raise
-            return self._without_locks(holder)
-        return holder  # the kernel held no lock for it: its process has ended
-
-    def _without_locks(self, holder: dict | None) -> dict | None:
-        """This filesystem has no flock: only a holder on this host can be checked."""
-        if not holder:
-            return None
-        if holder.get("host") == socket.gethostname():
-            if holder.get("pid") == os.getpid() or not _alive(int(holder.get("pid", 0))):
-                return holder
-            raise RunDirError(
-                f"{self.what} {self.run_dir} is in use by another run ({_holder_text(holder)}); "
-                f"wait for it to end or stop it, or give this run another {self.what}"
-            )
-        raise RunDirError(
-            f"{self.what} {self.run_dir} was taken by {_holder_text(holder)}, and this filesystem has no "
-            f"locks to tell whether that run still goes on; if it has ended, delete {self.path} and "
-            "run again"
-        )
-
-    @staticmethod
-    def _read(fd: int) -> dict | None:
-        try:
-            holder = json.loads(os.pread(fd, 4096, 0) or b"null")
-        except ValueError:
-            return None
-        return holder if isinstance(holder, dict) else None
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        self.path.unlink(missing_ok=True)  # unlink before unlocking: a waiter then sees another inode
-        os.close(self.fd)
-        self.fd = None
-        if self.made_dir:
-            try:
-                self.run_dir.rmdir()  # made here and still empty: the run was refused before writing
-            except OSError:
-                pass
+@contextlib.contextmanager
+def output_folder(out: str | Path, command: str) -> Iterator[Path]:
+    """`command` writing its output folder `out`: vetted by `check_out`, then locked by the launch's
+    rank 0 (by the launcher's variables, before any process group exists) until the block ends."""
+    out = Path(out)
+    check_out(out, command)
+    if any(int(os.environ.get(name) or 0) for name in RANK_VARIABLES):
+        yield out
+        return
+    lock = RunDirLock(out, what="--out")
+    try:
+        lock.acquire()
+    except OSError as err:
+        raise RunDirError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    try:
+        yield out
+    finally:
+        lock.release()
 
 
-def holds_folder(argument: str, check: Callable[[Path], None] | None = None):
-    """Decorate a trainer whose `argument` names its output folder: the launch's rank 0 (by the
-    launcher's variables, before any process group exists) holds that folder's lock throughout.
-    `check` vets the folder first, so a bad one is named by what is wrong with it, not by the lock."""
+def writes_out(command: str):
+    """Decorate the trainer of `command`, whose settings' `out` names its output folder: it runs
+    inside `output_folder(cfg.out, command)`."""
 
-    def decorate(train):
-        signature = inspect.signature(train)
+    def decorate(trainer):
+        @functools.wraps(trainer)
+        def holding(cfg, *args, **kwargs):
+            with output_folder(cfg.out, command):
+                return trainer(cfg, *args, **kwargs)
 
-        @functools.wraps(train)
-        def locked(*args, **kwargs):
-            if any(int(os.environ.get(name) or 0) for name in RANK_VARIABLES):
-                return train(*args, **kwargs)
-            folder = Path(signature.bind(*args, **kwargs).arguments[argument])
-            if check is not None:
-                check(folder)
-            lock = RunDirLock(folder, what=f"--{argument}")
-            try:
-                lock.acquire()
-            except OSError as err:
-                raise RunDirError(
-                    f"--{argument} {folder}: cannot write there ({err.strerror or err})"
-                ) from None
-            try:
-                return train(*args, **kwargs)
-            finally:
-                lock.release()
-
-        return locked
+        return holding
 
     return decorate

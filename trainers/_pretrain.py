@@ -13,11 +13,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from fastclr.files import write_advice
 from fastclr.trainers._config import PretrainConfig
 from fastclr.trainers._encoder_file import export_encoder
 from fastclr.trainers._errors import TrainError
 from fastclr.trainers._faults import first_line, on_main, peer_lost
-from fastclr.trainers._lock import RunDirLock
+from fastclr.trainers._lock import RunDirLock, check_out
 from fastclr.trainers._loop import build_step, train
 from fastclr.trainers._setup import build_run, pretrain_accelerator
 
@@ -42,7 +43,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         except OSError as err:  # metrics or the encoder (checkpoint writes raise TrainError themselves)
             raise TrainError(
                 f"{err.filename or run.run_dir}: cannot write ({err.strerror or err}); last checkpoint: "
-                f"{run.latest_checkpoint() or 'none'}; free space, then run the same command"
+                f"{run.latest_checkpoint() or 'none'}; {write_advice(err, run.run_dir)}, "
+                "then run the same command"
             ) from None
         except RuntimeError as err:
             if accelerator.num_processes == 1 or not peer_lost(err):
@@ -69,10 +71,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 
 def _take(lock: RunDirLock) -> None:
+    check_out(lock.folder, "pretrain", what="run_dir")  # not a shard folder or another command's output
     try:
         stale = lock.acquire()
     except OSError as err:
-        raise TrainError(f"run_dir {lock.run_dir}: cannot write there ({err.strerror or err})") from None
+        raise TrainError(f"run_dir {lock.folder}: cannot write there ({err.strerror or err})") from None
     if stale:
         print(
             f"note: taking over {lock.path}, left by pid {stale.get('pid')} on host {stale.get('host')}, "

@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from fastclr import shards
+from fastclr.files import write_advice
 from fastclr.trainers import _checkpoint as checkpoint
 from fastclr.trainers._errors import TrainError
 
@@ -132,8 +133,10 @@ def save(run) -> Path:
             run.probe,
         )
     except checkpoint.CheckpointError as err:
+        failed = err.__context__  # the OSError it replaced: free space only for a full disk
+        advice = write_advice(failed, run.run_dir) if isinstance(failed, OSError) else "make run_dir writable"
         raise TrainError(
-            f"{err}; the previous checkpoint {previous or '(none yet)'} is intact; free space "
-            "or make run_dir writable, then run the same command again to resume"
+            f"{err}; the previous checkpoint {previous or '(none yet)'} is intact; {advice}, "
+            "then run the same command again to resume"
         ) from None
     return run.saved
