@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from fastclr.files import write_atomic
@@ -122,7 +123,8 @@ def curve_figure(name: str, series: list[Series]) -> Figure:
             axes.set_ylim(*percent_limits([100 * v for s in lines for v in s.values]))
             axes.yaxis.set_major_formatter(PercentFormatter(100, decimals=0))
         if name == "lr" and wants_log_axis(lines):
-            axes.set_yscale("log")  # rates an order of magnitude apart: both readable
+            # rates an order of magnitude apart: both readable; a rate of 0 (a schedule's end) is left out
+            axes.set_yscale("log", nonpositive="mask")
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     return figure
 
@@ -221,7 +223,8 @@ def tsne_figure(points, labels, classes: list[str], title: str) -> Figure:
         axes.scatter(mine[:, 0], mine[:, 1], s=5, color=colour, label=name)
         if many:
             x, y = np.median(mine, axis=0)
-            axes.annotate(name, (x, y), fontsize=6, ha="center", va="center")
+            text = axes.annotate(name, (x, y), fontsize=6, ha="center", va="center")
+            text.set_path_effects([withStroke(linewidth=2, foreground="white")])  # legible on dots
     if not many:
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False, markerscale=2.5)
     axes.set_title(title, fontsize=9)
