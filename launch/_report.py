@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastclr.files import write_atomic
+
 
 def _runs(dirs: list[Path]) -> tuple[list[Path], list[Path]]:
     results, metrics = set(), set()
@@ -94,51 +96,28 @@ def experiments_table(dirs: list[Path]) -> str:
     return "\n".join(rows)
 
 
-def curves(metric_files: list[Path], out: Path, labels: dict[Path, str] | None = None) -> list[Path]:
-    """loss.png, lr.png and accuracy.png: every run that logged the quantity, one line each
-    (labelled by `labels`, default the run's folder name)."""
-    import matplotlib
+def curves(
+    metric_files: list[Path], out: Path, labels: dict[Path, str] | None = None, say=print
+) -> list[Path]:
+    """loss.png, lr.png and accuracy.png (launch/_plots.py): every run's lines, labelled by `labels`
+    (default: the run's folder name); one line said for each figure no run has data for."""
+    from fastclr.launch._plots import draw_curves, run_series
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    made = []
-    for name, keys in [
-        ("loss", ("loss", "train_loss")),
-        ("lr", ("lr",)),
-        ("accuracy", ("knn_accuracy", "val_top1")),
-    ]:
-        figure, axes = plt.subplots(figsize=(7, 4))
-        drawn = 0
-        for path in metric_files:
-            records = read_jsonl(path)
-            for key in keys:
-                points = [(r["step"], r[key]) for r in records if key in r]
-                if points:
-                    axes.plot(
-                        *zip(*points, strict=True),
-                        label=f"{(labels or {}).get(path, path.parent.name)} {key}",
-                    )
-                    drawn += 1
-        if drawn:
-            axes.set_xlabel("step")
-            axes.set_ylabel(name)
-            axes.legend(fontsize=7)
-            figure.tight_layout()
-            figure.savefig(out / f"{name}.png", dpi=100)
-            made.append(out / f"{name}.png")
-        plt.close(figure)
-    return made
+    series = [
+        line
+        for path in metric_files
+        for line in run_series(read_jsonl(path), (labels or {}).get(path, path.parent.name))
+    ]
+    return draw_curves(series, out, say)
 
 
 def tsne_map(encoder_path: Path, data: Path, out: Path, samples: int = 2000, seed: int = 0) -> Path:
-    """Features of up to `samples` images of `data`, embedded in 2-D by t-SNE, coloured by class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Features of up to `samples` images of `data`, embedded in 2-D by t-SNE, coloured and named by
+    class (the shards' class names)."""
     from sklearn.manifold import TSNE
 
+    from fastclr import shards
+    from fastclr.launch._plots import save_png, tsne_figure
     from fastclr.pipelines import create_loader
     from fastclr.trainers import extract_features, load_encoder
 
@@ -149,20 +128,17 @@ def tsne_map(encoder_path: Path, data: Path, out: Path, samples: int = 2000, see
     points = TSNE(2, random_state=seed, init="pca", perplexity=min(30, len(keep) - 1)).fit_transform(
         features[keep].numpy()
     )
-    figure, axes = plt.subplots(figsize=(6, 6))
-    scatter = axes.scatter(points[:, 0], points[:, 1], c=labels[keep].numpy(), cmap="tab10", s=4)
-    axes.legend(*scatter.legend_elements(), fontsize=7, loc="best")
-    axes.set_title(f"t-SNE of {encoder_path} features on {data.name}")
-    axes.set_xticks([])
-    axes.set_yticks([])
-    figure.tight_layout()
-    figure.savefig(out / "tsne.png", dpi=100)
-    plt.close(figure)
-    return out / "tsne.png"
+    title = f"t-SNE of {Path(encoder_path).name} features on {len(keep)} images of {data.name}"
+    figure = tsne_figure(points, labels[keep].numpy(), shards.load_manifest(data)["classes"], title)
+    return save_png(figure, out / "tsne.png")
 
 
 def report(
-    dirs: list[Path], out: Path, tsne_encoder: Path | None = None, tsne_data: Path | None = None
+    dirs: list[Path],
+    out: Path,
+    tsne_encoder: Path | None = None,
+    tsne_data: Path | None = None,
+    say=print,
 ) -> Path:
     """Write out/results.md (the table and the figures) and return it."""
     results, pretrains = _runs(dirs)
@@ -173,7 +149,7 @@ def report(
             *(p / "metrics.jsonl" for p in results if (p / "metrics.jsonl").is_file()),
         }
     )
-    figures = curves(metric_files, out)
+    figures = curves(metric_files, out, say=say)
     if tsne_encoder is not None and tsne_data is not None:
         figures.append(tsne_map(tsne_encoder, tsne_data, out))
     text = "# fastclr report\n\n"
@@ -181,5 +157,5 @@ def report(
         text += "## Experiments\n\n" + experiments + "\n\n## Runs\n\n"
     text += table(results, pretrains) + "\n\n"
     text += "".join(f"![{p.stem}]({p.name})\n\n" for p in figures)
-    (out / "results.md").write_text(text)
+    write_atomic(out / "results.md", text)
     return out / "results.md"

@@ -83,11 +83,11 @@ def sweep(
             raise SystemExit(130)
         rows.append((values, record, config))
     if os.environ.get("RANK", "0") == "0":
-        write_results(out, path, grid, rows, [s.name for s in prepared[0][2]])
+        write_results(out, path, grid, rows, [s.name for s in prepared[0][2]], say)
     return out / "results.md"
 
 
-def write_results(out: Path, path: str, grid: dict, rows: list, step_names: list[str]) -> None:
+def write_results(out: Path, path: str, grid: dict, rows: list, step_names: list[str], say=print) -> None:
     """results.md (one row per point), sweep.json (the same as data), and plots comparing the points."""
     out.mkdir(parents=True, exist_ok=True)
     columns = []  # (header, step, key)
@@ -118,7 +118,7 @@ def write_results(out: Path, path: str, grid: dict, rows: list, step_names: list
             cells.append(_cell(key, value))
         lines.append("| " + " | ".join(cells) + " |")
         table.append({"point": values, "figures": figures, "folder": point_label(values)})
-    figures = _plots(out, rows, columns)
+    figures = _plots(out, rows, columns, say)
     lines += ["", *(f"![{p.stem}]({p.name})" for p in figures), ""]
     write_atomic(out / "results.md", "\n".join(lines))
     write_atomic(out / "sweep.json", json.dumps({"config": path, "grid": grid, "points": table}, indent=1))
@@ -142,36 +142,30 @@ def _cell(key: str, value) -> str:
     return f"{value:.4f}"
 
 
-def _plots(out: Path, rows: list, columns: list) -> list[Path]:
-    """sweep.png: every accuracy column as bars per point; plus the loss/accuracy curves of each point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _plots(out: Path, rows: list, columns: list, say=print) -> list[Path]:
+    """sweep.png: every accuracy column as bars per point; plus the curves of each point's runs."""
+    from fastclr.launch._plots import bars_figure, save_png
     from fastclr.launch._report import curves
 
     made = []
     accuracy = [c for c in columns if c[2] in ("top1", "knn")]
     labels = [point_label(values) for values, _, _ in rows]
     if accuracy:
-        figure, axes = plt.subplots(figsize=(max(5, 1.2 * len(rows) * len(accuracy)), 4))
-        width = 0.8 / len(accuracy)
-        for i, (header, name, key) in enumerate(accuracy):
-            heights = [100 * (record["steps"][name]["result"].get(key) or 0) for _, record, _ in rows]
-            axes.bar([p + i * width for p in range(len(rows))], heights, width, label=header)
-        axes.set_xticks([p + width * (len(accuracy) - 1) / 2 for p in range(len(rows))], labels, fontsize=7)
-        axes.set_ylabel("accuracy (%)")
-        axes.legend(fontsize=7)
-        figure.tight_layout()
-        figure.savefig(out / "sweep.png", dpi=100)
-        plt.close(figure)
-        made.append(out / "sweep.png")
+        figure = bars_figure(
+            labels,
+            {
+                header: [record["steps"][name]["result"].get(key) for _, record, _ in rows]
+                for header, name, key in accuracy
+            },
+        )
+        made.append(save_png(figure, out / "sweep.png"))
+    else:
+        say("sweep.png skipped: no step of the sweep measured an accuracy (add --eval linear or knn)")
     metric_files = {}
     for label, (_, _, config) in zip(labels, rows, strict=True):
         for name, step in resolve(config)["steps"].items():
             folder = step.get("run_dir") or step.get("out")
             if folder and (Path(folder) / "metrics.jsonl").is_file():
                 metric_files[Path(folder) / "metrics.jsonl"] = f"{label} {name}"
-    made += curves(list(metric_files), out, labels=metric_files)
+    made += curves(list(metric_files), out, labels=metric_files, say=say)
     return made

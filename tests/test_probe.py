@@ -36,7 +36,10 @@ def test_the_probe_never_changes_the_encoder(data, tmp_path):  # noqa: F811
     weights_on = load_file(tmp_path / "on" / "encoder.safetensors")
     for key, value in load_file(tmp_path / "off" / "encoder.safetensors").items():
         assert torch.equal(value, weights_on[key]), key
-    assert [k for _, k, _ in online(tmp_path / "on")] == ["online_train_top1"] * 6
+    # a figure per log line, and the epoch's over all its steps in the epoch line
+    *windows, (_, key, epoch_figure) = online(tmp_path / "on")
+    assert [k for _, k, _ in windows] == ["online_train_top1"] * 6 and key == "epoch_online_train_top1"
+    assert epoch_figure == pytest.approx(sum(v for *_, v in windows) / 6)  # 6 windows of 32 views
     assert online(tmp_path / "off") == []
 
 

@@ -8,7 +8,6 @@ a model is built or a feature extracted; the output folder is vetted and locked 
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from accelerate import Accelerator
 
 from fastclr import shards
 from fastclr.files import write_advice, write_atomic
+from fastclr.trainers._confusion import confusion_png
 from fastclr.trainers._encoder_file import encoder_files
 from fastclr.trainers._errors import EvalError
 from fastclr.trainers._knn import gather_rows
@@ -131,7 +131,7 @@ def accuracy_report(top5: torch.Tensor, labels: torch.Tensor, classes: list[str]
         labels.cpu().numpy(), top5[:, 0].cpu().numpy(), labels=list(range(len(classes)))
     )
     if out is not None:
-        plot_confusion(matrix, classes, out / "confusion.png")
+        _write(out / "confusion.png", confusion_png(matrix, classes))
     return {
         "top1": float(matrix.trace() / matrix.sum()),
         "top5": (top5 == labels[:, None]).any(1).float().mean().item(),
@@ -147,24 +147,3 @@ def final_report(
     """`accuracy_report` over every rank's val share; the main process draws confusion.png."""
     top5, labels = predictions(model, loader, min(5, len(classes)))
     return accuracy_report(top5, labels, classes, out if accelerator.is_main_process else None)
-
-
-def plot_confusion(matrix, classes: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    side = min(12, 2 + 0.4 * len(classes))
-    figure, axes = plt.subplots(figsize=(side, side))
-    axes.imshow(matrix, cmap="Blues")
-    if len(classes) <= 30:
-        axes.set_xticks(range(len(classes)), classes, rotation=90)
-        axes.set_yticks(range(len(classes)), classes)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    figure.tight_layout()
-    png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=100)
-    plt.close(figure)
-    _write(path, png.getvalue())

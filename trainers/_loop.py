@@ -163,9 +163,7 @@ def log_window(run: Run, meter: Meter) -> float:
     """Log the window's mean loss, lr, speed and data wait; warn once if the loss sits at chance."""
     record = meter.record()
     if run.probe is not None:  # a collective on several processes: every rank logs at these steps
-        record["online_train_top1"] = run.probe.train_top1(
-            functools.partial(run.accelerator.reduce, reduction="sum")
-        )
+        record["online_train_top1"] = run.probe.train_top1(_sum_over_ranks(run))
     check_finite(record["loss"], run.state.global_step, run.state.epoch, run.latest_checkpoint())
     run.log(record)
     meter.reset()
@@ -177,6 +175,10 @@ def log_window(run: Run, meter: Meter) -> float:
             "warm-up: are the positives paired right?"
         )
     return record["loss"]
+
+
+def _sum_over_ranks(run: Run):
+    return functools.partial(run.accelerator.reduce, reduction="sum")
 
 
 def stop_reason(run: Run, stop: StopFlag, sync_point: bool) -> str | None:
@@ -207,10 +209,13 @@ def stop_run(run: Run, meter: Meter, why: str) -> str | None:
 
 
 def _keep_epoch_sum(run: Run, meter: Meter) -> float:
-    """The epoch's mean loss so far, its sum kept in the state for a checkpoint (one host read)."""
+    """The epoch's mean loss so far, its sum kept in the state for a checkpoint (one host read), and
+    the probe's epoch counts moved where its checkpoint keeps them (a collective: all ranks come here)."""
     state = run.state
     epoch_loss = float(meter.epoch_sum / max(state.step_in_epoch, 1))
     state.epoch_loss_sum = float(meter.epoch_sum)
+    if run.probe is not None:
+        run.probe.fold_epoch(_sum_over_ranks(run))
     check_finite(epoch_loss, state.global_step, state.epoch, run.latest_checkpoint())
     return epoch_loss
 
@@ -225,7 +230,11 @@ def close_epoch(run: Run, meter: Meter, stopped: bool = False) -> None:
         "epoch": state.epoch,
         "epoch_loss": epoch_loss,
         "epoch_seconds": time.perf_counter() - meter.started,
+        # the rate for the next step, as a log line has it: a run too short for log lines has a curve
+        "epoch_end_lr": run.optimizer.param_groups[0]["lr"],
     }
+    if run.probe is not None:  # over the epoch's steps, every rank's (folded by _keep_epoch_sum)
+        state.epoch_record["epoch_online_train_top1"] = run.probe.epoch_train_top1()
     state.epoch += 1
     state.step_in_epoch, state.epoch_loss_sum = 0, 0.0
     if stopped or state.epoch == cfg.epochs or state.epoch % cfg.checkpoint_every == 0:

@@ -32,6 +32,7 @@ from fastclr.trainers._tracking import (
     autocast_context,
     new_accelerator,
     new_run_id,
+    start_trackers,
     trackers,
     wandb_init_kwargs,
 )
@@ -233,12 +234,12 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
             raise TrainError(f"run_dir {run_dir}: cannot write there ({err.strerror or err})") from None
     state.tracker_id = state.tracker_id or new_run_id()
     if accelerator.log_with:  # before the loader: starting W&B writes the environment
-        accelerator.init_trackers(
+        start_trackers(
+            accelerator,
             cfg.track.project,
-            config=flatten(dataclasses.asdict(cfg)),
-            init_kwargs=wandb_init_kwargs(
-                run_dir, cfg.track.name or run_dir.name, cfg.track.tags, state.tracker_id
-            ),
+            flatten(dataclasses.asdict(cfg)),
+            wandb_init_kwargs(run_dir, cfg.track.name or run_dir.name, cfg.track.tags, state.tracker_id),
+            resume_step=state.global_step,
         )
     run = Run(
         **{f.name: getattr(t, f.name) for f in dataclasses.fields(Training)} | {"state": state},

@@ -137,6 +137,30 @@ def wandb_init_kwargs(run_dir: Path, name: str, tags: list[str], run_id: str) ->
     return {"wandb": options}
 
 
+def start_trackers(accelerator, project: str, config: dict, init_kwargs: dict, resume_step: int = 0):
+    """Start the Accelerator's trackers (`log_with`) for a run resumed at `resume_step` (0: fresh),
+    TensorBoard kept to one run however often the run resumes.
+
+    Accelerate's TensorBoard tracker opens a new SummaryWriter in `<project_dir>/<project>` at every
+    start (a new event file there: TensorBoard reads a folder's files as one run) and writes the
+    hyperparameters with `add_hparams`, which makes a new sub-folder named by the time: one more run
+    in TensorBoard per start. Here they go into the run's own event file, on a fresh start only, and
+    each start passes `purge_step`, so TensorBoard drops what an earlier start logged after the
+    checkpoint this one resumes from (the steps it logs again). W&B keeps one run through its id.
+    """
+    kwargs = {**init_kwargs, "tensorboard": {"purge_step": resume_step + 1}}  # read if it is a tracker
+    accelerator.init_trackers(project, config=None, init_kwargs=kwargs)
+    for tracker in accelerator.trackers:
+        if tracker.name != "tensorboard":
+            tracker.store_init_configuration(config)
+        elif resume_step == 0 and accelerator.is_main_process:
+            from torch.utils.tensorboard.summary import hparams
+
+            for summary in hparams(config, {}):  # what add_hparams writes, minus its own folder
+                tracker.writer.file_writer.add_summary(summary)
+            tracker.writer.flush()
+
+
 def new_run_id() -> str:
     import secrets
 
@@ -191,9 +215,10 @@ def eval_accelerator(
     accelerator = new_accelerator(cpu=cpu, log_with=log_with, project_dir=str(out))
     if accelerator.log_with:
         out.mkdir(parents=True, exist_ok=True)
-        accelerator.init_trackers(
+        start_trackers(
+            accelerator,
             "fastclr",
-            config={k: str(v) for k, v in config.items()},
-            init_kwargs=wandb_init_kwargs(out, name, ["eval"], new_run_id()),
+            {k: str(v) for k, v in config.items()},
+            wandb_init_kwargs(out, name, ["eval"], new_run_id()),
         )
     return accelerator
