@@ -166,7 +166,7 @@ def log_window(run: Run, meter: Meter) -> float:
         record["online_train_top1"] = run.probe.train_top1(
             functools.partial(run.accelerator.reduce, reduction="sum")
         )
-    check_finite(record["loss"], run.state.global_step, run.state.epoch, run.latest_checkpoint())
+    check_finite(record["loss"], run)
     run.log(record)
     meter.reset()
     chance = run.criterion.chance(run.global_batch, run.cfg.data.views + run.cfg.data.small_views)
@@ -211,7 +211,7 @@ def _keep_epoch_sum(run: Run, meter: Meter) -> float:
     state = run.state
     epoch_loss = float(meter.epoch_sum / max(state.step_in_epoch, 1))
     state.epoch_loss_sum = float(meter.epoch_sum)
-    check_finite(epoch_loss, state.global_step, state.epoch, run.latest_checkpoint())
+    check_finite(epoch_loss, run)
     return epoch_loss
 
 
