@@ -324,14 +324,11 @@ def verify(path: Path) -> None:
     meta, sealed = read_meta(path)
     listed = meta["files"] if sealed else {}
     for name, want in listed.items():  # sizes first: a truncated file is named without hashing the rest
-        try:
-            size = (path / name).stat().st_size
-        except FileNotFoundError:
-            raise Damaged(name, "missing") from None
+        size = _read(path, name, lambda p: p.stat().st_size)
         if size != want["bytes"]:
             raise Damaged(name, f"{size:,} bytes where {want['bytes']:,} were written")
     for name, want in listed.items():
-        if shards.sha256_file(path / name) != want["sha256"]:
+        if _read(path, name, shards.sha256_file) != want["sha256"]:
             raise Damaged(name, "sha256 mismatch")
 
 
