@@ -19,6 +19,7 @@ Helpers:
     train_steps, rank_share: batches per epoch and samples per rank; parse_labels: padded ASCII labels.
 Errors:
     PipelineError: bad data or settings, as one line naming the folder and the fix.
+    PositionError: a saved loader position (a checkpoint's) that DALI refuses.
 """
 
 from fastclr.pipelines._augment import (
@@ -31,7 +32,7 @@ from fastclr.pipelines._augment import (
     register_preset,
 )
 from fastclr.pipelines._baseline import TorchvisionLoader
-from fastclr.pipelines._errors import PipelineError
+from fastclr.pipelines._errors import PipelineError, PositionError
 from fastclr.pipelines._loader import (
     AUGMENT_DEVICES,
     MODES,
@@ -70,6 +71,7 @@ __all__ = [
     "HorizontalFlip",
     "Op",
     "PipelineError",
+    "PositionError",
     "RandomResizedCrop",
     "Rotate",
     "ShardSet",

@@ -3,3 +3,7 @@
 
 class PipelineError(Exception):
     """A problem with the user's data or pipeline settings, phrased as what to fix."""
+
+
+class PositionError(PipelineError):
+    """DALI refused a saved loader position (the checkpoint's file is to blame, not the shards)."""

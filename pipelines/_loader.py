@@ -25,7 +25,7 @@ import torch
 from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
 from fastclr.pipelines._augment import Augmentation, check_augment, colour_ops, configure, create_augment
-from fastclr.pipelines._errors import PipelineError
+from fastclr.pipelines._errors import PipelineError, PositionError
 from fastclr.pipelines._graph import Output, SmallViews, augment_graph, val_graph
 from fastclr.pipelines._shardset import ShardSet, open_shards
 
@@ -253,7 +253,20 @@ class DaliLoader(Loader):
                 small=small,
                 **settings,
             )
-        self._guard(self.pipe.build)
+        if checkpoint is None:
+            self._guard(self.pipe.build)
+        else:
+            self._build_at(checkpoint)
+
+    def _build_at(self, position: bytes) -> None:
+        """Build the graph at a saved position. The shards were checked when opened, so what DALI
+        refuses here is the position (PositionError), not the data: no verify of every sample."""
+        try:
+            self.pipe.build()
+        except (RuntimeError, ValueError, KeyError) as err:  # a garbled position's UnicodeDecodeError too
+            raise PositionError(
+                f"DALI refuses the loader position saved in it ({dali_reason(err)})"
+            ) from None
 
     def __len__(self) -> int:
         return self.steps

@@ -10,7 +10,7 @@ calls from 1):
   batch       while the Nth batch is taken out of DALI (mid-epoch, DALI threads running)
   checkpoint  the Nth checkpoint's model.safetensors half written
   rename      the Nth checkpoint complete in its temp folder, not yet renamed into place
-  prune       half way through deleting the Nth old checkpoint
+  prune       half way through deleting the Nth old checkpoint (the Nth folder deleted whole)
   metrics     the Nth metrics.jsonl line half written
   export      encoder.safetensors half written (N is ignored)
   knn         inside the Nth feature extraction of the kNN monitor (its epoch's checkpoint written)
@@ -69,15 +69,15 @@ def arm(moment: str, n: int) -> None:
 
         loader.DaliLoader._labels = take
     elif moment == "checkpoint":
-        write = checkpoint.write_safetensors
+        write = checkpoint.write_bytes
 
-        def save(tensors, path):
-            write(tensors, path)
+        def save(path, data):
+            write(path, data)
             if Path(path).name == "model.safetensors" and hit():
                 tear(path)
                 die()
 
-        checkpoint.write_safetensors = save
+        checkpoint.write_bytes = save
     elif moment == "export":
 
         def killed_writing(path, data):  # the weights' temporary file (write_atomic's) half written
@@ -96,16 +96,17 @@ def arm(moment: str, n: int) -> None:
 
         checkpoint.os.replace = rename
     elif moment == "prune":
-        remove = checkpoint._remove
+        rmtree = checkpoint.shutil.rmtree
 
-        def half_remove(path: Path) -> None:
-            if hit():
+        def half_rmtree(path, *args, **kwargs):  # a whole checkpoint's folder, as pruning deletes it
+            path = Path(path)
+            if (path / "state.json").is_file() and hit():
                 (path / "state.json").unlink()
                 (path / "model.safetensors").unlink()
                 die()
-            remove(path)
+            rmtree(path, *args, **kwargs)
 
-        checkpoint._remove = half_remove
+        checkpoint.shutil.rmtree = half_rmtree
     elif moment == "metrics":
         write = tracking.MetricsLog.write
 

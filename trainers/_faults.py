@@ -4,18 +4,18 @@ A signal (SIGTERM from a scheduler, Ctrl-C) sets `StopFlag`; the loop notices it
 and checkpoints there. Several processes must stop at the same step, so they agree on the flag,
 but only at steps where every rank syncs anyway (`agree`). A dead or hung peer makes a collective
 fail: `peer_lost` recognises that, and the run ends with one line naming the last checkpoint. A
-loss that is not finite stops the run before anything is saved from it (`check_finite`).
+loss that is not finite stops the run before anything is saved from it (`check_finite`). What one
+process finds (a file it cannot read) every process must act on: `on_main`, `first_failure`.
 """
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 
 from fastclr.trainers._errors import TrainError
 from fastclr.trainers._lock import RunDirError
@@ -62,12 +62,21 @@ def first_line(err: Exception) -> str:
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)[:200]
 
 
-def check_finite(value: float, step: int, epoch: int, last_checkpoint: Path | None) -> None:
-    """Stop (TrainError) on a loss that is NaN or infinite, before anything is saved from it."""
+def check_finite(value: float, run) -> None:
+    """Stop (TrainError) on a loss that is NaN or infinite, before anything is saved from it. `run`
+    (trainers/_setup.py's Run) tells the last checkpoint known good and what this run started from:
+    its checkpoint was verified and its weights finite, so the steps since then diverged."""
     if value != value or value in (float("inf"), float("-inf")):
+        start = (
+            f"this run resumed from {run.resumed_from}, whose files verified and whose weights and "
+            "optimiser state were finite"
+            if run.resumed_from is not None
+            else "this run started from fresh weights"
+        )
         raise TrainError(
-            f"loss became {value} by step {step} (epoch {epoch}); stopped without saving; last good "
-            f"checkpoint: {last_checkpoint or 'none'}; lower optim.lr or use precision=bf16"
+            f"loss became {value} by step {run.state.global_step} (epoch {run.state.epoch}); stopped "
+            f"without saving; last good checkpoint: {run.latest_checkpoint() or 'none'}; {start}, so "
+            "training diverged since: lower optim.lr or use precision=bf16"
         )
 
 
@@ -84,3 +93,11 @@ def on_main(accelerator: Accelerator, action: Callable[[], None]) -> None:
         refusal = broadcast_object_list([refusal])[0]
     if refusal is not None:
         raise refusal
+
+
+def first_failure(accelerator: Accelerator, failure: str | None) -> str | None:
+    """The failure of the first process that had one (each passes its own, None for none), on every
+    process: all then act on it together. A collective: call it at the same point on every rank."""
+    if accelerator.num_processes == 1:
+        return failure
+    return next((f for f in gather_object([failure]) if f is not None), None)

@@ -164,7 +164,7 @@ def log_window(run: Run, meter: Meter) -> float:
     record = meter.record()
     if run.probe is not None:  # a collective on several processes: every rank logs at these steps
         record["online_train_top1"] = run.probe.train_top1(_sum_over_ranks(run))
-    check_finite(record["loss"], run.state.global_step, run.state.epoch, run.latest_checkpoint())
+    check_finite(record["loss"], run)
     run.log(record)
     meter.reset()
     chance = run.criterion.chance(run.global_batch, run.cfg.data.views + run.cfg.data.small_views)
@@ -216,7 +216,7 @@ def _keep_epoch_sum(run: Run, meter: Meter) -> float:
     state.epoch_loss_sum = float(meter.epoch_sum)
     if run.probe is not None:
         run.probe.fold_epoch(_sum_over_ranks(run))
-    check_finite(epoch_loss, state.global_step, state.epoch, run.latest_checkpoint())
+    check_finite(epoch_loss, run)
     return epoch_loss
 
 

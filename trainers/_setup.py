@@ -1,9 +1,10 @@
 """Building a pretrain run: the Accelerator, the shards, the model and optimiser, the schedule, the
-newest checkpoint if there is one, the trackers and the loader, in that order.
+newest checkpoint that can be resumed if there is one, the trackers and the loader, in that order.
 
 The order matters: the checkpoint is loaded into a model and optimiser that already exist, and the
 loader is built last, from the checkpoint's position; trackers start before it because starting
-W&B writes the environment, which must not change once DALI's threads run.
+W&B writes the environment, which must not change once DALI's threads run. When DALI refuses the
+position, an older checkpoint is resumed instead; only then are damaged ones set aside.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from accelerate.utils import InitProcessGroupKwargs, set_seed
 
 from fastclr import shards
 from fastclr.encoders import SimCLRModel, build_encoder, build_head
-from fastclr.pipelines import ShardSet, create_loader, open_shards, train_steps
+from fastclr.pipelines import PositionError, ShardSet, create_loader, open_shards, train_steps
 from fastclr.trainers import _checkpoint as checkpoint
 from fastclr.trainers._config import PretrainConfig
 from fastclr.trainers._errors import TrainError
+from fastclr.trainers._faults import first_failure
 from fastclr.trainers._losses import create_loss
 from fastclr.trainers._optim import create_optimizer, create_scheduler, scaled_lr
 from fastclr.trainers._probe import OnlineProbe, create_probe
-from fastclr.trainers._resume import flatten, resume, resume_settings
+from fastclr.trainers._resume import Resumed, flatten, resume, resume_settings, set_aside
 from fastclr.trainers._tracking import (
     MetricsLog,
     autocast_context,
@@ -74,13 +76,15 @@ class Run(Training):
     global_batch: int = 0
     loader: object = None  # pipelines.DaliLoader of the pretrain graph
     saved: Path | None = None  # the checkpoint this run wrote last
+    resumed_from: Path | None = None  # the checkpoint it started from, verified (None: fresh weights)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.cfg.run_dir)
 
     def latest_checkpoint(self) -> Path | None:
-        return checkpoint.latest(self.run_dir / "checkpoints")
+        """The newest checkpoint known good: the one this run wrote last, else the one it resumed."""
+        return self.saved or self.resumed_from
 
     def make_loader(self, mode: str, data: ShardSet, **extra):
         """A loader of `data` with this run's batch, size, device, dtype, threads and seed."""
@@ -216,39 +220,38 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
             f"{cfg.batch_size} x {world} processes x {cfg.grad_accum} accumulation; lower batch_size"
         )
     t = build_training(cfg, accelerator, channels, steps_per_epoch, train.manifest)
+
     # bad data or a bad model file has been refused by now: only the lock is in run_dir
-    state, loader_state = resume(
-        run_dir / "checkpoints",
-        accelerator,
-        resume_settings(cfg),
-        t.model,
-        t.optimizer,
-        t.scheduler,
-        t.scaler,
-        t.probe,
-    )
+    def resume_newest(damaged=()) -> Resumed:
+        return resume(
+            run_dir / "checkpoints",
+            accelerator,
+            resume_settings(cfg),
+            t.model,
+            t.optimizer,
+            t.scheduler,
+            t.scaler,
+            t.probe,
+            damaged,
+        )
+
+    resumed = resume_newest()
     if accelerator.is_main_process:  # only once the checkpoint (if any) accepted this config
         try:
             (run_dir / "config.yaml").write_text(config_yaml)
         except OSError as err:
             raise TrainError(f"run_dir {run_dir}: cannot write there ({err.strerror or err})") from None
-    state.tracker_id = state.tracker_id or new_run_id()
+    tracker_id = resumed.state.tracker_id or new_run_id()
     if accelerator.log_with:  # before the loader: starting W&B writes the environment
         start_trackers(
             accelerator,
             cfg.track.project,
             flatten(dataclasses.asdict(cfg)),
-            wandb_init_kwargs(run_dir, cfg.track.name or run_dir.name, cfg.track.tags, state.tracker_id),
-            resume_step=state.global_step,
+            wandb_init_kwargs(run_dir, cfg.track.name or run_dir.name, cfg.track.tags, tracker_id),
+            resume_step=resumed.state.global_step,
         )
     run = Run(
-        **{f.name: getattr(t, f.name) for f in dataclasses.fields(Training)} | {"state": state},
-        metrics=MetricsLog(
-            run_dir / "metrics.jsonl",
-            accelerator.is_main_process,
-            state.global_step,
-            redo_epoch=state.epoch_record is not None,
-        ),
+        **{f.name: getattr(t, f.name) for f in dataclasses.fields(Training)} | {"state": resumed.state},
         shards=train,
         knn_bank=bank,
         knn_val=val,
@@ -256,16 +259,15 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
         steps_per_epoch=steps_per_epoch,
         global_batch=cfg.batch_size * world * cfg.grad_accum,
     )
-    run.loader = run.make_loader(
-        "pretrain",
-        train,
-        preset=cfg.data.preset,
-        augment_overrides=cfg.data.augment,
-        checkpoint=loader_state,
-        views=cfg.data.views,
-        small_views=cfg.data.small_views,
-        small_size=cfg.data.small_size,
-        small_crop_scale=tuple(cfg.data.small_crop_scale),
+    resumed = _open_loader(run, resumed, resume_newest)
+    set_aside(accelerator, resumed)
+    run.state, run.resumed_from = resumed.state, resumed.path
+    run.state.tracker_id = tracker_id
+    run.metrics = MetricsLog(
+        run_dir / "metrics.jsonl",
+        accelerator.is_main_process,
+        run.state.global_step,
+        redo_epoch=run.state.epoch_record is not None,
     )
     views = cfg.data.views + cfg.data.small_views
     accelerator.print(
@@ -276,6 +278,32 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
         "per epoch"
     )
     return run
+
+
+def _open_loader(run: Run, resumed: Resumed, resume_newest: Callable[[list], Resumed]) -> Resumed:
+    """Build the run's pretrain loader at `resumed`'s position. When DALI refuses a position (on any
+    process: all agree), that checkpoint is damaged too, and the next older one is resumed instead."""
+    cfg = run.cfg
+    while True:
+        failure = None
+        try:
+            run.loader = run.make_loader(
+                "pretrain",
+                run.shards,
+                preset=cfg.data.preset,
+                augment_overrides=cfg.data.augment,
+                checkpoint=resumed.position,
+                views=cfg.data.views,
+                small_views=cfg.data.small_views,
+                small_size=cfg.data.small_size,
+                small_crop_scale=tuple(cfg.data.small_crop_scale),
+            )
+        except PositionError as err:
+            failure = f"rank-{run.accelerator.process_index}.json: {err}"
+        if (failure := first_failure(run.accelerator, failure)) is None:
+            return resumed
+        run.loader = None
+        resumed = resume_newest([*resumed.damaged, (resumed.path, failure)])
 
 
 def _train_shards(cfg: PretrainConfig, run_dir: Path, accelerator: Accelerator) -> str:
