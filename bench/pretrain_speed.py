@@ -22,11 +22,12 @@ import sys
 from pathlib import Path
 
 from fastclr.bench.convert import environment, write_results
+from fastclr.trainers import read_metrics
 
 
 def logged_speed(metrics: Path, skip_epochs: int = 1) -> dict:
     """Median images/s and data wait of the windows logged after the first `skip_epochs` epochs."""
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    records = read_metrics(metrics)  # a torn last line or a line that is no record is left out, and said
     windows = [r for r in records if "images_per_s" in r and r["epoch"] >= skip_epochs]
     if not windows:
         raise SystemExit(f"{metrics}: no window logged after epoch {skip_epochs - 1}; train longer")

@@ -426,3 +426,26 @@ def test_a_position_refused_on_one_rank_makes_every_rank_resume_the_older_checkp
     assert losses(run) == losses(reference)
     want, got = load_file(reference / "encoder.safetensors"), load_file(run / "encoder.safetensors")
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_exporting_a_running_run_s_encoder_passes_over_a_damaged_newest_checkpoint(
+    data, finished, tmp_path, capsys
+):
+    """time-to-accuracy evaluates a run while it trains: it gets the newest checkpoint that verifies."""
+    from fastclr.launch import load_pretrain
+    from fastclr.trainers import export_checkpoint_encoder
+    from fastclr.trainers._errors import TrainError
+
+    run = copy_of(finished, tmp_path)
+    cfg = load_pretrain(None, args(data, run)[1:])
+    damage(run / "checkpoints" / STEP_12 / "model.safetensors", "flip")
+    out = export_checkpoint_encoder(cfg, tmp_path / "export")
+    said = capsys.readouterr().out
+    assert f"passed over damaged checkpoint(s) {STEP_12} (model.safetensors: sha256 mismatch)" in said
+    assert f"exporting {STEP_6}" in said
+    weights = load_file(run / "checkpoints" / STEP_6 / "model.safetensors")
+    exported = load_file(out / "encoder.safetensors")
+    assert all(torch.equal(exported[k], weights[f"encoder.{k}"]) for k in exported)
+    damage(run / "checkpoints" / STEP_6 / "state.json", "truncate")
+    with pytest.raises(TrainError, match=f"none usable, {STEP_12} .*; {STEP_6} \\(state.json"):
+        export_checkpoint_encoder(cfg, tmp_path / "export-2")

@@ -136,15 +136,33 @@ def _note(text: str) -> None:
 
 
 def export_checkpoint_encoder(cfg, out: Path) -> Path:
-    """The encoder of the newest checkpoint of the pretrain run `cfg` (a PretrainConfig), as
-    encoder.safetensors + encoder.json in `out`: a run can be evaluated while it trains."""
+    """The encoder of the newest checkpoint of the pretrain run `cfg` (a PretrainConfig) whose files
+    verify and whose weights are finite, as encoder.safetensors + encoder.json in `out`: a run can be
+    evaluated while it trains. A damaged newer checkpoint is passed over with one line naming it."""
     from fastclr import shards
-    from fastclr.trainers._checkpoint import latest
+    from fastclr.trainers._checkpoint import MODEL, Damaged, non_finite, step_folders, verify
 
-    last = latest(Path(cfg.run_dir) / "checkpoints")
-    if last is None:
-        raise TrainError(f"run_dir {cfg.run_dir}: no checkpoint yet to export an encoder from")
-    state = safetensors.torch.load_file(last / "model.safetensors")
+    state, skipped = None, []
+    for folder in reversed(step_folders(Path(cfg.run_dir) / "checkpoints")):
+        try:
+            verify(folder)
+            state = safetensors.torch.load_file(folder / MODEL)
+        except Damaged as err:
+            skipped.append(f"{folder.name} ({err})")
+            continue
+        except (OSError, safetensors.SafetensorError) as err:
+            skipped.append(f"{folder.name} ({MODEL}: cannot be read: {str(err).splitlines()[0][:120]})")
+            continue
+        bad = non_finite(state)
+        if bad is None:
+            break
+        skipped.append(f"{folder.name} ({MODEL}: {bad} is not finite)")
+        state = None
+    if state is None:
+        why = f": none usable, {'; '.join(skipped)}" if skipped else ""
+        raise TrainError(f"run_dir {cfg.run_dir}: no checkpoint to export an encoder from{why}")
+    if skipped:
+        print(f"note: passed over damaged checkpoint(s) {'; '.join(skipped)}; exporting {folder.name}")
     manifest = shards.load_manifest(cfg.data.train)
     channels = cfg.data.channels or manifest["image"]["channels"]
     encoder = build_encoder(cfg.model.encoder, cfg.model.cifar_stem, in_chans=channels)
