@@ -110,7 +110,7 @@ def test_choices_named_in_the_settings_are_the_modules_that_own_them():
 
     pairs = [
         (choices(trainers.KnnConfig, "vote"), trainers.KNN_VOTES),
-        (_config.PRECISIONS, tuple(trainers.INPUT_DTYPE)),
+        (_config.DTYPES, tuple(trainers.INPUT_DTYPE)),
         (_config.OPTIMIZERS, trainers.OPTIMIZERS),
         (_config.LR_SCALING, trainers.LR_SCALING),
         (_config.SCHEDULES, trainers.SCHEDULES),
