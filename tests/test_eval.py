@@ -249,6 +249,7 @@ def test_report_builds_its_table_and_figures_from_real_runs(run, tmp_path, run_c
         run / "test",
     )
     assert code == 0, err
+    assert f"t-SNE: features of {run / 'test'}: 100%" in err and "t-SNE: embedding 30 of 30" in out
     text = (tmp_path / "report" / "results.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 3
