@@ -9,6 +9,7 @@ callers get the same one-line errors as the command.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastclr.config import setting
 from fastclr.shards._errors import ShardError
@@ -61,8 +62,8 @@ class ConvertConfig:
         none: a test folder must not be recorded as train), the other sources' is train."""
         if self.split != "auto":
             return self.split
-        if self.source != "imagefolder":
-            return "train"
+        if self.source != "imagefolder" or not Path(self.src or "").is_dir():
+            return "train"  # a missing --src is named by the reader
         split = folder_split(self.src or "")
         if split is None:
             raise ShardError(
