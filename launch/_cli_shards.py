@@ -12,8 +12,9 @@ def _convert(cfg: shards.ConvertConfig, argv: list[str]) -> None:
     options = {}
     if cfg.source == "synthetic":
         options = {"num": cfg.num, "size": cfg.size, "classes": cfg.classes, "seed": cfg.seed}
+    split = cfg.chosen_split()
     shards.check_output(cfg.out, cfg.overwrite, cfg.src)  # before reading a large dataset
-    source = shards.open_source(cfg.source, cfg.src, cfg.split, **options)
+    source = shards.open_source(cfg.source, cfg.src, split, **options)
     manifest = shards.convert(
         source,
         cfg.out,

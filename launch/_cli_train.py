@@ -125,7 +125,8 @@ register(
         _pretrain,
         "SimCLR pretraining of an encoder on shards (resumes a run_dir)",
         description="Several GPUs: accelerate launch -m fastclr pretrain ...; several CPU processes: "
-        "torchrun --nproc_per_node 2 -m fastclr pretrain ... cpu=true. --config may also be an "
+        "torchrun --nproc_per_node 2 -m fastclr pretrain ... (on a machine without GPUs they form a "
+        "CPU process group by themselves; cpu=true does it beside GPUs). --config may also be an "
         "experiment file with one pretrain step.",
         yaml=True,
         load=_load_pretrain,

@@ -257,9 +257,20 @@ def check_pretrain_files(cfg: PretrainConfig) -> None:
     for folder, manifest in manifests.items():
         if manifest["num_samples"] == 0 or not manifest["shards"]:
             raise ConfigError(f"{folder}: the manifest lists no samples; nothing to read")
+    cfg.data.check_channels(manifests[cfg.data.train]["image"]["channels"])
     bank, val = cfg.data.knn_bank, cfg.data.knn_val
-    if bank and manifests[bank]["classes"] != manifests[val]["classes"]:
-        raise ConfigError(
-            f"config data.knn_bank={bank} and data.knn_val={val} hold other classes (shards of two "
-            "datasets?); give the kNN monitor two splits of one dataset"
-        )
+    if bank and cfg.knn_every:
+        for key, folder in (("knn_bank", bank), ("knn_val", val)):
+            if not manifests[folder]["labeled"]:
+                raise ConfigError(
+                    f"config data.{key}={folder}: these shards have no labels, and the kNN monitor votes "
+                    "with labels; give it a labelled split (or knn_every=0: no monitor)"
+                )
+        if manifests[bank]["classes"] != manifests[val]["classes"]:
+            from fastclr.trainers import class_difference
+
+            difference = class_difference(manifests[bank]["classes"], manifests[val]["classes"], bank, val)
+            raise ConfigError(
+                f"config data.knn_bank={bank} and data.knn_val={val} hold other classes ({difference}); "
+                "give the kNN monitor two splits of one dataset"
+            )

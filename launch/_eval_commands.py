@@ -1,10 +1,12 @@
-"""`fastclr linear | knn | cluster | finetune | supervised | evaluate | import-weights`.
+"""`fastclr linear | knn | cluster | finetune | supervised | evaluate | import-weights | export-timm`.
 
 Each runs the trainer's config-taking function and prints its summary line; the trainers (torch,
 DALI, timm, accelerate) are imported only when a command runs.
 """
 
 from __future__ import annotations
+
+import json
 
 from fastclr import trainers as evaluations  # names load when used: the settings classes import no torch
 from fastclr.launch._cli_common import say
@@ -70,6 +72,16 @@ def _import_weights(cfg, argv: list[str]) -> None:
     )
 
 
+def _export_timm(cfg, argv: list[str]) -> None:
+    config = evaluations.export_timm(cfg)
+    say(
+        f"{config.parent}: timm loads it with timm.create_model('local-dir:{config.parent}', pretrained=True)"
+    )
+    stem = json.loads(config.read_text())["fastclr"].get("load")
+    if stem:
+        say(f"its CIFAR stem: {stem}")
+
+
 for command in (
     Command(
         "linear",
@@ -117,6 +129,16 @@ for command in (
         "an encoder folder from a local torchvision/timm weights file (ImageNet baselines)",
         description="Writes encoder.safetensors + encoder.json, so `fastclr linear` and `fastclr "
         "finetune` evaluate e.g. an ImageNet-supervised ResNet. Nothing is downloaded.",
+    ),
+    Command(
+        "export-timm",
+        evaluations.ExportTimmConfig,
+        _export_timm,
+        "an encoder as a folder timm loads itself: timm.create_model('local-dir:OUT', pretrained=True)",
+        description="Writes model.safetensors and config.json (timm's save_for_hf layout) with the "
+        "preprocessing (size, mean, std, crop) in its pretrained_cfg, so timm.data.resolve_data_config "
+        "and create_transform feed it as fastclr's evaluations do. docs/encoder.md: every way to use "
+        "an encoder.",
     ),
 ):
     register(command)

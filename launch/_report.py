@@ -119,12 +119,15 @@ def tsne_map(encoder_path: Path, data: Path, out: Path, samples: int = 2000, see
     from fastclr import shards
     from fastclr.launch._plots import save_png, tsne_figure
     from fastclr.pipelines import create_loader
-    from fastclr.trainers import extract_features, load_encoder
+    from fastclr.shards import load_manifest
+    from fastclr.trainers import extract_features, load_encoder, same_channels
 
     encoder, info = load_encoder(encoder_path)
+    same_channels(info["in_chans"], load_manifest(data), f"the encoder {encoder_path}", data)
     loader = create_loader("val", data, batch_size=256, size=info["image_size"], channels=info["in_chans"])
-    features, labels = extract_features(encoder, loader)
+    features, labels = extract_features(encoder, loader, desc=f"t-SNE: features of {data}")
     keep = np.random.default_rng(seed).permutation(len(labels))[:samples]
+    print(f"t-SNE: embedding {len(keep):,} of {len(labels):,} features in 2-D (sklearn)", flush=True)
     points = TSNE(2, random_state=seed, init="pca", perplexity=min(30, len(keep) - 1)).fit_transform(
         features[keep].numpy()
     )

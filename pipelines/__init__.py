@@ -10,12 +10,15 @@ Shards:
         once; pass the ShardSet to every loader of the run.
 Augmentations (tuples of ops, applied in order by both loaders):
     create_augment(preset, size, **overrides): a preset for an image side, parameters overridden by
-        name (crop_scale, jitter_p, ...); augment_parameters() gives every name and its type.
+        name (crop_scale, jitter_p, ...); augment_parameters() gives every name and its type;
+        colour_ops(augment): the ops that need three channels.
     PRESETS, register_preset: simclr, basic, color, gray, strong, digits.
     Op, register_op, OPS: the op base class and registry; the ops RandomResizedCrop, Rotate,
         ColorJitter, Grayscale, GaussianBlur, Solarize, HorizontalFlip.
 Helpers:
     augment_on(choice, size, gpu): where DALI's ops run; AUGMENT_DEVICES, MODES; default_threads.
+    val_transform(size, mean, std): the val view in torchvision (what an encoder's users feed it);
+        val_crop_fraction(size): its default centre crop.
     train_steps, rank_share: batches per epoch and samples per rank; parse_labels: padded ASCII labels.
 Errors:
     PipelineError: bad data or settings, as one line naming the folder and the fix.
@@ -27,11 +30,12 @@ from fastclr.pipelines._augment import (
     Augmentation,
     augment_parameters,
     check_augment,
+    colour_ops,
     configure,
     create_augment,
     register_preset,
 )
-from fastclr.pipelines._baseline import TorchvisionLoader
+from fastclr.pipelines._baseline import TorchvisionLoader, val_transform
 from fastclr.pipelines._errors import PipelineError, PositionError
 from fastclr.pipelines._loader import (
     AUGMENT_DEVICES,
@@ -43,6 +47,7 @@ from fastclr.pipelines._loader import (
     parse_labels,
     rank_share,
     train_steps,
+    val_crop_fraction,
 )
 from fastclr.pipelines._ops import (
     OPS,
@@ -80,6 +85,7 @@ __all__ = [
     "augment_on",
     "augment_parameters",
     "check_augment",
+    "colour_ops",
     "configure",
     "create_augment",
     "create_loader",
@@ -90,4 +96,6 @@ __all__ = [
     "register_op",
     "register_preset",
     "train_steps",
+    "val_crop_fraction",
+    "val_transform",
 ]

@@ -19,18 +19,31 @@ from torchvision.transforms import v2
 
 from fastclr.pipelines._augment import Augmentation
 from fastclr.pipelines._errors import PipelineError
-from fastclr.pipelines._loader import Loader
+from fastclr.pipelines._loader import Loader, val_crop_fraction
 from fastclr.pipelines._shardset import ShardSet
+
+
+def val_transform(size: int, mean, std, crop_fraction: float | None = None) -> v2.Compose:
+    """The val view in torchvision, for uint8 CHW images: the shorter side resized to size /
+    crop_fraction (default `val_crop_fraction(size)`), a centre crop of `size`, scaled to [0, 1] and
+    normalised with `mean`, `std` (per channel, of [0, 1] pixels): what DALI's val graph computes."""
+    crop_fraction = crop_fraction or val_crop_fraction(size)
+    return v2.Compose(
+        [
+            v2.Resize(round(size / crop_fraction), antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
 
 
 def transform(augment: Augmentation | None, size: int, mean, std, crop_fraction: float) -> v2.Compose:
     """torchvision's version of the DALI view (the ops of `augment` in order, each with its chance),
     or of the val resize + centre crop; then normalised."""
-    tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if augment is None:
-        return v2.Compose(
-            [v2.Resize(round(size / crop_fraction), antialias=True), v2.CenterCrop(size), *tail]
-        )
+        return val_transform(size, mean, std, crop_fraction)
+    tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     ops = []
     for op in augment:
         if op.active:

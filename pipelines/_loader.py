@@ -99,6 +99,12 @@ def default_threads(ops_on_gpu: bool, gpu_run: bool = True) -> int:
     return max(2, cores_per_process() - TRAINER_CORES)
 
 
+def val_crop_fraction(size: int) -> float:
+    """The val view's default centre crop over the resized shorter side: all of it up to 64 px (small
+    images have no border to spare), ImageNet's 0.875 above."""
+    return 1.0 if size <= 64 else 0.875
+
+
 def check_loader_args(mode: str, dtype: torch.dtype, rank: int, world_size: int) -> None:
     """The checks every loader makes of its arguments, before reading anything."""
     if mode not in MODES:
@@ -166,7 +172,7 @@ class Loader:
         self.rank, self.world_size = rank, world_size
         self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
         self.channels = channels or self.shards.channels
-        self.crop_fraction = crop_fraction or (1.0 if size <= 64 else 0.875)
+        self.crop_fraction = crop_fraction or val_crop_fraction(size)
         self.augment = None
         if mode != "val":
             if augment is None:

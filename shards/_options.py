@@ -9,10 +9,12 @@ callers get the same one-line errors as the command.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastclr.config import setting
 from fastclr.shards._datasets import SOURCES
-from fastclr.shards._sources import SPLITS
+from fastclr.shards._errors import ShardError
+from fastclr.shards._sources import SPLITS, folder_split
 
 ENCODINGS = ("auto", "jpeg", "png", "raw")
 # Pixels an image's header may declare before it is refused undecoded. Pillow's MAX_IMAGE_PIXELS
@@ -26,7 +28,12 @@ class ConvertConfig:
     source: str = setting(help="the dataset's format", choices=tuple(sorted(SOURCES)))
     out: str = setting(help="folder to create")
     src: str | None = setting(None, "where the dataset's files are (not needed for digits, synthetic)")
-    split: str = setting("train", "which split of the dataset", choices=SPLITS)
+    split: str = setting(
+        "auto",
+        "which split of the dataset, recorded in the manifest; auto: imagefolder's from the --src "
+        "folder's name (train, val, test), train for the other sources",
+        choices=("auto", *SPLITS),
+    )
     encoding: str = setting(
         "auto", "auto keeps JPEG/PNG files byte for byte and stores arrays as PNG", choices=ENCODINGS
     )
@@ -50,6 +57,21 @@ class ConvertConfig:
     num: int = setting(1000, "synthetic: number of images")
     size: int = setting(32, "synthetic: image side in pixels")
     classes: int = setting(10, "synthetic: number of classes")
+
+    def chosen_split(self) -> str:
+        """`split`, with auto made: an image folder's split is what its name says (refused if it says
+        none: a test folder must not be recorded as train), the other sources' is train."""
+        if self.split != "auto":
+            return self.split
+        if self.source != "imagefolder" or not Path(self.src or "").is_dir():
+            return "train"  # a missing --src is named by the reader
+        split = folder_split(self.src or "")
+        if split is None:
+            raise ShardError(
+                f"--src {self.src}: its name does not say which split it is (train, val or test); "
+                "add --split train (or val, test, unlabeled)"
+            )
+        return split
 
 
 @dataclass

@@ -16,7 +16,17 @@ import numpy as np
 
 from fastclr.shards._errors import ShardError
 
-SPLITS = ("train", "test", "unlabeled")
+SPLITS = ("train", "val", "test", "unlabeled")
+# An image folder's split by its name (ImageNet's and Tiny-ImageNet's `train`/`val`, most others').
+FOLDER_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
 
 
@@ -71,12 +81,18 @@ def looks_like_image_folder(folder: Path, limit: int = 200) -> bool:
     return False
 
 
+def folder_split(folder: str | Path) -> str | None:
+    """The split an image folder's name says (`photos/val` -> val), or None."""
+    return FOLDER_SPLITS.get(Path(folder).name.lower())
+
+
 def imagefolder_hint(folder: Path) -> str:
     """`; ... holds image files: ...` for an error about an image tree where another format belongs."""
     if not looks_like_image_folder(folder):
         return ""
     out = folder.with_name(folder.name + "-shards")
-    command = f"fastclr shards convert imagefolder --src {folder} --out {out}"
+    split = "" if folder_split(folder) else " --split train"  # its name does not say
+    command = f"fastclr shards convert imagefolder --src {folder} --out {out}{split}"
     return f"; {folder} holds image files: convert them with `{command}`"
 
 

@@ -108,10 +108,16 @@ def test_a_yaml_set_tag_or_an_unset_environment_variable_is_one_line(tmp_path, r
 def test_help_lists_every_setting_with_its_type_and_default(run_cli, name):
     code, out, _ = run_cli(*name.split(), "--help")
     assert code == 0 and out.startswith(f"usage: fastclr {name}")
-    text = " ".join(out.split())
+
+    def plain(text):  # argparse wraps lines, also at a word's hyphen
+        return " ".join(text.split()).replace("- ", "-")
+
+    text = plain(out)
     for f in fields(commands()[name].settings):
         assert flag(f.key) in text, f.key
-        assert ("required" if f.required else "default: ") in text
+        assert f.help.strip(), f"{name} --{f.key} has no help text"
+        shown = "required" if f.required else f"default: {'null' if f.default is None else ''}"
+        assert plain(f"{f.help} ({f.type}; {shown}") in text, f.key
 
 
 def test_pretrain_help_groups_its_keys():

@@ -110,7 +110,7 @@ def test_choices_named_in_the_settings_are_the_modules_that_own_them():
 
     pairs = [
         (choices(trainers.KnnConfig, "vote"), trainers.KNN_VOTES),
-        (_config.PRECISIONS, tuple(trainers.INPUT_DTYPE)),
+        (_config.DTYPES, tuple(trainers.INPUT_DTYPE)),
         (_config.OPTIMIZERS, trainers.OPTIMIZERS),
         (_config.LR_SCALING, trainers.LR_SCALING),
         (_config.SCHEDULES, trainers.SCHEDULES),
@@ -192,3 +192,15 @@ def test_an_override_naming_a_path_that_is_not_utf8_is_one_line(tmp_path, run_cl
         code, _, err = run_cli(*argv)
         assert "is not valid UTF-8 (a file name's bytes?)" in one_line_error(code, err)
     assert os.listdir(tmp_path) == []
+
+
+def test_precision_auto_and_a_null_warm_up_resolve_by_device_and_run_length():
+    from fastclr.trainers import PretrainConfig
+
+    cfg = PretrainConfig(epochs=30)
+    assert (cfg.precision, cfg.optim.warmup_epochs) == ("auto", None)
+    on_cpu, on_gpu = cfg.resolved(cuda=False), cfg.resolved(cuda=True)
+    assert (on_cpu.precision, on_gpu.precision) == ("fp32", "bf16")
+    assert on_cpu.optim.warmup_epochs == on_gpu.optim.warmup_epochs == 3
+    cfg.precision, cfg.optim.warmup_epochs = "fp16", 0
+    assert (cfg.resolved(cuda=False).precision, cfg.resolved(cuda=False).optim.warmup_epochs) == ("fp16", 0)

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 from datasets import write_imagefolder
 from test_eval import run  # noqa: F401 - the module's tiny pretrain run and shards
@@ -29,10 +30,16 @@ def bad(run, tmp_path_factory):  # noqa: F811
     source = shards.open_source("synthetic", None, "unlabeled", num=20, size=16, classes=4)
     shards.convert(source, root / "unlabelled", progress=False)
     (root / "a-file").write_text("not a folder")
+    # the module's 4 classes in 1-channel images: only the channel count is wrong
+    gray = np.random.default_rng(0).integers(0, 256, (8, 16, 16), dtype=np.uint8)
+    names = [f"class_{c}" for c in range(4)]
+    np.savez(root / "gray.npz", images=gray, labels=np.arange(8) % 4, class_names=names)
+    shards.convert(shards.open_source("npz", root / "gray.npz", "test"), root / "gray", progress=False)
     return {
         "missing": (root / "nowhere", "no such shard folder"),
         "image-folder": (root / "photos", "holds image files, not shards"),
-        "other-classes": (run / "other", "has 4 classes and"),
+        "other-classes": (run / "other", "hold other classes: 4 classes in"),
+        "gray": (root / "gray", "holds 1-channel images, but"),
         "unlabelled": (root / "unlabelled", "unlabelled shards cannot be evaluated"),
         "out-is-a-file": (root / "a-file", "is a file, not a folder"),
     }
@@ -53,8 +60,9 @@ def commands(run, val, out):  # noqa: F811
 CASES = [
     (command, case)
     for command in ("linear", "knn", "finetune", "supervised", "cluster", "evaluate")
-    for case in ("missing", "image-folder", "other-classes", "unlabelled", "out-is-a-file")
+    for case in ("missing", "image-folder", "other-classes", "gray", "unlabelled", "out-is-a-file")
     if not (case == "other-classes" and command in ("cluster", "evaluate"))  # they read one shard set
+    and not (case == "gray" and command in ("cluster", "evaluate"))  # no model / one made below
 ]
 
 

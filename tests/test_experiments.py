@@ -36,6 +36,9 @@ def test_every_config_loads_and_validates_at_every_grid_point(path):
         assert steps
         for step in steps:
             assert isinstance(step.config, commands()[step.command].settings)
+            if step.command == "pretrain":  # the recipes keep the values they had before auto and null
+                assert step.config.precision in ("bf16", "fp32"), "a recipe names its precision"
+                assert step.config.optim.warmup_epochs is not None, "a recipe names its warm-up"
 
 
 def test_every_experiment_row_has_a_config():

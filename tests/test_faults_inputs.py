@@ -205,7 +205,62 @@ def test_bad_samples_with_fresh_hashes_are_named(folder, tmp_path, run_cli, edit
 def test_knn_monitor_shards_of_two_datasets_are_refused(pristine, folder, tmp_path, run_cli):
     args = [f"data.knn_bank={folder}", f"data.knn_val={pristine / 'three'}"]
     code, _, err = run_cli(*pretrain_args(folder, tmp_path / "run", *args))
-    assert "hold other classes (shards of two datasets?)" in one_line_error(code, err)
+    line = one_line_error(code, err)
+    assert "hold other classes (4 classes in" in line and "only " in line and "'class_3'" in line
+    # with the monitor off (knn_every=0) its folders are not read at all
+    code, _, err = run_cli(*pretrain_args(folder, tmp_path / "off", *args, "knn_every=0", "epochs=1"))
+    assert code == 0, err
+
+
+def test_an_unlabelled_knn_bank_is_named_as_such(pristine, tmp_path, run_cli):
+    source = shards.open_source("synthetic", None, "unlabeled", num=32, size=16, classes=4)
+    shards.convert(source, tmp_path / "unlabelled", progress=False)
+    args = [f"data.knn_bank={tmp_path / 'unlabelled'}", f"data.knn_val={pristine / 'other'}"]
+    code, _, err = run_cli(*pretrain_args(pristine / "train", tmp_path / "run", *args))
+    line = one_line_error(code, err)
+    assert f"data.knn_bank={tmp_path / 'unlabelled'}: these shards have no labels" in line
+    assert "knn_every=0" in line and not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gray") / "digits"
+    shards.convert(shards.open_source("digits", None, "train"), folder, progress=False)
+    return folder
+
+
+COLOUR_ON_GRAY = ["data.preset=simclr", "data.fraction=0.5", "data.size=8"]
+
+
+def test_a_colour_preset_on_gray_shards_names_the_users_folder_before_a_subset(digits, tmp_path, run_cli):
+    code, _, err = run_cli(*pretrain_args(digits, tmp_path / "run", *COLOUR_ON_GRAY))
+    line = one_line_error(code, err)
+    assert f"data.train={digits} holds 1-channel images" in line and "data.preset=digits" in line
+    assert not (tmp_path / "run").exists(), "refused before the run_dir (and a subset in it) was made"
+
+
+@pytest.mark.multiproc
+def test_under_torchrun_every_rank_exits_with_the_one_line(digits, tmp_path):
+    """No subset built, no traceback from fastclr's code, the user's folder named by each rank."""
+    import os
+    import subprocess
+
+    from test_faults import TORCHRUN
+
+    args = [a for a in pretrain_args(digits, tmp_path / "run", *COLOUR_ON_GRAY) if a != "cpu=true"]
+    result = subprocess.run(
+        [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29557", "-m", "fastclr", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
+        timeout=300,
+    )
+    line = "fastclr: error: config data.preset=simclr uses colour (ColorJitter, Grayscale), but "
+    line += f"data.train={digits} holds 1-channel images"
+    # each rank says it; torchrun may end a slower rank (SIGTERM) once the first has exited
+    assert result.returncode == 1 and 1 <= result.stderr.count(line) <= 2, result.stderr
+    assert "fastclr/" not in result.stderr and "trainers/" not in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_init_file_of_another_architecture_is_refused(folder, tmp_path, run_cli):

@@ -275,7 +275,17 @@ def test_max_side_shrinks_only_large_images(tmp_path, run_cli):
 
     write_imagefolder(tmp_path / "src", size=16)
     (tmp_path / "src" / "dog" / "huge.jpg").write_bytes(encode(images(1, 80, 40)[0], "JPEG"))
-    args = ["shards", "convert", "imagefolder", "--src", tmp_path / "src", "--out", tmp_path / "o"]
+    args = [
+        "shards",
+        "convert",
+        "imagefolder",
+        "--split",
+        "train",
+        "--src",
+        tmp_path / "src",
+        "--out",
+        tmp_path / "o",
+    ]
     code, _, err = run_cli(*args, "--max-side", 32, "--quiet")
     assert code == 0, err
     manifest = shards.load_manifest(tmp_path / "o")
@@ -283,3 +293,22 @@ def test_max_side_shrinks_only_large_images(tmp_path, run_cli):
     small = sorted((tmp_path / "src").glob("*/img_*.jpg"))
     kept = {s["jpg"] for s in read_back_webdataset(tmp_path / "o").values()}
     assert {p.read_bytes() for p in small} <= kept  # small files stay byte for byte
+
+
+def test_an_image_folders_split_comes_from_its_name_or_is_asked_for(tmp_path, run_cli):
+    for name in ("test", "photos"):
+        write_imagefolder(tmp_path / name, per_class=1)
+    code, _, err = run_cli(
+        "shards", "convert", "imagefolder", "--src", tmp_path / "test", "--out", tmp_path / "a"
+    )
+    assert code == 0, err
+    assert shards.load_manifest(tmp_path / "a")["split"] == "test"
+    assert [p.name for p in (tmp_path / "a").glob("*.tar")] == ["test-000000.tar"]
+    code, _, err = run_cli(
+        "shards", "convert", "imagefolder", "--src", tmp_path / "photos", "--out", tmp_path / "b"
+    )
+    assert code == 1 and "does not say which split it is" in err and "--split train" in err
+    assert not (tmp_path / "b").exists()
+    argv = ["shards", "convert", "imagefolder", "--src", tmp_path / "photos", "--out", tmp_path / "b"]
+    code, _, err = run_cli(*argv, "--split", "val")
+    assert code == 0 and shards.load_manifest(tmp_path / "b")["split"] == "val", err

@@ -24,6 +24,12 @@ Evaluations: each command is a function of its settings object, which it checks 
   `read_encoder_info(path)` checks an encoder.json alone, without torch.
 - Each holds its `out` throughout, as pretrain holds its run_dir: `output_folder(out, command)` refuses a
   folder in use by another run, a shard folder or another command's output (`RunDirError`).
+- Using an encoder elsewhere (docs/encoder.md): `load_encoder(path)` gives a plain torch module and
+  encoder.json, `preprocessing(info)` the transform of a PIL image into its input (`normalisation`,
+  `timm_data_config`: the same as numbers, as timm names them); `export_timm(ExportTimmConfig)`
+  writes a folder `timm.create_model("local-dir:DIR", pretrained=True)` loads.
+- Input checks (before any work): `check_inputs`, and the messages' pieces `same_classes`,
+  `class_difference`, `same_channels`.
 - Pieces: `extract_features` (L2-normalised, gathered over ranks), `knn_predict`, `knn_accuracy`,
   `cluster_accuracy`, `fit_linear_probe` + `probe_accuracy`, `labelled_pair` (an encoder's features
   of a train and a val folder); the classifier loop `fit_classifier` with
@@ -52,6 +58,15 @@ _PUBLIC = {
     "EncoderInfo": "_encoder_info",
     "read_encoder_info": "_encoder_info",
     "EvalError": "_errors",
+    "check_inputs": "_eval_io",
+    "class_difference": "_eval_io",
+    "same_channels": "_eval_io",
+    "same_classes": "_eval_io",
+    "CIFAR_STEM_STEPS": "_export",
+    "export_timm": "_export",
+    "normalisation": "_export",
+    "preprocessing": "_export",
+    "timm_data_config": "_export",
     "TrainError": "_errors",
     "knn": "_eval",
     "labelled_pair": "_eval",
@@ -61,6 +76,7 @@ _PUBLIC = {
     "CLUSTER_METHODS": "_eval_config",
     "ClusterConfig": "_eval_config",
     "EvaluateConfig": "_eval_config",
+    "ExportTimmConfig": "_eval_config",
     "FinetuneConfig": "_eval_config",
     "ImportWeightsConfig": "_eval_config",
     "KNN_VOTES": "_eval_config",

@@ -29,7 +29,13 @@ from fastclr.trainers._classifier_file import load_classifier, save_classifier
 from fastclr.trainers._encoder_file import load_encoder
 from fastclr.trainers._errors import EvalError
 from fastclr.trainers._eval_config import EvaluateConfig, FinetuneConfig, SupervisedConfig
-from fastclr.trainers._eval_io import check_inputs, final_report, write_results
+from fastclr.trainers._eval_io import (
+    check_inputs,
+    class_difference,
+    final_report,
+    same_channels,
+    write_results,
+)
 from fastclr.trainers._fit import (
     create_classifier_optimizer,
     create_classifier_schedule,
@@ -208,16 +214,16 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     """Top-1 of a saved classifier on labelled shards whose classes must be the ones it was trained on."""
     check_settings(cfg)
     started = time.time()
-    check_inputs(None, None, cfg.val)
+    manifest = check_inputs(None, None, cfg.val)["val"]
     model, description = load_classifier(cfg.model)
-    val = open_shards(cfg.val)  # checked once, read by the loader below
-    manifest = val.manifest
     if manifest["classes"] != description["classes"]:
+        difference = class_difference(description["classes"], manifest["classes"], cfg.model, cfg.val)
         raise EvalError(
-            f"{cfg.model}: its head predicts {len(description['classes'])} classes, {cfg.val} has "
-            f"{manifest['num_classes']} (or other names); evaluate on shards of the dataset it "
-            "was trained on, or fine-tune a new head"
+            f"{cfg.model}: its head predicts other classes than {cfg.val} holds ({difference}); "
+            "evaluate on shards of the dataset it was trained on, or fine-tune a new head"
         )
+    same_channels(description["in_chans"], manifest, f"the classifier {cfg.model}", cfg.val)
+    val = open_shards(cfg.val)  # checked once, read by the loader below
     accelerator = new_accelerator(cpu=cfg.cpu)
     loader = create_loader(
         "val",

@@ -10,12 +10,14 @@ stays light (a test holds them equal to the modules that own them).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from fastclr.config import ConfigError, setting
 
-PRECISIONS = ("bf16", "fp16", "fp32")  # trainers._pretrain.INPUT_DTYPE
+DTYPES = ("bf16", "fp16", "fp32")  # trainers._setup.INPUT_DTYPE
+PRECISIONS = ("auto", *DTYPES)  # auto: chosen by the device (chosen_precision)
 OPTIMIZERS = ("lars", "lars_timm", "sgd", "adam", "adamw", "lamb")  # trainers._optim
 LR_SCALING = ("none", "linear", "sqrt")
 SCHEDULES = ("cosine", "step")
@@ -85,12 +87,29 @@ class DataConfig:
             )
         if (self.knn_bank is None) != (self.knn_val is None):
             raise ConfigError("config data.knn_bank and data.knn_val go together: set both (or neither)")
-        from fastclr import pipelines  # unknown or out-of-range augmentation parameters, no graph built
+        self.augmentation()  # unknown or out-of-range augmentation parameters, no graph built
+
+    def augmentation(self):
+        """The preset's ops with this config's overrides (pipelines.create_augment); ConfigError if bad."""
+        from fastclr import pipelines
 
         try:
-            pipelines.create_augment(self.preset, self.size, **self.augment)
+            return pipelines.create_augment(self.preset, self.size, **self.augment)
         except pipelines.PipelineError as err:
             raise ConfigError(str(err)) from None
+
+    def check_channels(self, stored: int) -> None:
+        """Refuse colour ops for one-channel images (`stored` channels in `train`, unless `channels`
+        says otherwise), naming the user's folder: checked before a subset or a loader is made."""
+        from fastclr import pipelines
+
+        colour = pipelines.colour_ops(self.augmentation())
+        if (self.channels or stored) == 1 and colour:
+            raise ConfigError(
+                f"config data.preset={self.preset} uses colour ({', '.join(colour)}), but data.train="
+                f"{self.train} holds 1-channel images; use data.preset=digits or basic, or data.channels=3 "
+                "to repeat the channel"
+            )
 
 
 @dataclass
@@ -128,7 +147,9 @@ class OptimConfig:
     schedule: str = setting(
         "cosine", "cosine (to min_lr) | step (x decay_rate at each of decay_epochs)", SCHEDULES
     )
-    warmup_epochs: float = setting(10.0, "linear warm-up from 0, then the schedule")
+    warmup_epochs: float | None = setting(
+        None, "linear warm-up from 0, then the schedule; null: a tenth of the run (10 of 100 epochs)"
+    )
     min_lr: float = setting(0.0, "cosine: the final learning rate")
     decay_epochs: list[int] = setting([], "step: epochs where the rate drops; [] = constant")
     decay_rate: float = setting(0.1, "step: the factor at each decay epoch")
@@ -161,7 +182,10 @@ class PretrainConfig:
     )
     temperature: float = setting(0.5, "NT-Xent temperature, in (0, 1]")
     precision: str = setting(
-        "bf16", "autocast dtype (fp32, not `no`, which YAML would read as false)", PRECISIONS
+        "auto",
+        "autocast dtype; auto: bf16 on a GPU, fp32 on the CPU (where bf16 is slow); fp32, not `no`, "
+        "which YAML would read as false",
+        PRECISIONS,
     )
     grad_accum: int = setting(1, "micro-batches per optimiser step")
     sync_bn: bool = setting(True, "SyncBatchNorm when there is more than one process")
@@ -183,7 +207,9 @@ class PretrainConfig:
     knn_k: int = setting(200, "neighbours of the kNN monitor's weighted vote")
     knn_temperature: float = setting(0.1, "temperature of the kNN monitor's weighted vote")
     knn_every: int = setting(
-        1, "epochs between kNN evaluations (weighted with knn_k, knn_temperature; and k=10 majority)"
+        1,
+        "epochs between kNN evaluations (weighted with knn_k, knn_temperature; and k=10 majority); "
+        "0: no kNN monitor",
     )
     online_probe: bool = setting(
         True, "a linear head on detached features tracks top-1 (needs labelled shards)"
@@ -200,19 +226,36 @@ class PretrainConfig:
         if not 0 < self.temperature <= 1:
             raise ConfigError(f"config temperature={self.temperature} must be in (0, 1]")
         _at_least(self, "", 1, "epochs", "batch_size", "grad_accum", "keep_checkpoints")
-        _at_least(self, "", 1, "checkpoint_every", "knn_every", "dist_timeout")
-        if self.epochs < self.optim.warmup_epochs:  # the rate would still be rising when the run ends
-            warmup, epochs = self.optim.warmup_epochs, self.epochs
+        _at_least(self, "", 1, "checkpoint_every", "dist_timeout")
+        _at_least(self, "", 0, "knn_every")
+        warmup = self.optim.warmup_epochs
+        if warmup is not None and self.epochs < warmup:  # the rate would still be rising at the end
             raise ConfigError(
-                f"config optim.warmup_epochs={warmup:g} is more than epochs={epochs}, so the run would "
-                f"never leave warm-up; refused: set optim.warmup_epochs={epochs / 10:g} "
-                "(a tenth of the run, as 10 of 100) or raise epochs"
+                f"config optim.warmup_epochs={warmup:g} is more than epochs={self.epochs}, so the run "
+                f"would never leave warm-up; refused: set optim.warmup_epochs={self.epochs / 10:g} "
+                "(a tenth of the run, as 10 of 100; null does that) or raise epochs"
             )
         if self.online_probe_lr <= 0:
             raise ConfigError(f"config online_probe_lr={self.online_probe_lr} must be positive")
         if self.cuda_graphs:
             from fastclr.trainers._graphs import graphs_problem
 
-            problem = graphs_problem(self.optim.name, self.precision, self.grad_accum, self.compile)
+            precision = chosen_precision(self.precision, cuda=True)  # graphs run on a GPU only
+            problem = graphs_problem(self.optim.name, precision, self.grad_accum, self.compile)
             if problem:
                 raise ConfigError(f"config {problem}")
+
+    def resolved(self, cuda: bool) -> PretrainConfig:
+        """This config with its automatic choices made for a run on a GPU (`cuda`) or the CPU:
+        `precision` auto and `optim.warmup_epochs` null become the values they stand for."""
+        warmup = self.optim.warmup_epochs
+        optim = dataclasses.replace(self.optim, warmup_epochs=self.epochs / 10 if warmup is None else warmup)
+        return dataclasses.replace(self, precision=chosen_precision(self.precision, cuda), optim=optim)
+
+
+def chosen_precision(precision: str, cuda: bool) -> str:
+    """`auto`: bf16 on a GPU (its tensor cores' format), fp32 on the CPU, which computes bf16 slowly
+    (mostly by conversion to fp32 and back); any other value as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if cuda else "fp32"

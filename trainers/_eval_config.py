@@ -258,3 +258,12 @@ class ImportWeightsConfig:
     def check(self) -> None:
         _at_least(self, "size", 1)
         _at_least(self, "channels", 1)
+
+
+@dataclass
+class ExportTimmConfig:
+    """`fastclr export-timm`: an encoder as a folder timm loads itself (`local-dir:`), weights and
+    preprocessing together."""
+
+    encoder: str = _encoder()
+    out: str = _out("model.safetensors and config.json, timm's own folder layout")

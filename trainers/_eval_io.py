@@ -25,21 +25,27 @@ from fastclr.trainers._tracking import eval_accelerator
 
 
 def check_inputs(encoder=None, train=None, val=None) -> dict[str, dict]:
-    """The encoder's files and labelled shard folders sharing one class list; EvalError (or the
-    shards' own error) otherwise. Returns the manifests by role. (`--out` is vetted, and locked, by
-    `trainers._lock.output_folder` before.)"""
+    """The encoder's files, labelled shard folders sharing one class list and the encoder's channel
+    count; EvalError (or the shards' own error) otherwise. Returns the manifests by role. (`--out` is
+    vetted, and locked, by `trainers._lock.output_folder` before.)"""
+    channels = None
     if encoder is not None:
-        encoder_files(encoder)
+        channels = _recorded_channels(encoder_files(encoder)[1])
     manifests = {}
     for role, folder in (("train", train), ("val", val)):
         if folder is not None:
             manifests[role] = shards.load_manifest(folder)
             if not manifests[role]["labeled"]:
                 raise EvalError(f"{folder}: unlabelled shards cannot be evaluated; use a labelled split")
+            if channels is not None:
+                same_channels(channels, manifests[role], f"the encoder {encoder}", folder)
     if train is not None:
         check_classes(manifests["train"], train)
     if len(manifests) == 2:
         same_classes(manifests["train"], manifests["val"], train, val)
+        if channels is None:  # a model made for train's images is measured on val's
+            stored = manifests["train"]["image"]["channels"]
+            same_channels(stored, manifests["val"], f"a model trained on {train}", val)
     return manifests
 
 
@@ -56,6 +62,29 @@ def check_classes(manifest: dict, folder) -> None:
         )
 
 
+def _recorded_channels(info_path: Path) -> int | None:
+    """encoder.json's `in_chans`, or None when the file cannot tell (the reader names what is wrong)."""
+    try:
+        channels = json.loads(info_path.read_text()).get("in_chans")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return channels if isinstance(channels, int) else None
+
+
+def same_channels(channels: int, manifest: dict, model: str, folder) -> None:
+    """Refuse shards whose images have another channel count than `model` (named as "the encoder
+    X", "the classifier X") takes. Repeating a gray channel three times would run, but an encoder
+    trained on colour images measured on digits (or the reverse) is a mistake far more often than a
+    plan, and it would be reported as a normal accuracy: pretrain an encoder on such images instead."""
+    stored = manifest["image"]["channels"]
+    if stored != channels:
+        raise EvalError(
+            f"{folder} holds {stored}-channel images, but {model} takes {channels} channels; "
+            f"evaluate it on {channels}-channel shards (a model trained on colour images does not "
+            "read gray ones, nor the reverse)"
+        )
+
+
 def device_for(cpu: bool) -> torch.device:
     """The GPU when there is one and `cpu` is off."""
     return torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
@@ -65,10 +94,35 @@ def same_classes(train_manifest: dict, val_manifest: dict, train: str | Path, va
     """The class names of two shard sets that must share them (names and order)."""
     if train_manifest["classes"] != val_manifest["classes"]:
         raise EvalError(
-            f"{train} has {train_manifest['num_classes']} classes and {val} has "
-            f"{val_manifest['num_classes']} (or other names); evaluate on splits of one dataset"
+            f"{train} and {val} hold other classes: "
+            f"{class_difference(train_manifest['classes'], val_manifest['classes'], train, val)}; "
+            "evaluate on splits of one dataset"
         )
     return val_manifest["classes"]
+
+
+def class_difference(first: list[str], second: list[str], first_name, second_name) -> str:
+    """How two class lists differ, for a message: the counts, then the names only one of them has, or
+    the first place where the same names stand in another order (labels would mean other classes)."""
+    counts = f"{len(first)} classes in {first_name}, {len(second)} in {second_name}"
+    only_first = [c for c in first if c not in second]
+    only_second = [c for c in second if c not in first]
+    if not (only_first or only_second):
+        at = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), None)
+        if at is None:
+            return f"{counts}, one of them naming a class twice"
+        return f"{counts}, the same names in another order (label {at} is {first[at]!r} and {second[at]!r})"
+    told = [
+        f"only {name} has {_names(only)}"
+        for name, only in ((first_name, only_first), (second_name, only_second))
+        if only
+    ]
+    return f"{counts}; {'; '.join(told)}"
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(n) for n in names[:shown]) + more
 
 
 def save_weights(module: torch.nn.Module, path: Path) -> Path:

@@ -55,13 +55,19 @@ class RunDirLock(FolderLock):
         super().__init__(run_dir, what)
 
 
+def launched_processes() -> int:
+    """How many processes the launcher says it started (1 without a launcher)."""
+    return max((int(os.environ.get(name) or 1) for name in WORLD_SIZE_VARIABLES), default=1)
+
+
 def check_process_group(num_processes: int, cpu: bool, cuda: bool) -> None:
     """Refuse a launch that started several processes which did not join one process group.
 
-    Accelerate joins torchrun's processes into a group only on GPUs or with `cpu=true`; otherwise
-    each runs as a one-process job, and they all write the same run_dir.
+    Accelerate joins a launcher's processes into a group on GPUs, or on CPUs when asked (`cpu`, which
+    `new_accelerator` sets itself for torchrun on a machine without GPUs); otherwise each runs as a
+    one-process job, and they all write the same run_dir.
     """
-    launched = max((int(os.environ.get(name) or 1) for name in WORLD_SIZE_VARIABLES), default=1)
+    launched = launched_processes()
     if launched <= num_processes:
         return
     if not (cpu or cuda):
@@ -124,6 +130,8 @@ def _held(folder: Path) -> tuple[str, str] | None:
         return "import-weights", "an encoder (encoder.json, encoder.safetensors)"
     if (folder / "results.md").is_file():
         return "report", "a report (results.md)"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return "export-timm", "an encoder exported for timm (config.json, model.safetensors)"
     return None
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from fastclr.files import write_advice
 from fastclr.trainers._config import PretrainConfig
 from fastclr.trainers._encoder_file import export_encoder
@@ -33,7 +31,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     try:
         accelerator = pretrain_accelerator(cfg)
         on_main(accelerator, lambda: _take(lock))  # before anything reads or tidies the run_dir
-        run = build_run(cfg, accelerator, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        run = build_run(cfg, accelerator)
         run.step = build_step(run)
         try:
             stopped = train(run)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
+from omegaconf import OmegaConf
 
 from fastclr import shards
 from fastclr.encoders import SimCLRModel, build_encoder, build_head
@@ -131,7 +132,9 @@ def build_training(
 ) -> Training:
     """The model (SyncBN across GPUs, channels_last, compiled when `cfg.compile`), its optimiser at
     the batch-scaled rate, prepared by Accelerate, the schedule over `steps_per_epoch` optimiser steps,
-    the criterion, autocast, the fp16 loss scaler and (with labelled `manifest`) the online probe."""
+    the criterion, autocast, the fp16 loss scaler and (with labelled `manifest`) the online probe.
+    `cfg`'s automatic choices (precision, warm-up) are made here for this accelerator's device."""
+    cfg = cfg.resolved(accelerator.device.type == "cuda")
     global_batch = cfg.batch_size * accelerator.num_processes * cfg.grad_accum
     lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_scaling)
     model = build_model(cfg, channels)
@@ -192,9 +195,11 @@ def pretrain_accelerator(cfg: PretrainConfig) -> Accelerator:
     )
 
 
-def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -> Run:
+def build_run(cfg: PretrainConfig, accelerator: Accelerator) -> Run:
     """Data, model, optimiser and schedule; the newest checkpoint loaded if there is one; trackers;
-    the loader. The run_dir's lock is held (trainers/_pretrain.py)."""
+    the loader. The run_dir's lock is held (trainers/_pretrain.py). config.yaml, the checkpoints and
+    the trackers record `cfg` with its automatic choices made (`PretrainConfig.resolved`)."""
+    asked, cfg = cfg, cfg.resolved(accelerator.device.type == "cuda")
     run_dir, world = Path(cfg.run_dir), accelerator.num_processes
     if cfg.batch_size * world < 2:  # the loss would be 0 at every step: nothing is learned
         raise TrainError(
@@ -210,8 +215,11 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
             opened[Path(folder).resolve()] = open_shards(folder)
         return None if folder is None else opened[Path(folder).resolve()]
 
+    # a colour preset on gray shards is named by the user's folder, before a subset of it is made
+    cfg.data.check_channels(shards.load_manifest(cfg.data.train)["image"]["channels"])
     train = shard_set(_train_shards(cfg, run_dir, accelerator))
-    bank, val = shard_set(cfg.data.knn_bank), shard_set(cfg.data.knn_val)
+    monitored = cfg.knn_every > 0  # knn_every=0: no kNN monitor, its folders never opened
+    bank, val = (shard_set(cfg.data.knn_bank), shard_set(cfg.data.knn_val)) if monitored else (None, None)
     channels = cfg.data.channels or train.channels
     steps_per_epoch = train_steps(train.num_samples, cfg.batch_size, world) // cfg.grad_accum
     if steps_per_epoch == 0:
@@ -238,7 +246,7 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
     resumed = resume_newest()
     if accelerator.is_main_process:  # only once the checkpoint (if any) accepted this config
         try:
-            (run_dir / "config.yaml").write_text(config_yaml)
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         except OSError as err:
             raise TrainError(f"run_dir {run_dir}: cannot write there ({err.strerror or err})") from None
     tracker_id = resumed.state.tracker_id or new_run_id()
@@ -275,7 +283,9 @@ def build_run(cfg: PretrainConfig, accelerator: Accelerator, config_yaml: str) -
         # Accumulated micro-batches never meet in one loss: only processes add negatives.
         f"{run.global_batch}, {views} views each: {views * (cfg.batch_size * world - 1)} negatives per "
         f"anchor; lr {t.lr:.4g} ({cfg.optim.lr} scaled {cfg.optim.lr_scaling}); {steps_per_epoch} steps "
-        "per epoch"
+        f"per epoch; precision {cfg.precision}{' (auto)' if asked.precision == 'auto' else ''} on "
+        f"{accelerator.device.type}, warm-up {cfg.optim.warmup_epochs:g} epochs"
+        f"{' (a tenth of the run)' if asked.optim.warmup_epochs is None else ''}"
     )
     return run
 

@@ -195,15 +195,21 @@ def new_accelerator(**kwargs):
 
     The trainers enter autocast and scale fp16 losses themselves, so every Accelerator of a process
     has the same state (Accelerate keeps one per process and refuses another precision): `fastclr
-    run` and sweeps chain runs of other precisions in one process. A launch of several processes
-    that formed no group is refused (RunDirError)."""
+    run` and sweeps chain runs of other precisions in one process. Processes torchrun (or accelerate
+    launch) started on a machine without GPUs join a CPU process group (gloo) without being asked:
+    Accelerate forms one only with `cpu=True` there. A launch of several processes that formed no
+    group is refused (RunDirError)."""
     import torch
     from accelerate import Accelerator
 
-    from fastclr.trainers._lock import check_process_group
+    from fastclr.trainers._lock import check_process_group, launched_processes
 
+    cuda = torch.cuda.is_available()
+    # LOCAL_RANK: a launcher that also gives each process its rendezvous (torchrun, accelerate launch)
+    if not cuda and launched_processes() > 1 and os.environ.get("LOCAL_RANK") is not None:
+        kwargs["cpu"] = True
     accelerator = Accelerator(mixed_precision="no", **kwargs)
-    check_process_group(accelerator.num_processes, kwargs.get("cpu", False), torch.cuda.is_available())
+    check_process_group(accelerator.num_processes, kwargs.get("cpu", False), cuda)
     return accelerator
 
 
