@@ -70,7 +70,9 @@ def run_series(records: list[dict], run: str) -> list[Series]:
     ends = [r for r in records if "epoch_loss" in r]
     evaluation = [r for r in records if "train_loss" in r or "val_top1" in r]
     # optimiser steps per epoch, from the last epoch line (its step ends epoch number `epoch`)
-    per_epoch = ends[-1]["step"] / (ends[-1]["epoch"] + 1) if ends else None
+    # (a hand-written line without its epoch is drawn against steps)
+    last = ends[-1] if ends else {}
+    per_epoch = last["step"] / (last["epoch"] + 1) if isinstance(last.get("epoch"), (int, float)) else None
     dense = len(logged) > len(ends)
     lines = logged if dense else ends
     wanted = [  # figure, panel, quantity, key, records, steps per epoch

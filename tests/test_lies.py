@@ -164,7 +164,15 @@ def test_a_16_bit_png_is_measured_as_it_is_stored(tmp_path, run_cli):
         (tmp_path / "src" / name).mkdir(parents=True)
         (tmp_path / "src" / name / "0.png").write_bytes(_png16(value))
     code, out, err = run_cli(
-        "shards", "convert", "imagefolder", "--src", tmp_path / "src", "--out", tmp_path / "o"
+        "shards",
+        "convert",
+        "imagefolder",
+        "--src",
+        tmp_path / "src",
+        "--out",
+        tmp_path / "o",
+        "--split",
+        "train",
     )
     assert code == 0, err
     assert "2 images of 16 bits a channel" in out
@@ -184,7 +192,15 @@ def test_a_float_tiff_or_a_class_name_with_a_newline_is_refused(tmp_path, run_cl
     (tmp_path / "f" / "a").mkdir(parents=True)
     Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f" / "a" / "0.tif")
     code, _, err = run_cli(
-        "shards", "convert", "imagefolder", "--src", tmp_path / "f", "--out", tmp_path / "o"
+        "shards",
+        "convert",
+        "imagefolder",
+        "--src",
+        tmp_path / "f",
+        "--out",
+        tmp_path / "o",
+        "--split",
+        "train",
     )
     assert "0.tif: not a readable image (32-bit float pixels have no 8-bit reading" in one_line_error(
         code, err
@@ -192,7 +208,15 @@ def test_a_float_tiff_or_a_class_name_with_a_newline_is_refused(tmp_path, run_cl
     (tmp_path / "n" / "cat\ndog").mkdir(parents=True)
     (tmp_path / "n" / "cat\ndog" / "0.png").write_bytes(_png16(1))
     code, _, err = run_cli(
-        "shards", "convert", "imagefolder", "--src", tmp_path / "n", "--out", tmp_path / "o"
+        "shards",
+        "convert",
+        "imagefolder",
+        "--src",
+        tmp_path / "n",
+        "--out",
+        tmp_path / "o",
+        "--split",
+        "train",
     )
     assert "class name 'cat\\ndog' holds a control character" in one_line_error(code, err)
 

@@ -288,10 +288,20 @@ def test_a_failed_checkpoint_advises_free_space_only_for_a_full_disk(tmp_path, m
             raise _checkpoint.CheckpointError(f"cannot write checkpoint ({err.strerror})") from None
 
     monkeypatch.setattr(_checkpoint, "save", fails)
+    import torch
+
+    model = torch.nn.Linear(2, 2)  # finite weights: save() checks them before writing
     run = SimpleNamespace(
-        run_dir=tmp_path, cfg=SimpleNamespace(keep_checkpoints=1), loader=SimpleNamespace(state=dict)
+        run_dir=tmp_path,
+        cfg=SimpleNamespace(keep_checkpoints=1),
+        loader=SimpleNamespace(state=dict),
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        state=SimpleNamespace(global_step=1),
+        latest_checkpoint=lambda: None,
     )
-    run.accelerator = run.model = run.optimizer = run.scheduler = run.state = run.scaler = run.probe = None
+    run.scheduler = run.scaler = run.probe = None
     with pytest.raises(TrainError, match=f"is intact; {advice}") as raised:
         _resume.save(run)
     assert code == errno.ENOSPC or "free space" not in str(raised.value)
