@@ -176,5 +176,5 @@ NEXT_STEPS = [
     "  fastclr pretrain data.train=shards/train data.size=64 model.encoder=resnet18 epochs=100 "
     "run_dir=runs/mine",
     "  fastclr linear --encoder runs/mine --train shards/train --val shards/val --out runs/mine/linear",
-    "(add cpu=true without a GPU; `fastclr pretrain --help` and launch/configs/ for recipes)",
+    "(without a GPU they run on the CPU in float32; see `fastclr pretrain --help`, launch/configs/)",
 ]

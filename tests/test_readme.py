@@ -48,3 +48,8 @@ def test_the_cpu_multi_process_launch_the_docs_give_is_the_one_that_works(monkey
     )
     accelerate_launch.launch_command(args)
     assert chosen == ["simple"]
+
+
+def test_the_readme_shows_real_output_not_placeholders():
+    """The blocks after the commands are pasted from real runs; a token left for one is a hole."""
+    assert not re.findall(r"\b[A-Z]+_OUTPUT\b", README.read_text())
