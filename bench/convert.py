@@ -57,6 +57,46 @@ def environment() -> dict:
     }
 
 
+def run_header(module: str, cuda: bool) -> dict:
+    """What a benchmark's results open with: the command that made them (`fastclr.bench.MODULE` and
+    this process's arguments), the machine, the device, and the torch and DALI versions."""
+    import nvidia.dali
+    import torch
+
+    return {
+        "command": " ".join([f"python -m fastclr.bench.{module}", *sys.argv[1:]]),
+        **environment(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__,
+        "dali": nvidia.dali.__version__,
+    }
+
+
+def parse_timing_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """PARSER's arguments with those every timing loop takes (--warmup, --repeats, --threads, --json);
+    --threads is applied before anything is timed."""
+    import torch
+
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on shared cores, spinning threads can cost 20x
+    return args
+
+
+def add_row(results: dict, row: dict, path: str | None) -> None:
+    """Append ROW to results["rows"] and print it; save the results so far to PATH when given, so
+    that a run cut short by a timeout keeps what it measured."""
+    results["rows"].append(row)
+    print(json.dumps(row), flush=True)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(results, indent=1) + "\n")
+
+
 def write_results(results: dict, path: str | None) -> None:
     """Print the results as JSON, and save them to `path` when given."""
     text = json.dumps(results, indent=1)

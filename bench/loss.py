@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from fastclr.bench.convert import environment, write_results
+from fastclr.bench.convert import environment, parse_timing_arguments, write_results
 from fastclr.trainers import nt_xent
 
 
@@ -51,13 +51,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--dim", type=int, default=128, help="projection width")
     parser.add_argument("--calls", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--json")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)  # on shared cores, spinning threads can cost 20x
+    args = parse_timing_arguments(parser)
     cuda = args.device.startswith("cuda")
     results = {
         "command": " ".join(["python -m fastclr.bench.loss", *sys.argv[1:]]),

@@ -20,7 +20,7 @@ import time
 import timm
 import torch
 
-from fastclr.bench.convert import environment, write_results
+from fastclr.bench.convert import environment, parse_timing_arguments, write_results
 from fastclr.trainers import PretrainConfig, build_model, create_optimizer
 
 
@@ -43,13 +43,7 @@ def main() -> None:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--optimizers", nargs="+", default=["lars_timm", "lars"])
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--json")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_timing_arguments(parser)
     device = torch.device(args.device)
     cfg = PretrainConfig()
     cfg.model.encoder, cfg.model.cifar_stem = args.model, True

@@ -20,20 +20,17 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
-import nvidia.dali
 import torch
 
 from fastclr import shards
-from fastclr.bench.convert import environment, write_results
+from fastclr.bench.convert import add_row, run_header, write_results
 from fastclr.bench.shard_sets import make_shards
 from fastclr.pipelines import TorchvisionLoader, augment_on, create_loader, default_threads, open_shards
 
@@ -96,11 +93,7 @@ def main() -> None:
         data = Path(args.data or tmp)
         datasets = make_shards(Path(args.src), data, args.synthetic)
         results = {
-            "command": " ".join(["python -m fastclr.bench.pipeline", *sys.argv[1:]]),
-            **environment(),
-            "device": torch.cuda.get_device_name() if cuda else "cpu",
-            "torch": torch.__version__,
-            "dali": nvidia.dali.__version__,
+            **run_header("pipeline", cuda),
             "batch_size": args.batch_size,
             "dtype": str(dtype),
             "rows": [],
@@ -156,11 +149,7 @@ def main() -> None:
                     row["dali_over_torchvision"] = round(
                         row["dali_images_per_s"] / row["torchvision_images_per_s"], 2
                     )
-                results["rows"].append(row)
-                print(json.dumps(row), flush=True)
-                if args.json:  # kept row by row: a run cut short by a timeout keeps what it measured
-                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+                add_row(results, row, args.json)
     write_results(results, args.json)
 
 

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-import nvidia.dali
 import torch
 
 from fastclr import shards, trainers
-from fastclr.bench.convert import environment, write_results
+from fastclr.bench.convert import run_header, write_results
 
 
 def run_once(data: Path, run_dir: Path, args, probe: bool) -> float:
@@ -77,11 +75,7 @@ def main() -> None:
     write_results(
         {
             "benchmark": "online probe cost",
-            "command": " ".join(["python -m fastclr.bench.probe", *sys.argv[1:]]),
-            **environment(),
-            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-            "torch": torch.__version__,
-            "dali": nvidia.dali.__version__,
+            **run_header("probe", args.device == "cuda"),
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
             "probe_off": {
                 "runs": runs["off"],

@@ -17,28 +17,47 @@ def _where(result: dict) -> str:
     return f"{machine}; commit `{result['commit']}`; `{result['command']}`"
 
 
+def _row(cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _table(title: str, header: list[str], rows) -> list[str]:
+    """A markdown table under its title: a line of header cells, its rule, then a line a row of cells."""
+    return [title, "", _row(header), "|" + "---|" * len(header), *map(_row, rows)]
+
+
+def _runs(values) -> str:
+    return ", ".join(map(str, values))
+
+
 def convert_table(result: dict) -> str:
-    lines = [
-        f"Converting {result['speed'][0]['images']:,} images ({_where(result)}):",
-        "",
-        "| workers | images/s (best) | seconds, each repeat |",
-        "|---|---|---|",
-    ]
-    for workers, best in result["best_images_per_s"].items():
-        runs = [r["seconds"] for r in result["speed"] if str(r["workers"]) == str(workers)]
-        lines.append(f"| {workers} | {best:,} | {', '.join(map(str, runs))} |")
-    lines += [
-        "",
-        f"Size on disk (source JPEGs: {result['source_bytes'] / 2**20:.1f} MiB):",
-        "",
-        "| encoding | MiB | bytes per image | images/s |",
-        "|---|---|---|---|",
-    ]
-    for row in result["size"]:
-        lines.append(
-            f"| {row['encoding']} | {row['MiB']} | {row['bytes_per_image']:,} | {row['images_per_s']:,} |"
+    speed = [
+        (
+            workers,
+            f"{best:,}",
+            _runs(r["seconds"] for r in result["speed"] if str(r["workers"]) == str(workers)),
         )
-    return "\n".join(lines)
+        for workers, best in result["best_images_per_s"].items()
+    ]
+    size = [
+        (r["encoding"], r["MiB"], f"{r['bytes_per_image']:,}", f"{r['images_per_s']:,}")
+        for r in result["size"]
+    ]
+    return "\n".join(
+        [
+            *_table(
+                f"Converting {result['speed'][0]['images']:,} images ({_where(result)}):",
+                ["workers", "images/s (best)", "seconds, each repeat"],
+                speed,
+            ),
+            "",
+            *_table(
+                f"Size on disk (source JPEGs: {result['source_bytes'] / 2**20:.1f} MiB):",
+                ["encoding", "MiB", "bytes per image", "images/s"],
+                size,
+            ),
+        ]
+    )
 
 
 def _count(value) -> str:
@@ -46,24 +65,26 @@ def _count(value) -> str:
 
 
 def pipeline_table(result: dict) -> str:
-    lines = [
+    def cells(row: dict) -> list:
+        return [
+            row["dataset"],
+            row["size"],
+            row.get("augment_device", "-"),
+            row.get("dali_threads", "-"),
+            row.get("prefetch", result.get("prefetch", "-")),  # older files: one for the run
+            _count(row.get("dali_images_per_s")),
+            _count(row.get("torchvision_images_per_s")),
+            row.get("dali_over_torchvision", "-"),
+            f"{row['runs'].get('dali', '-')}; {row['runs'].get('torchvision', '-')}",
+        ]
+
+    header = ["shards", "side", "DALI ops", "DALI threads", "prefetch", "DALI", "torchvision DataLoader"]
+    header += ["DALI / DataLoader", "runs (DALI; DataLoader)"]
+    title = (
         f"Two-view images per second, batch {result['batch_size']}, {result['dtype']} ({_where(result)}; "
-        f"torch {result['torch']}, DALI {result['dali']}):",
-        "",
-        "| shards | side | DALI ops | DALI threads | prefetch | DALI | torchvision DataLoader | "
-        "DALI / DataLoader | runs (DALI; DataLoader) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in result["rows"]:
-        runs = f"{row['runs'].get('dali', '-')}; {row['runs'].get('torchvision', '-')}"
-        dali, torchvision = (_count(row.get(f"{k}_images_per_s")) for k in ("dali", "torchvision"))
-        prefetch = row.get("prefetch", result.get("prefetch", "-"))  # older files: one for the run
-        lines.append(
-            f"| {row['dataset']} | {row['size']} | {row.get('augment_device', '-')} | "
-            f"{row.get('dali_threads', '-')} | {prefetch} | {dali} | "
-            f"{torchvision} | {row.get('dali_over_torchvision', '-')} | {runs} |"
-        )
-    return "\n".join(lines)
+        f"torch {result['torch']}, DALI {result['dali']}):"
+    )
+    return "\n".join(_table(title, header, map(cells, result["rows"])))
 
 
 def _memory(mode: dict) -> str:
@@ -71,62 +92,65 @@ def _memory(mode: dict) -> str:
 
 
 def train_table(result: dict) -> str:
-    lines = [
-        f"Training images/s (two views each), {result['precision']}, channels_last "
-        f"{result['channels_last']}; median of {result['repeats']} x {result['steps']} steps after "
-        f"{result['warmup']} ({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
-        "",
-        "| shards | side | model | batch | compile | graphs | optimiser | DALI ops | prefetch | first step s "
-        "| model alone | DALI | DataLoader | efficiency "
-        "(DALI / model) | speedup (DALI / DataLoader) | data wait (DALI; DataLoader) | peak GiB "
-        "(model; DALI; DataLoader) | epoch s (DALI; DataLoader) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in result["rows"]:
+    def cells(row: dict) -> list:
         m = row["modes"]
         a, b, c = m.get("model", {}), m.get("dali", {}), m.get("torchvision", {})
-        compiled = (row.get("compile_mode") or "on") if row["compile"] else "off"
         graphs = (
             "off" if not row.get("cuda_graphs") else "on" if row.get("graph_captured", True) else "no capture"
         )
-        lines.append(
-            f"| {row['dataset']} | {row['size']} | {row['model']} | {row['batch_size']} | {compiled} | "
-            f"{graphs} | {row.get('optimizer', 'lars (timm)')} | "
-            f"{row.get('augment_device', '-')} | {row.get('prefetch', '-')} | "
-            f"{row.get('first_step_seconds', '-')} | "
-            f"{a.get('images_per_s', '-')} | "
-            f"{b.get('images_per_s', '-')} | {c.get('images_per_s', '-')} | "
-            f"{row.get('efficiency', '-')} | {row.get('speedup', '-')} | "
-            f"{b.get('data_wait', '-')}; {c.get('data_wait', '-')} | "
-            f"{_memory(a)}; {_memory(b)}; {_memory(c)} | "
-            f"{b.get('epoch_seconds', '-')}; {c.get('epoch_seconds', '-')} |"
-        )
-    return "\n".join(lines)
+        return [
+            row["dataset"],
+            row["size"],
+            row["model"],
+            row["batch_size"],
+            (row.get("compile_mode") or "on") if row["compile"] else "off",
+            graphs,
+            row.get("optimizer", "lars (timm)"),
+            row.get("augment_device", "-"),
+            row.get("prefetch", "-"),
+            row.get("first_step_seconds", "-"),
+            *(mode.get("images_per_s", "-") for mode in (a, b, c)),
+            row.get("efficiency", "-"),
+            row.get("speedup", "-"),
+            f"{b.get('data_wait', '-')}; {c.get('data_wait', '-')}",
+            f"{_memory(a)}; {_memory(b)}; {_memory(c)}",
+            f"{b.get('epoch_seconds', '-')}; {c.get('epoch_seconds', '-')}",
+        ]
+
+    header = ["shards", "side", "model", "batch", "compile", "graphs", "optimiser", "DALI ops", "prefetch"]
+    header += ["first step s", "model alone", "DALI", "DataLoader", "efficiency (DALI / model)"]
+    header += [
+        "speedup (DALI / DataLoader)",
+        "data wait (DALI; DataLoader)",
+        "peak GiB (model; DALI; DataLoader)",
+    ]
+    header += ["epoch s (DALI; DataLoader)"]
+    title = (
+        f"Training images/s (two views each), {result['precision']}, channels_last "
+        f"{result['channels_last']}; median of {result['repeats']} x {result['steps']} steps after "
+        f"{result['warmup']} ({_where(result)}; torch {result['torch']}, DALI {result['dali']}):"
+    )
+    return "\n".join(_table(title, header, map(cells, result["rows"])))
 
 
 def time_to_accuracy_table(result: dict) -> str:
     def cell(value) -> str:
         return "-" if value is None else f"{100 * value:.2f}%"
 
-    lines = [
-        f"Time to accuracy, config `{result['config']}` {' '.join(result['overrides'])} "
-        f"({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
-        "",
-        "| step | epoch | training seconds | kNN k=200 weighted | kNN k=10 majority | linear top-1 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for p in result["curve"]:
-        lines.append(
-            f"| {p['global_step']} | {p['epoch']} | {p['train_seconds']} | {cell(p['knn'])} | "
-            f"{cell(p.get('knn_k10_majority'))} | {cell(p['linear'])} |"
-        )
+    def accuracies(point: dict) -> list[str]:
+        return [cell(point.get("knn")), cell(point.get("knn_k10_majority")), cell(point.get("linear"))]
+
+    rows = [[p["global_step"], p["epoch"], p["train_seconds"], *accuracies(p)] for p in result["curve"]]
     projection = result.get("projection")
     if projection:
-        lines.append(
-            f"| projection (not measured) | {projection['epochs']:g} | {projection['train_seconds']} | "
-            f"{cell(projection.get('knn'))} | {cell(projection.get('knn_k10_majority'))} | "
-            f"{cell(projection.get('linear'))} |"
-        )
+        when = [f"{projection['epochs']:g}", projection["train_seconds"]]
+        rows.append(["projection (not measured)", *when, *accuracies(projection)])
+    lines = _table(
+        f"Time to accuracy, config `{result['config']}` {' '.join(result['overrides'])} "
+        f"({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
+        ["step", "epoch", "training seconds", "kNN k=200 weighted", "kNN k=10 majority", "linear top-1"],
+        rows,
+    )
     if result.get("reached"):
         reached = [
             f"{target}: "
@@ -140,72 +164,64 @@ def time_to_accuracy_table(result: dict) -> str:
 
 
 def loss_table(result: dict) -> str:
-    lines = [
+    title = (
         f"NT-Xent forward + backward, projections {result['dim']} wide ({_where(result)}; "
-        f"torch {result['torch']}):",
-        "",
-        "| batch | ms (median) | runs |",
-        "|---|---|---|",
-    ]
-    for row in result["rows"]:
-        lines.append(f"| {row['batch_size']} | {row['ms']} | {', '.join(map(str, row['runs']))} |")
-    return "\n".join(lines)
+        f"torch {result['torch']}):"
+    )
+    rows = [(r["batch_size"], r["ms"], _runs(r["runs"])) for r in result["rows"]]
+    return "\n".join(_table(title, ["batch", "ms (median)", "runs"], rows))
 
 
 def optim_table(result: dict) -> str:
-    lines = [
+    title = (
         f"Optimiser step on {result['model']}'s {result['tensors']} tensors ({result['parameters']:,} "
-        f"parameters; {_where(result)}; torch {result['torch']}, timm {result['timm']}):",
-        "",
-        "| optimiser | ms per step (median) | speedup | runs |",
-        "|---|---|---|---|",
-    ]
-    for row in result["rows"]:
-        lines.append(
-            f"| {row['optimizer']} | {row['ms']} | {row['speedup']} | {', '.join(map(str, row['runs']))} |"
-        )
-    return "\n".join(lines)
+        f"parameters; {_where(result)}; torch {result['torch']}, timm {result['timm']}):"
+    )
+    rows = [(r["optimizer"], r["ms"], r["speedup"], _runs(r["runs"])) for r in result["rows"]]
+    return "\n".join(_table(title, ["optimiser", "ms per step (median)", "speedup", "runs"], rows))
 
 
 def views_table(result: dict) -> str:
-    lines = [
-        f"N views per decoded image against the two-view loader, {result['dtype']} ({_where(result)}; "
-        f"torch {result['torch']}, DALI {result['dali']}, {result['threads']} threads):",
-        "",
-        "| shards | views | batch | images/s | views/s | speed (views/s ÷ two-view) | CPU ms per 1,000 views "
-        "| CPU saving (two-view ÷ this) | runs, views/s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in result["rows"]:
+    def cells(row: dict) -> list:
         views = f"{row['views']} x {row['size']} px" + (
             f" + {row['small_views']} x {row['small_size']} px" if row["small_views"] else ""
         )
-        lines.append(
-            f"| {row['dataset']} | {views} | {row['batch_size']} | {row['images_per_s']:,} | "
-            f"{row['views_per_s']:,} | {row['speed']} | {row['cpu_ms_per_1000_views']} | "
-            f"{row['cpu_saving']} | "
-            f"{', '.join(map(str, row['runs_views_per_s']))} |"
-        )
-    return "\n".join(lines)
+        return [
+            row["dataset"],
+            views,
+            row["batch_size"],
+            f"{row['images_per_s']:,}",
+            f"{row['views_per_s']:,}",
+            row["speed"],
+            row["cpu_ms_per_1000_views"],
+            row["cpu_saving"],
+            _runs(row["runs_views_per_s"]),
+        ]
+
+    title = (
+        f"N views per decoded image against the two-view loader, {result['dtype']} ({_where(result)}; "
+        f"torch {result['torch']}, DALI {result['dali']}, {result['threads']} threads):"
+    )
+    header = ["shards", "views", "batch", "images/s", "views/s", "speed (views/s ÷ two-view)"]
+    header += ["CPU ms per 1,000 views", "CPU saving (two-view ÷ this)", "runs, views/s"]
+    return "\n".join(_table(title, header, map(cells, result["rows"])))
 
 
 def probe_table(result: dict) -> str:
-    settings, off, on = result["settings"], result["probe_off"], result["probe_on"]
-    return "\n".join(
-        [
-            f"Online probe cost: `fastclr pretrain`, {settings['encoder']} (CIFAR stem), "
-            f"{settings['size']} px, batch {settings['batch_size']}, {settings['steps']} steps a run "
-            f"({_where(result)}; torch {result['torch']}, DALI {result['dali']}):",
-            "",
-            "| probe | images/s (best run) | median | runs | ratio on/off |",
-            "|---|---|---|---|---|",
-            *(
-                f"| {name} | {mode['images_per_s']} | {round(mode['median'], 1)} | "
-                f"{', '.join(map(str, mode['runs']))} | {ratio} |"
-                for name, mode, ratio in (("off", off, ""), ("on", on, result["ratio_on_off"]))
-            ),
-        ]
+    settings = result["settings"]
+    title = (
+        f"Online probe cost: `fastclr pretrain`, {settings['encoder']} (CIFAR stem), "
+        f"{settings['size']} px, batch {settings['batch_size']}, {settings['steps']} steps a run "
+        f"({_where(result)}; torch {result['torch']}, DALI {result['dali']}):"
     )
+    rows = [
+        (name, mode["images_per_s"], round(mode["median"], 1), _runs(mode["runs"]), ratio)
+        for name, mode, ratio in (
+            ("off", result["probe_off"], ""),
+            ("on", result["probe_on"], result["ratio_on_off"]),
+        )
+    ]
+    return "\n".join(_table(title, ["probe", "images/s (best run)", "median", "runs", "ratio on/off"], rows))
 
 
 def kind(result: dict) -> str | None:

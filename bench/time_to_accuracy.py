@@ -31,18 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import nvidia.dali
 import torch
 from omegaconf import OmegaConf
 
 from fastclr import shards, trainers
-from fastclr.bench.convert import environment, write_results
+from fastclr.bench.convert import run_header, write_results
 from fastclr.bench.shard_sets import cifar_shards
 from fastclr.launch import load_pretrain
 from fastclr.pipelines import train_steps
@@ -192,11 +190,7 @@ def main() -> None:
             curve_file.write_text(json.dumps({"curve": curve}, indent=1) + "\n")
             print(json.dumps(point), flush=True)
         results = {
-            "command": " ".join(["python -m fastclr.bench.time_to_accuracy", *sys.argv[1:]]),
-            **environment(),
-            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-            "torch": torch.__version__,
-            "dali": nvidia.dali.__version__,
+            **run_header("time_to_accuracy", device == "cuda"),
             "config": args.config,
             "overrides": args.overrides,
             "resolved_config": resolved,

@@ -42,20 +42,17 @@ import contextlib
 import functools
 import gc
 import itertools
-import json
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import nvidia.dali
 import torch
 from accelerate import Accelerator
 
-from fastclr.bench.convert import environment, write_results
+from fastclr.bench.convert import add_row, run_header, write_results
 from fastclr.bench.pipeline import batches_forever, dataloader_workers
 from fastclr.bench.shard_sets import make_shards
 from fastclr.pipelines import TorchvisionLoader, augment_on, create_loader, open_shards, train_steps
@@ -335,11 +332,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folders = make_shards(Path(args.src), Path(args.data or tmp), args.synthetic)
         results = {
-            "command": " ".join(["python -m fastclr.bench.train", *sys.argv[1:]]),
-            **environment(),
-            "device": torch.cuda.get_device_name() if cuda else "cpu",
-            "torch": torch.__version__,
-            "dali": nvidia.dali.__version__,
+            **run_header("train", cuda),
             "precision": args.precision,
             "channels_last": args.channels_last,
             "steps": args.steps,
@@ -354,11 +347,7 @@ def main() -> None:
             data = open_shards(folder)  # checked once: every loader of every row reads this
             for model_name, batch_size, variant in rows(args, size, cuda):
                 row = measure_config(args, accelerator, data, size, model_name, batch_size, variant)
-                results["rows"].append(row)
-                print(json.dumps(row), flush=True)
-                if args.json:  # kept row by row: a run cut short by a timeout keeps what it measured
-                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+                add_row(results, row, args.json)
     write_results(results, args.json)
 
 

@@ -25,15 +25,13 @@ import itertools
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import nvidia.dali
 import torch
 
-from fastclr.bench.convert import environment, write_results
+from fastclr.bench.convert import run_header, write_results
 from fastclr.bench.pipeline import batches_forever
 from fastclr.bench.shard_sets import views_shards
 from fastclr.pipelines import create_loader, open_shards
@@ -92,11 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         datasets = views_shards(Path(args.src), Path(args.data or tmp), args.synthetic)
         results = {
-            "command": " ".join(["python -m fastclr.bench.views", *sys.argv[1:]]),
-            **environment(),
-            "device": torch.cuda.get_device_name() if cuda else "cpu",
-            "torch": torch.__version__,
-            "dali": nvidia.dali.__version__,
+            **run_header("views", cuda),
             "dtype": str(dtype),
             "threads": args.threads,
             "rows": [],

@@ -92,19 +92,15 @@ def _write_shard(shard_no: int) -> dict:
                 sample = source.get(int(index))
                 try:
                     ext, payload, pixels, narrowed = encode_sample(sample, source.channels, settings)
-                except TooLarge as err:
+                except (TooLarge, CorruptImage) as err:
                     if not settings.skip_corrupt:
+                        what, fix = (
+                            (str(err), "remove it, raise --max-pixels if it is genuine")
+                            if isinstance(err, TooLarge)
+                            else (f"not a readable image ({err})", "fix or remove it")
+                        )
                         raise ShardError(
-                            f"{sample.origin}: {err}; remove it, raise --max-pixels if it is genuine, "
-                            "or pass --skip-corrupt to skip and count it"
-                        ) from None
-                    skipped.append({"origin": sample.origin, "error": str(err)})
-                    continue
-                except CorruptImage as err:
-                    if not settings.skip_corrupt:
-                        raise ShardError(
-                            f"{sample.origin}: not a readable image ({err}); fix or "
-                            "remove it, or pass --skip-corrupt to skip and count it"
+                            f"{sample.origin}: {what}; {fix}, or pass --skip-corrupt to skip and count it"
                         ) from None
                     skipped.append({"origin": sample.origin, "error": str(err)})
                     continue

@@ -1,4 +1,6 @@
 import io
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,6 +9,20 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+
+
+def torchrun(port: int, *args, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Two processes of ARGS (a script and its arguments, or `-m fastclr ...`) under torchrun on PORT,
+    one OpenMP thread each (the cores are shared), ENV added to the environment; output kept as text."""
+    return subprocess.run(
+        [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        timeout=timeout,
+    )
 
 
 def read_back_webdataset(folder: Path) -> dict[str, dict[str, bytes]]:

@@ -153,3 +153,19 @@ def write_tiny_imagenet_val(root: Path, wnids=("n02", "n01", "n03"), per_class: 
             rows.append(f"{name}\t{wnid}\t0\t0\t10\t10")
     (val / "val_annotations.txt").write_text("\n".join(rows) + "\n")
     return val
+
+
+def convert_folder_argv(src, out, *extra) -> list:
+    """The argv of `fastclr shards convert imagefolder` turning SRC's images (a train split) into OUT."""
+    return ["shards", "convert", "imagefolder", "--split", "train", "--src", src, "--out", out, *extra]
+
+
+def write_synthetic_shards(root: Path, **nums: int) -> Path:
+    """root/<split> for each split=num: synthetic 16-pixel JPEG shards of 4 classes, 32 images a shard,
+    seeded by the split's name (so train and test differ). The small data the training tests share."""
+    from fastclr import shards
+
+    for split, num in nums.items():
+        source = shards.open_source("synthetic", None, split, num=num, size=16, classes=4, seed=len(split))
+        shards.convert(source, root / split, shard_size=32, encoding="jpeg", progress=False)
+    return root

@@ -12,14 +12,14 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import test_faults
 import torch
+from conftest import torchrun
 from safetensors.torch import load_file, save_file
-from test_faults import TORCHRUN, epoch_losses, online_top1, pretrain_args
+from test_faults import epoch_losses, online_top1, pretrain_args
 from test_pretrain import losses
 from test_shards_bad_input import one_line_error
 
@@ -397,16 +397,8 @@ def test_setting_aside_twice_keeps_both_folders(tmp_path):
 def test_a_position_refused_on_one_rank_makes_every_rank_resume_the_older_checkpoint(data, tmp_path):
     """Rank 1's loader position in step 12 is garbled (its checksum rewritten): only rank 1's DALI
     refuses it, and both ranks fall back to step 6 together, ending as an uninterrupted 2-process run."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29551", "-m", "fastclr"]
     reference, run = tmp_path / "reference", tmp_path / "run"
-    done = subprocess.run(
-        [*launch, *args(data, reference, "batch_size=8")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    done = torchrun(29551, "-m", "fastclr", *args(data, reference, "batch_size=8"))
     assert done.returncode == 0, done.stdout + done.stderr
     shutil.copytree(reference, run)
     folder = run / "checkpoints" / STEP_12
@@ -416,9 +408,7 @@ def test_a_position_refused_on_one_rank_makes_every_rank_resume_the_older_checkp
     ranked["loader"] = base64.b64encode(bytes(position)).decode()
     (folder / "rank-1.json").write_text(json.dumps(ranked))
     rehash(folder)
-    second = subprocess.run(
-        [*launch, *args(data, run, "batch_size=8")], capture_output=True, text=True, env=env, timeout=300
-    )
+    second = torchrun(29551, "-m", "fastclr", *args(data, run, "batch_size=8"))
     out = second.stdout + second.stderr
     assert second.returncode == 0, out
     assert "is damaged (rank-1.json: DALI refuses the loader position saved in it (" in out, out

@@ -15,18 +15,15 @@ import weakref
 
 import pytest
 import wandb
+from datasets import write_synthetic_shards
 
-from fastclr import shards, trainers
+from fastclr import trainers
 from fastclr.trainers import PretrainConfig
 
 
 @pytest.fixture(scope="module")
 def jpeg(tmp_path_factory):
-    root = tmp_path_factory.mktemp("jpeg")
-    for split, num in [("train", 64), ("test", 32)]:
-        source = shards.open_source("synthetic", None, split, num=num, size=16, classes=4, seed=len(split))
-        shards.convert(source, root / split, encoding="jpeg", shard_size=32, progress=False)
-    return root
+    return write_synthetic_shards(tmp_path_factory.mktemp("jpeg"), train=64, test=32)
 
 
 @pytest.fixture

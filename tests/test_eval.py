@@ -378,21 +378,13 @@ def test_an_empty_val_set_is_named(run, tmp_path, run_cli):
 
 @pytest.mark.multiproc
 def test_features_of_uneven_shares_are_gathered_whole_on_every_rank(tmp_path):
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
+    from conftest import torchrun
     from dist_gather import share
 
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    script = Path(__file__).parent / "dist_gather.py"
-    subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29561", str(script), str(tmp_path)],
-        check=True,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    done = torchrun(29561, Path(__file__).parent / "dist_gather.py", tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
     images, labels = (torch.cat(parts) for parts in zip(share(0), share(1), strict=True))
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
@@ -425,26 +417,10 @@ def test_each_classifier_optimizer_is_built_by_name_and_a_typo_is_named():
 @pytest.mark.multiproc
 def test_a_two_process_finetune_saves_one_classifier_that_evaluate_measures_alike(run, tmp_path, run_cli):
     """DDP's wrapper stays out of model.safetensors; the val top-1 counts every rank's share once."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import torchrun
 
-    torchrun = [
-        str(Path(sys.executable).parent / "torchrun"),
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29563",
-    ]
     argv = [*flags(run, tmp_path / "ft"), "--epochs", 1, "--batch-size", 8, "--cpu"]
-    done = subprocess.run(
-        [*torchrun, "-m", "fastclr", "finetune", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    done = torchrun(29563, "-m", "fastclr", "finetune", *argv)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("fine-tune (full): top-1") == 1  # said once, by rank 0
     trained = json.loads((tmp_path / "ft" / "results.json").read_text())

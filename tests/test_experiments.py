@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import write_synthetic_shards
 from safetensors.torch import load_file
 
 from fastclr import shards, trainers
@@ -130,11 +131,7 @@ def test_slurm_script_starts_one_launch_per_node_with_its_rank_and_the_main_addr
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shards")
-    for split, num in [("train", 64), ("test", 32)]:
-        source = shards.open_source("synthetic", None, split, num=num, size=16, classes=4, seed=len(split))
-        shards.convert(source, root / split, shard_size=32, encoding="jpeg", progress=False)
-    return root
+    return write_synthetic_shards(tmp_path_factory.mktemp("shards"), train=64, test=32)
 
 
 def write_experiment(folder: Path, data: Path) -> Path:

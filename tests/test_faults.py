@@ -17,51 +17,39 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun
+from datasets import write_synthetic_shards
 from safetensors.torch import load_file
-from test_pretrain import losses
+from test_pretrain import assert_ran_to_step_12, cpu_pretrain_args, losses
 from test_shards_bad_input import one_line_error
 
-from fastclr import shards
 from fastclr.launch.cli import main
 from fastclr.trainers import _checkpoint as checkpoint
 from fastclr.trainers import load_encoder
 
 FAULT_RUN = str(Path(__file__).parent / "fault_run.py")
-TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    source = shards.open_source("synthetic", None, "train", num=96, size=16, classes=4, seed=5)
-    shards.convert(source, root / "train", shard_size=32, encoding="jpeg", progress=False)
-    return root / "train"
+    return write_synthetic_shards(tmp_path_factory.mktemp("data"), train=96) / "train"
 
 
 def pretrain_args(data: Path, run: Path, *extra: str) -> list[str]:
     """2 epochs of 6 steps, a checkpoint at steps 6 and 12, only the newest kept."""
-    return [
-        "pretrain",
-        f"data.train={data}",
-        f"run_dir={run}",
+    return cpu_pretrain_args(
+        data,
+        run,
         "epochs=2",
         "batch_size=16",
         "keep_checkpoints=1",
-        "precision=fp32",
-        "cpu=true",
-        "data.size=16",
-        "data.num_threads=1",
-        "model.encoder=small_cnn",
-        "model.hidden_dim=32",
         "model.out_dim=16",
         "optim.name=adam",
         "optim.lr=0.001",
         "optim.lr_scaling=none",
         "optim.warmup_epochs=1",
-        "track.log_every=1",
-        "track.progress=false",
         *extra,
-    ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -410,38 +398,24 @@ def test_a_checkpoints_path_that_is_a_file_is_one_line(data, tmp_path, run_cli):
 def test_a_rank_killed_mid_run_stops_the_other_with_a_clear_error_and_the_rerun_resumes(data, tmp_path):
     run = tmp_path / "run"
     args = [*pretrain_args(data, run, "batch_size=8")]  # 2 ranks x 8: 6 steps per epoch again
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FAULT_RANK": "1"}
-    launch = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29543"]
     started = time.time()
-    killed = subprocess.run(
-        [*launch, FAULT_RUN, "step", "9", *args], capture_output=True, text=True, env=env, timeout=180
-    )
+    killed = torchrun(29543, FAULT_RUN, "step", "9", *args, env={"FAULT_RANK": "1"}, timeout=180)
     out = killed.stdout + killed.stderr
     assert killed.returncode != 0 and time.time() - started < 120, out
     assert "[rank0]: Traceback" not in out, out  # rank 0 explains itself in one line, not a trace
     assert "fastclr: error: process 0 of 2: another process stopped or hung" in out, out
     assert "last checkpoint: " + str(run / "checkpoints" / "step-00000006") in out, out
-    second = subprocess.run(
-        [*launch, "-m", "fastclr", *args], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "at epoch 1, step 6" in second.stdout and "done: 2 epochs, 12 steps" in second.stdout
-    assert [step for step, _ in losses(run)] == list(range(1, 13))
+    second = torchrun(29543, "-m", "fastclr", *args, env={"FAULT_RANK": "1"})
+    assert "at epoch 1, step 6" in second.stdout
+    assert_ran_to_step_12(second, run)
 
 
 @pytest.mark.multiproc
 def test_a_hung_rank_fails_the_other_after_dist_timeout_instead_of_waiting_30_minutes(data, tmp_path):
     run = tmp_path / "run"
     args = [*pretrain_args(data, run, "batch_size=8", "dist_timeout=10")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FAULT_RANK": "1"}
     started = time.time()
-    hung = subprocess.run(
-        [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29547", FAULT_RUN, "hang", "9", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-    )
+    hung = torchrun(29547, FAULT_RUN, "hang", "9", *args, env={"FAULT_RANK": "1"}, timeout=240)
     out = hung.stdout + hung.stderr
     assert hung.returncode != 0 and time.time() - started < 180, out
     assert "fastclr: error: process 0 of 2: another process stopped or hung (dist_timeout 10 s)" in out, out

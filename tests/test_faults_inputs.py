@@ -242,19 +242,10 @@ def test_a_colour_preset_on_gray_shards_names_the_users_folder_before_a_subset(d
 @pytest.mark.multiproc
 def test_under_torchrun_every_rank_exits_with_the_one_line(digits, tmp_path):
     """No subset built, no traceback from fastclr's code, the user's folder named by each rank."""
-    import os
-    import subprocess
-
-    from test_faults import TORCHRUN
+    from conftest import torchrun
 
     args = [a for a in pretrain_args(digits, tmp_path / "run", *COLOUR_ON_GRAY) if a != "cpu=true"]
-    result = subprocess.run(
-        [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29557", "-m", "fastclr", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
-        timeout=300,
-    )
+    result = torchrun(29557, "-m", "fastclr", *args, env={"CUDA_VISIBLE_DEVICES": ""})
     line = "fastclr: error: config data.preset=simclr uses colour (ColorJitter, Grayscale), but "
     line += f"data.train={digits} holds 1-channel images"
     # each rank says it; torchrun may end a slower rank (SIGTERM) once the first has exited

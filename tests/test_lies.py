@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from datasets import convert_folder_argv
 from PIL import Image
 
 from fastclr import shards
@@ -163,17 +164,7 @@ def test_a_16_bit_png_is_measured_as_it_is_stored(tmp_path, run_cli):
     for name, value in [("a", 32768), ("b", 16384)]:
         (tmp_path / "src" / name).mkdir(parents=True)
         (tmp_path / "src" / name / "0.png").write_bytes(_png16(value))
-    code, out, err = run_cli(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "o",
-        "--split",
-        "train",
-    )
+    code, out, err = run_cli(*convert_folder_argv(tmp_path / "src", tmp_path / "o"))
     assert code == 0, err
     assert "2 images of 16 bits a channel" in out
     manifest = shards.load_manifest(tmp_path / "o")
@@ -191,33 +182,13 @@ def test_a_16_bit_png_is_measured_as_it_is_stored(tmp_path, run_cli):
 def test_a_float_tiff_or_a_class_name_with_a_newline_is_refused(tmp_path, run_cli):
     (tmp_path / "f" / "a").mkdir(parents=True)
     Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f" / "a" / "0.tif")
-    code, _, err = run_cli(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--src",
-        tmp_path / "f",
-        "--out",
-        tmp_path / "o",
-        "--split",
-        "train",
-    )
+    code, _, err = run_cli(*convert_folder_argv(tmp_path / "f", tmp_path / "o"))
     assert "0.tif: not a readable image (32-bit float pixels have no 8-bit reading" in one_line_error(
         code, err
     )
     (tmp_path / "n" / "cat\ndog").mkdir(parents=True)
     (tmp_path / "n" / "cat\ndog" / "0.png").write_bytes(_png16(1))
-    code, _, err = run_cli(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--src",
-        tmp_path / "n",
-        "--out",
-        tmp_path / "o",
-        "--split",
-        "train",
-    )
+    code, _, err = run_cli(*convert_folder_argv(tmp_path / "n", tmp_path / "o"))
     assert "class name 'cat\\ndog' holds a control character" in one_line_error(code, err)
 
 

@@ -51,6 +51,7 @@ def id_shards(tmp_path, n, encoding="raw", name="ids", size=SIZE, channels=3, sh
     return tmp_path / name, pixels
 
 
+MULTI_CROP = dict(views=4, small_views=3, small_size=8, small_crop_scale=(0.05, 0.4))  # 4 + 3 small views
 IDENTITY = dict(
     crop_scale=(1.0, 1.0),
     crop_ratio=(1.0, 1.0),
@@ -108,16 +109,7 @@ def test_two_views_differ_and_share_the_label(tmp_path):
 
 def test_n_views_and_small_views_each_independent(tmp_path):
     folder, _ = id_shards(tmp_path, 32, encoding="jpeg")
-    loader = create_loader(
-        "pretrain",
-        folder,
-        batch_size=16,
-        size=SIZE,
-        views=4,
-        small_views=3,
-        small_size=8,
-        small_crop_scale=(0.05, 0.4),
-    )
+    loader = create_loader("pretrain", folder, batch_size=16, size=SIZE, **MULTI_CROP)
     *views, label = next(iter(loader))
     assert [v.shape for v in views] == [(16, 3, SIZE, SIZE)] * 4 + [(16, 3, 8, 8)] * 3
     assert len(set(label.tolist())) == 16

@@ -2,11 +2,13 @@
 
 import pytest
 import torch
-from test_pipelines import SIZE, id_shards, pixels_of
+from test_pipelines import MULTI_CROP, SIZE, id_shards, pixels_of
 
 from fastclr.pipelines import create_loader, rank_share
 
 pytestmark = pytest.mark.gpu
+
+ON_GPU = dict(device="cuda", dtype=torch.bfloat16, channels_last=True)  # what training asks for
 
 
 @pytest.mark.parametrize("augment_device", ["gpu", "cpu"])  # cpu: DALI's CPU ops, views copied over
@@ -14,14 +16,7 @@ pytestmark = pytest.mark.gpu
 def test_pretrain_views_are_made_on_the_gpu(tmp_path, encoding, augment_device):
     folder, _ = id_shards(tmp_path, 64, encoding=encoding)
     loader = create_loader(
-        "pretrain",
-        folder,
-        batch_size=16,
-        size=SIZE,
-        device="cuda",
-        dtype=torch.bfloat16,
-        channels_last=True,
-        augment_device=augment_device,
+        "pretrain", folder, batch_size=16, size=SIZE, **ON_GPU, augment_device=augment_device
     )
     assert loader.augment_device == augment_device
     view1, view2, label = next(iter(loader))
@@ -32,21 +27,9 @@ def test_pretrain_views_are_made_on_the_gpu(tmp_path, encoding, augment_device):
 
 def test_n_views_and_small_views_on_the_gpu(tmp_path):
     folder, _ = id_shards(tmp_path, 32, encoding="jpeg")
-    loader = create_loader(
-        "pretrain",
-        folder,
-        batch_size=16,
-        size=SIZE,
-        device="cuda",
-        dtype=torch.bfloat16,
-        channels_last=True,
-        views=4,
-        small_views=2,
-        small_size=8,
-        small_crop_scale=(0.05, 0.4),
-    )
+    loader = create_loader("pretrain", folder, batch_size=16, size=SIZE, **ON_GPU, **MULTI_CROP)
     *views, label = next(iter(loader))
-    assert [tuple(v.shape) for v in views] == [(16, 3, SIZE, SIZE)] * 4 + [(16, 3, 8, 8)] * 2
+    assert [tuple(v.shape) for v in views] == [(16, 3, SIZE, SIZE)] * 4 + [(16, 3, 8, 8)] * 3
     assert all(v.device.type == "cuda" and v.dtype == torch.bfloat16 for v in views)
     assert not any(torch.equal(a, b) for i, a in enumerate(views) for b in views[i + 1 :])
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun
+from datasets import write_synthetic_shards
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from fastclr import shards
 from fastclr.encoders import build_encoder
 from fastclr.trainers import (
     PretrainConfig,
@@ -33,11 +34,7 @@ from fastclr.trainers import (
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    for split, num in [("train", 96), ("test", 40)]:
-        source = shards.open_source("synthetic", None, split, num=num, size=16, classes=4, seed=len(split))
-        shards.convert(source, root / split, shard_size=32, encoding="jpeg", progress=False)
-    return root
+    return write_synthetic_shards(tmp_path_factory.mktemp("data"), train=96, test=40)
 
 
 def config(data, run_dir, **overrides) -> PretrainConfig:
@@ -315,23 +312,9 @@ def test_bad_view_settings_fail_before_anything_starts(data, tmp_path, run_cli, 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_path):
     run = tmp_path / "run"
-    args = [
-        "pretrain",
-        f"data.train={data / 'train'}",
-        f"run_dir={run}",
-        "epochs=200",
-        "batch_size=16",
-        "precision=fp32",
-        "cpu=true",
-        "data.size=16",
-        "data.num_threads=1",
-        "model.encoder=small_cnn",
-        "model.hidden_dim=32",
-        "optim.name=adam",
-        "optim.lr=0.001",
-        "track.log_every=1",
-        "track.progress=false",
-    ]
+    args = cpu_pretrain_args(
+        data / "train", run, "epochs=200", "batch_size=16", "optim.name=adam", "optim.lr=0.001"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastclr", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -352,68 +335,68 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data, tmp_pat
     assert losses(run)[-1][0] == stopped_at + 2
 
 
-def two_process_pretrain(port: int, entry: list[str], data: Path, run: Path, *settings: str) -> list[str]:
-    """torchrun's command line for a small CPU pretrain on 2 processes: 96 images at batch 8 a
-    process make 6 steps an epoch, 2 epochs. `entry`: what torchrun starts (`-m fastclr`, a script)."""
+def cpu_pretrain_args(train: Path, run: Path, *settings: str) -> list[str]:
+    """`pretrain` of the TRAIN shards on the CPU: small_cnn at 16 pixels in fp32, a step a log line,
+    no progress bar; SETTINGS last (they win)."""
     return [
-        str(Path(sys.executable).parent / "torchrun"),
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(port),
-        *entry,
         "pretrain",
-        f"data.train={data / 'train'}",
+        f"data.train={train}",
         f"run_dir={run}",
-        "epochs=2",
-        "batch_size=8",
         "precision=fp32",
         "cpu=true",
         "data.size=16",
         "data.num_threads=1",
         "model.encoder=small_cnn",
         "model.hidden_dim=32",
-        "optim.warmup_epochs=1",  # epochs below warm-up are refused
+        "track.log_every=1",
         "track.progress=false",
         *settings,
     ]
 
 
+def two_process_pretrain(data: Path, run: Path, *settings: str) -> list[str]:
+    """A small CPU pretrain for 2 processes: 96 images at batch 8 a process make 6 steps an epoch,
+    2 epochs (epochs below warm-up are refused, hence one warm-up epoch)."""
+    return cpu_pretrain_args(
+        data / "train", run, "epochs=2", "batch_size=8", "optim.warmup_epochs=1", *settings
+    )
+
+
+def assert_ran_to_step_12(done, run: Path) -> None:
+    """DONE (a finished process) ended the 2 epochs of 6 steps, and RUN's metrics hold each step once."""
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "done: 2 epochs, 12 steps" in done.stdout
+    assert [step for step, _ in losses(run)] == list(range(1, 13))
+
+
 @pytest.mark.multiproc
 def test_two_processes_gather_negatives_checkpoint_per_rank_and_resume(data, tmp_path):
     run = tmp_path / "run"
-    settings = ("optim.name=adam", "optim.lr=0.001", "track.log_every=1")
-    args = two_process_pretrain(29541, ["-m", "fastclr"], data, run, *settings)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.run([*args, "max_steps=4"], capture_output=True, text=True, env=env, timeout=300)
+    args = ["-m", "fastclr", *two_process_pretrain(data, run, "optim.name=adam", "optim.lr=0.001")]
+    first = torchrun(29541, *args, "max_steps=4")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "global batch 16, 2 views each: 30 negatives per anchor" in first.stdout
     (checkpoint,) = (run / "checkpoints").iterdir()
     assert {"rank-0.json", "rank-1.json", "rng-0.safetensors", "rng-1.safetensors"} <= {
         p.name for p in checkpoint.iterdir()
     }
-    second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "resuming" in second.stdout and "done: 2 epochs, 12 steps" in second.stdout
-    assert [step for step, _ in losses(run)] == list(range(1, 13))
+    second = torchrun(29541, *args)
+    assert "resuming" in second.stdout
+    assert_ran_to_step_12(second, run)
 
 
 @pytest.mark.multiproc
 def test_two_processes_read_no_tensor_to_the_host_between_log_steps(data, tmp_path):
     """The stop flag is agreed on at log steps and epoch ends only: no host read in the other steps."""
     out = tmp_path / "reads.json"
-    command = two_process_pretrain(
-        29543,
-        [str(Path(__file__).parent / "host_reads_run.py"), str(out)],
+    settings = two_process_pretrain(
         data,
         tmp_path / "run",
         "optim.name=lars",  # torch's Adam keeps its step count in a CPU tensor and reads it
         "online_probe=true",  # its counters are read at log steps only, its gradients averaged each step
         "track.log_every=4",
     )
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    result = torchrun(29543, Path(__file__).parent / "host_reads_run.py", out, *settings)
     assert result.returncode == 0, result.stdout + result.stderr
     sync_points = {4, 6, 8, 12}  # log steps, and each epoch's last step
     for rank in (0, 1):

@@ -1,14 +1,12 @@
 """The online linear probe (trainers/_probe.py) and the two kNN votes (trainers/_knn.py)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun
 from dist_probe import batches
 from safetensors.torch import load_file
 from test_pretrain import config, data, losses  # noqa: F401 (data is the shards fixture)
@@ -163,14 +161,8 @@ def test_the_online_figures_reach_tensorboard(data, tmp_path):  # noqa: F811
 @pytest.mark.multiproc
 def test_two_processes_keep_one_probe_equal_to_a_single_process_on_the_whole_batch(tmp_path):
     """Gradients averaged over ranks: every rank's head is the head one process trains on all images."""
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    script = Path(__file__).parent / "dist_probe.py"
-    subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29547", str(script), str(tmp_path)],
-        check=True,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    done = torchrun(29547, Path(__file__).parent / "dist_probe.py", tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
     probe = OnlineProbe(16, 4, lr=0.5, device=torch.device("cpu"), seed=0)
     for view1, view2, labels in batches(2, 5):
         probe.step(torch.cat([view1, view2]), labels)

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_faults import TORCHRUN, pretrain_args, wait_for_metrics
+from conftest import torchrun
+from datasets import write_synthetic_shards
+from test_faults import pretrain_args, wait_for_metrics
 from test_shards_bad_input import one_line_error
 
 import fastclr.files as lock_module
@@ -28,10 +30,7 @@ from fastclr.trainers._lock import LOCK, RunDirError, RunDirLock
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    source = shards.open_source("synthetic", None, "train", num=96, size=16, classes=4, seed=5)
-    shards.convert(source, root / "train", shard_size=32, encoding="jpeg", progress=False)
-    return root / "train"
+    return write_synthetic_shards(tmp_path_factory.mktemp("data"), train=96) / "train"
 
 
 def snapshot(run: Path) -> dict[str, bytes]:
@@ -154,13 +153,7 @@ def test_torchrun_on_a_machine_without_gpus_forms_a_cpu_process_group_by_itself(
     join one gloo group: one run, a global batch of both processes, one start line."""
     argv = ("batch_size=8", "epochs=1", "max_steps=2")
     args = [a for a in pretrain_args(data, tmp_path / "run", *argv) if a != "cpu=true"]
-    result = subprocess.run(
-        [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29551", "-m", "fastclr", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
-        timeout=300,
-    )
+    result = torchrun(29551, "-m", "fastclr", *args, env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("global batch 16, 2 views each: 30 negatives per anchor") == 1, result.stdout
     assert "precision fp32 on cpu" in result.stdout
@@ -231,14 +224,8 @@ def test_a_busy_run_dir_refuses_every_rank_of_a_process_group_at_once(data, tmp_
     held = RunDirLock(tmp_path / "run")
     held.acquire()
     try:
-        result = subprocess.run(
-            [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29553", "-m", "fastclr"]
-            + pretrain_args(data, tmp_path / "run", "batch_size=8", "dist_timeout=60"),
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-            timeout=300,
-        )
+        args = pretrain_args(data, tmp_path / "run", "batch_size=8", "dist_timeout=60")
+        result = torchrun(29553, "-m", "fastclr", *args)
     finally:
         held.release()
     out = result.stdout + result.stderr

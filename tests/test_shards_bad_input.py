@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from datasets import write_cifar10, write_imagefolder, write_mnist
+from datasets import convert_folder_argv, write_cifar10, write_imagefolder, write_mnist
 
 from fastclr import shards
 
@@ -68,32 +68,12 @@ def test_corrupt_image_fails_by_default_and_is_counted_when_skipped(tmp_path, ru
     bad = tmp_path / "src" / "dog" / "img_001.jpg"
     bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
     (tmp_path / "src" / "eel" / "fake.jpg").write_bytes(b"this is text, not a jpeg")
-    code, _, err = run_cli(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "o",
-    )
+    code, _, err = run_cli(*convert_folder_argv(tmp_path / "src", tmp_path / "o"))
     line = one_line_error(code, err)
     assert "not a readable image" in line and "--skip-corrupt" in line
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.partial").exists()
 
-    args = [
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "o",
-    ]
+    args = convert_folder_argv(tmp_path / "src", tmp_path / "o")
     code, out, _ = run_cli(*args, "--skip-corrupt", "--quiet")
     assert code == 0 and "2 unreadable images skipped" in out
     manifest = shards.load_manifest(tmp_path / "o")
@@ -107,34 +87,14 @@ def test_corrupt_image_fails_by_default_and_is_counted_when_skipped(tmp_path, ru
 def test_zero_byte_image(tmp_path, run_cli):
     write_imagefolder(tmp_path / "src")
     (tmp_path / "src" / "cat" / "empty.png").write_bytes(b"")
-    code, _, err = run_cli(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "o",
-    )
+    code, _, err = run_cli(*convert_folder_argv(tmp_path / "src", tmp_path / "o"))
     assert "empty.png: not a readable image" in one_line_error(code, err)
 
 
 def test_empty_class_folder(tmp_path, run_cli):
     write_imagefolder(tmp_path / "src")
     (tmp_path / "src" / "fox").mkdir()
-    code, _, err = run_cli(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "o",
-    )
+    code, _, err = run_cli(*convert_folder_argv(tmp_path / "src", tmp_path / "o"))
     assert "fox: class folder holds no images" in one_line_error(code, err)
 
 
@@ -185,17 +145,7 @@ def test_raw_needs_one_image_size(tmp_path, run_cli):
     from datasets import encode, images
 
     (tmp_path / "src" / "cat" / "big.jpg").write_bytes(encode(images(1, 20, 30)[0], "JPEG"))
-    args = [
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "o",
-    ]
+    args = convert_folder_argv(tmp_path / "src", tmp_path / "o")
     code, _, err = run_cli(*args, "--encoding", "raw")
     assert "--encoding raw needs one image size" in one_line_error(code, err)
     assert not (tmp_path / "o").exists()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import decode, read_back_dali, read_back_webdataset
 from datasets import (
+    convert_folder_argv,
     tar_gz,
     write_cifar10,
     write_cifar100,
@@ -275,17 +276,7 @@ def test_max_side_shrinks_only_large_images(tmp_path, run_cli):
 
     write_imagefolder(tmp_path / "src", size=16)
     (tmp_path / "src" / "dog" / "huge.jpg").write_bytes(encode(images(1, 80, 40)[0], "JPEG"))
-    args = [
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "o",
-    ]
+    args = convert_folder_argv(tmp_path / "src", tmp_path / "o")
     code, _, err = run_cli(*args, "--max-side", 32, "--quiet")
     assert code == 0, err
     manifest = shards.load_manifest(tmp_path / "o")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import write_imagefolder
+from datasets import convert_folder_argv, write_imagefolder
 from PIL import Image
 from test_shards_bad_input import one_line_error
 
@@ -86,33 +86,13 @@ def _max_rss_kb(*args) -> tuple[int, int, str]:
 
 def test_a_decompression_bomb_is_refused_from_its_header_in_bounded_memory(tmp_path, run_cli):
     write_imagefolder(tmp_path / "src", per_class=2)
-    normal_rss, code, _ = _max_rss_kb(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "normal",
-        "--quiet",
-    )
+    normal_rss, code, _ = _max_rss_kb(*convert_folder_argv(tmp_path / "src", tmp_path / "normal", "--quiet"))
     assert code == 0
     bomb = tmp_path / "src" / "dog" / "bomb.png"
     Image.new("1", (12000, 12000)).save(bomb)  # 18 KB declaring 144 M pixels
     assert bomb.stat().st_size < 100_000
     args = [
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "o",
-        "--quiet",
+        *convert_folder_argv(tmp_path / "src", tmp_path / "o", "--quiet"),
     ]
     rss, code, err = _max_rss_kb(*args)
     line = one_line_error(code, err)
@@ -170,15 +150,7 @@ def test_names_that_are_not_utf8_print_under_a_strict_utf8_stdout(tmp_path):
     strict = {"PYTHONIOENCODING": "utf-8:strict"}
     out = tmp_path / "o"
     done = fastclr(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        out,
+        *convert_folder_argv(tmp_path / "src", out),
         env=strict,
     )
     assert done.returncode == 0, done.stderr.decode()
@@ -188,16 +160,7 @@ def test_names_that_are_not_utf8_print_under_a_strict_utf8_stdout(tmp_path):
         assert b"caf\\udce9" in done.stdout or command == ["verify"], done.stdout
     image.write_bytes(b"not a png")
     done = fastclr(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "p",
-        "--quiet",
+        *convert_folder_argv(tmp_path / "src", tmp_path / "p", "--quiet"),
         env=strict,
     )
     lines = done.stderr.decode().strip().splitlines()
@@ -209,9 +172,7 @@ def test_an_output_inside_its_source_is_refused(tmp_path, run_cli):
     write_imagefolder(tmp_path / "src", per_class=1)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     for out in (tmp_path / "src" / "shards", tmp_path / "src", tmp_path / "src" / "cat" / "x"):
-        code, _, err = run_cli(
-            "shards", "convert", "imagefolder", "--split", "train", "--src", tmp_path / "src", "--out", out
-        )
+        code, _, err = run_cli(*convert_folder_argv(tmp_path / "src", out))
         assert f"--out {out} is inside --src {tmp_path / 'src'}" in one_line_error(code, err)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
@@ -244,18 +205,7 @@ def test_a_folder_left_by_an_interrupted_conversion_is_named_as_such(tmp_path, r
 
 def test_info_prints_the_source_as_lines(tmp_path, run_cli):
     write_imagefolder(tmp_path / "src", per_class=1)
-    run_cli(
-        "shards",
-        "convert",
-        "imagefolder",
-        "--split",
-        "train",
-        "--src",
-        tmp_path / "src",
-        "--out",
-        tmp_path / "o",
-        "--quiet",
-    )
+    run_cli(*convert_folder_argv(tmp_path / "src", tmp_path / "o", "--quiet"))
     code, out, _ = run_cli("shards", "info", tmp_path / "o")
     assert code == 0 and "{" not in out
     lines = out.splitlines()
