@@ -278,7 +278,7 @@ def test_a_bad_config_key_fails_fast_naming_the_valid_keys(data, tmp_path, run_c
     code, _, err = run_cli("pretrain", f"data.train={data / 'train'}", "optim.lrr=0.1")
     assert code == 1 and "unknown config key 'optim.lrr'" in err and "lr, lr_scaling" in err
     code, _, err = run_cli("pretrain", f"data.train={data / 'train'}", "precision=fp8")
-    assert code == 1 and "precision='fp8' is not valid; choose one of: bf16, fp16, fp32" in err
+    assert code == 1 and "precision='fp8' is not valid; choose one of: auto, bf16, fp16, fp32" in err
     code, _, err = run_cli("pretrain", f"data.train={data / 'train'}", "data.augment.jiter_p=0.1")
     assert code == 1 and "unknown augmentation parameter 'jiter_p'" in err
     code, _, err = run_cli("pretrain", "epochs=1")
