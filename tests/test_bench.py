@@ -210,7 +210,9 @@ def test_views_benchmark_compares_each_view_set_with_two_views(tmp_path):
         assert row["views_per_s"] == pytest.approx(views * row["images_per_s"], rel=0.01)
         assert len(row["runs_views_per_s"]) == 2 and row["cpu_ms_per_1000_views"] > 0
         two = rows[(dataset, "2")]
-        assert row["speed"] == pytest.approx(row["views_per_s"] / two["views_per_s"], abs=0.01)
+        # the ratio of the rates as stored (to 0.1 view/s): at a loaded machine's few views/s that
+        # rounding alone moves it by a few percent
+        assert row["speed"] == pytest.approx(row["views_per_s"] / two["views_per_s"], rel=0.05, abs=0.01)
     assert (
         rows[("synthetic224-jpeg", "2+3")]["small_size"] == 96
         and rows[("cifar10-test-jpeg", "2")]["speed"] == 1
