@@ -1,7 +1,9 @@
 """Datasets to WebDataset shards: tar + DALI index + manifest.json; subsets; verify.
 
 Imports numpy, Pillow and webdataset only: never torch or DALI. Each command's settings are a
-dataclass here (`ConvertConfig`, `SubsetConfig`, `VerifyConfig`, `InfoConfig`).
+dataclass here (`ConvertConfig`, `SubsetConfig`, `VerifyConfig`, `InfoConfig`). A new dataset
+source: a function returning a `Source` (`array_source` builds one from arrays), decorated with
+`@register(name)`, becomes `fastclr shards convert NAME` once its module is imported.
 """
 
 from fastclr.shards._convert import check_output, convert
@@ -16,7 +18,7 @@ from fastclr.shards._options import (
     SubsetConfig,
     VerifyConfig,
 )
-from fastclr.shards._sources import SPLITS, Source, open_source
+from fastclr.shards._sources import SPLITS, Source, array_source, open_source, register
 from fastclr.shards._subset import subset
 from fastclr.shards._verify import check, describe, rebuild_index, verify
 
@@ -31,6 +33,7 @@ __all__ = [
     "ShardError",
     "Source",
     "SubsetConfig",
+    "array_source",
     "VerifyConfig",
     "check",
     "check_output",
@@ -39,6 +42,7 @@ __all__ = [
     "load_manifest",
     "open_source",
     "read_samples",
+    "register",
     "sha256_file",
     "rebuild_index",
     "subset",

@@ -309,3 +309,23 @@ def test_nothing_points_outside_the_repository():
             if "../shared" in text and path.name != "test_docs.py":
                 found.append(f"{path.relative_to(ROOT)}:{line}: ../shared")
     assert not found, found
+
+
+def test_the_design_page_s_dataset_source_registers_and_converts(tmp_path):
+    """docs/design.md's extension example, as written, is a source `fastclr shards convert` can use."""
+    import numpy as np
+
+    from fastclr.shards import SOURCES, convert
+
+    page = (ROOT / "docs" / "design.md").read_text()
+    example = re.search(r"```python\n(from pathlib import Path\n.*?@register.*?)```", page, flags=re.S).group(
+        1
+    )
+    np.save(tmp_path / "images.npy", np.random.default_rng(0).integers(0, 255, (20, 8, 8, 3), dtype=np.uint8))
+    np.save(tmp_path / "labels.npy", np.arange(20) % 2)
+    try:
+        exec(compile(example, "docs/design.md", "exec"), {})
+        manifest = convert(SOURCES["my_npy"](tmp_path, "train"), tmp_path / "out")
+    finally:
+        SOURCES.pop("my_npy", None)
+    assert manifest["num_samples"] == 20 and manifest["classes"] == ["0", "1"]
