@@ -97,6 +97,22 @@ def latest(folder: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def newest_verified(folder: Path, damaged: list[tuple[Path, str]]) -> Path | None:
+    """The newest checkpoint in `folder` not in `damaged` whose files verify; each newer one that does
+    not is added to `damaged` as (path, why)."""
+    known = {path for path, _ in damaged}
+    for path in reversed(step_folders(folder)):
+        if path in known:
+            continue
+        try:
+            verify(path)
+        except Damaged as err:
+            damaged.append((path, str(err)))
+            continue
+        return path
+    return None
+
+
 def recover(folder: Path) -> None:
     """Undo what a crash mid-save or mid-prune left: drop `.tmp` folders; put back a set-aside `.old` one.
 
@@ -363,6 +379,15 @@ def _apply(name: str, action: Callable[[], object]) -> None:
         raise Damaged(name, f"does not fit this run ({_reason(err)})") from None
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights of the checkpoint `path`, on the CPU; `Damaged` when they cannot be read or
+    hold non-finite values."""
+    weights = _read(path, MODEL, lambda p: load_file(p, device="cpu"))
+    if bad := non_finite(weights):
+        raise Damaged(MODEL, f"holds non-finite weights ({bad})")
+    return weights
+
+
 def restore(
     path: Path, meta: dict, accelerator, model, optimizer, scheduler, scaler=None, probe=None
 ) -> bytes:
@@ -371,9 +396,7 @@ def restore(
     position. Everything is read and checked before any of it is loaded: `Damaged` names the file
     that cannot be read, does not fit, or holds non-finite weights or optimiser state."""
     rank = accelerator.process_index
-    weights = _read(path, MODEL, lambda p: load_file(p, device="cpu"))
-    if bad := non_finite(weights):
-        raise Damaged(MODEL, f"holds non-finite weights ({bad})")
+    weights = read_weights(path)
     optim = _read(path, OPTIMIZER, _torch)
     try:
         bad = non_finite(optimizer_tensors(optim))

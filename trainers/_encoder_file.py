@@ -140,29 +140,21 @@ def export_checkpoint_encoder(cfg, out: Path) -> Path:
     verify and whose weights are finite, as encoder.safetensors + encoder.json in `out`: a run can be
     evaluated while it trains. A damaged newer checkpoint is passed over with one line naming it."""
     from fastclr import shards
-    from fastclr.trainers._checkpoint import MODEL, Damaged, non_finite, step_folders, verify
+    from fastclr.trainers._checkpoint import Damaged, newest_verified, read_weights
 
-    state, skipped = None, []
-    for folder in reversed(step_folders(Path(cfg.run_dir) / "checkpoints")):
+    damaged = []
+    while (path := newest_verified(Path(cfg.run_dir) / "checkpoints", damaged)) is not None:
         try:
-            verify(folder)
-            state = safetensors.torch.load_file(folder / MODEL)
-        except Damaged as err:
-            skipped.append(f"{folder.name} ({err})")
-            continue
-        except (OSError, safetensors.SafetensorError) as err:
-            skipped.append(f"{folder.name} ({MODEL}: cannot be read: {str(err).splitlines()[0][:120]})")
-            continue
-        bad = non_finite(state)
-        if bad is None:
+            state = read_weights(path)
             break
-        skipped.append(f"{folder.name} ({MODEL}: {bad} is not finite)")
-        state = None
-    if state is None:
-        why = f": none usable, {'; '.join(skipped)}" if skipped else ""
+        except Damaged as err:
+            damaged.append((path, str(err)))
+    skipped = "; ".join(f"{p.name} ({why})" for p, why in damaged)
+    if path is None:
+        why = f": none usable, {skipped}" if damaged else ""
         raise TrainError(f"run_dir {cfg.run_dir}: no checkpoint to export an encoder from{why}")
-    if skipped:
-        print(f"note: passed over damaged checkpoint(s) {'; '.join(skipped)}; exporting {folder.name}")
+    if damaged:
+        print(f"note: passed over damaged checkpoint(s) {skipped}; exporting {path.name}")
     manifest = shards.load_manifest(cfg.data.train)
     channels = cfg.data.channels or manifest["image"]["channels"]
     encoder = build_encoder(cfg.model.encoder, cfg.model.cifar_stem, in_chans=channels)

@@ -140,19 +140,7 @@ def resume(
 def _newest_verified(folder: Path, accelerator, damaged: list[tuple[Path, str]]) -> Path | None:
     """The newest checkpoint not in `damaged` whose files verify, checked on the main process; those
     that do not are added to `damaged`. The same answer on every rank."""
-    found = None
-    if accelerator.is_main_process:
-        known = {path for path, _ in damaged}
-        for path in reversed(checkpoint.step_folders(folder)):
-            if path in known:
-                continue
-            try:
-                checkpoint.verify(path)
-            except checkpoint.Damaged as err:
-                damaged.append((path, str(err)))
-                continue
-            found = path
-            break
+    found = checkpoint.newest_verified(folder, damaged) if accelerator.is_main_process else None
     if accelerator.num_processes > 1:
         found, damaged[:] = broadcast_object_list([found, list(damaged)])
     return found
